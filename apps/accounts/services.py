@@ -1,0 +1,46 @@
+"""Writes for accounts: organizations, memberships and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from apps.accounts.models import ROLE_ORG_KIND, ApiToken, Membership, Organization, Role
+from apps.common.errors import ApplicationError
+
+
+def token_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def token_create(*, user: AbstractBaseUser, name: str = "default") -> str:
+    """Create an API token for the user and return its key (only its digest is stored)."""
+    key = secrets.token_hex(20)
+    ApiToken.objects.create(user=user, name=name, prefix=key[:8], digest=token_digest(key))
+    return key
+
+
+@transaction.atomic
+def membership_ensure(
+    *, username: str, org_name: str, org_kind: str, role: str, email: str = ""
+) -> Membership:
+    """Create whatever is missing of user, organization and membership; return the membership."""
+    if role not in Role.values:
+        raise ApplicationError(f"Unknown role {role!r}; one of {', '.join(Role.values)}.")
+    if org_kind not in Organization.Kind.values:
+        raise ApplicationError(f"Unknown organization kind {org_kind!r}.")
+    if ROLE_ORG_KIND[Role(role)] != org_kind:
+        raise ApplicationError(
+            f"Role {role!r} belongs to a {ROLE_ORG_KIND[Role(role)]} organization, not {org_kind!r}."
+        )
+    org, created = Organization.objects.get_or_create(name=org_name, defaults={"kind": org_kind})
+    if not created and org.kind != org_kind:
+        raise ApplicationError(f"Organization {org_name!r} exists and is a {org.kind}.")
+    user_model = get_user_model()
+    user, _ = user_model.objects.get_or_create(username=username, defaults={"email": email})
+    membership, _ = Membership.objects.get_or_create(user=user, organization=org, role=role)
+    return membership

@@ -1,0 +1,185 @@
+"""Annotator API: next task, submit, release, skip."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.assignments.services import (
+    Idle,
+    IdleReason,
+    assignment_next,
+    assignment_release,
+    assignment_skip,
+    assignment_submit,
+)
+from apps.workforce.models import Worker
+from apps.workforce.selectors import worker_for_user
+
+IDLE_HEADER = "Concord-Idle-Reason"
+
+
+class IsWorker(BasePermission):
+    """Annotators and experts: users with a worker record, loaded once onto the request.
+
+    One query both authorizes and fetches what the engine needs, which keeps the hot path
+    short (annotator and expert memberships always come with a worker record).
+    """
+
+    message = "Only annotators and experts have tasks."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not request.user or not request.user.is_authenticated:
+            return False
+        worker = worker_for_user(user=request.user)
+        request.worker = worker
+        return worker is not None
+
+
+def _worker(request: Request) -> Worker:
+    return request.worker  # set by IsWorker
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.DictField(help_text='{"code", "message", "details"}')
+
+
+class AssignmentNextApi(APIView):
+    permission_classes = [IsWorker]
+
+    class InputSerializer(serializers.Serializer):
+        job = serializers.IntegerField(required=False, min_value=1, help_text="Only this job.")
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField(help_text="The assignment (lease) id.")
+        job = serializers.IntegerField()
+        item = serializers.IntegerField()
+        external_id = serializers.CharField()
+        payload = serializers.JSONField()
+        classes = serializers.ListField(child=serializers.CharField())
+        instructions = serializers.CharField()
+        prelabel = serializers.CharField(allow_null=True)
+        expires_at = serializers.DateTimeField()
+
+    @extend_schema(
+        operation_id="assignments_next",
+        request=InputSerializer,
+        parameters=[
+            OpenApiParameter("job", int, OpenApiParameter.QUERY, required=False),
+            OpenApiParameter(
+                IDLE_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[204],
+                enum=[reason.value for reason in IdleReason],
+                description="Why there is no task.",
+            ),
+            OpenApiParameter(
+                "Retry-After",
+                OpenApiTypes.INT,
+                OpenApiParameter.HEADER,
+                response=[204],
+                description="Seconds to wait, sent when waiting can help.",
+            ),
+        ],
+        responses={
+            200: OutputSerializer,
+            204: OpenApiResponse(description="Nothing to do; see the Concord-Idle-Reason header."),
+            400: ErrorSerializer,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data if isinstance(request.data, dict) else {}
+        if "job" not in data and "job" in request.query_params:
+            data = {"job": request.query_params["job"]}
+        serializer = self.InputSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        result = assignment_next(
+            worker=_worker(request), job_id=serializer.validated_data.get("job")
+        )
+        if isinstance(result, Idle):
+            response = Response(status=status.HTTP_204_NO_CONTENT)
+            response[IDLE_HEADER] = result.reason.value
+            if result.retry_after is not None:
+                response["Retry-After"] = str(result.retry_after)
+            return response
+        return Response(self.OutputSerializer(result).data)
+
+
+class LabelOutputSerializer(serializers.Serializer):
+    assignment = serializers.IntegerField(source="assignment_id")
+    item = serializers.IntegerField(source="item_id")
+    job = serializers.IntegerField(source="job_id")
+    label = serializers.CharField(source="value")
+    duration_ms = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class AssignmentSubmitApi(APIView):
+    permission_classes = [IsWorker]
+
+    class InputSerializer(serializers.Serializer):
+        label = serializers.CharField(max_length=200)
+        duration_ms = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+    @extend_schema(
+        operation_id="assignments_submit",
+        request=InputSerializer,
+        responses={
+            200: LabelOutputSerializer,
+            400: ErrorSerializer,
+            404: ErrorSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer, description="lease_expired, lease_not_yours or invalid_state."
+            ),
+        },
+        description="Idempotent: a repeated submit returns the first answer.",
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = assignment_submit(
+            worker=_worker(request),
+            assignment_id=assignment_id,
+            label=serializer.validated_data["label"],
+            duration_ms=serializer.validated_data.get("duration_ms"),
+        )
+        return Response(LabelOutputSerializer(result.label).data)
+
+
+class AssignmentStateOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+_END_RESPONSES = {
+    200: AssignmentStateOutputSerializer,
+    404: ErrorSerializer,
+    409: OpenApiResponse(
+        ErrorSerializer, description="lease_expired, lease_not_yours or invalid_state."
+    ),
+}
+
+
+class AssignmentReleaseApi(APIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(operation_id="assignments_release", request=None, responses=_END_RESPONSES)
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_release(worker=_worker(request), assignment_id=assignment_id)
+        return Response(AssignmentStateOutputSerializer(assignment).data)
+
+
+class AssignmentSkipApi(APIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(operation_id="assignments_skip", request=None, responses=_END_RESPONSES)
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_skip(worker=_worker(request), assignment_id=assignment_id)
+        return Response(AssignmentStateOutputSerializer(assignment).data)

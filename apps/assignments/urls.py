@@ -1,0 +1,27 @@
+"""Routes of the annotator API."""
+
+from django.urls import path
+
+from apps.assignments.apis import (
+    AssignmentNextApi,
+    AssignmentReleaseApi,
+    AssignmentSkipApi,
+    AssignmentSubmitApi,
+)
+
+urlpatterns = [
+    path("assignments/next/", AssignmentNextApi.as_view(), name="assignment-next"),
+    path(
+        "assignments/<int:assignment_id>/submit/",
+        AssignmentSubmitApi.as_view(),
+        name="assignment-submit",
+    ),
+    path(
+        "assignments/<int:assignment_id>/release/",
+        AssignmentReleaseApi.as_view(),
+        name="assignment-release",
+    ),
+    path(
+        "assignments/<int:assignment_id>/skip/", AssignmentSkipApi.as_view(), name="assignment-skip"
+    ),
+]

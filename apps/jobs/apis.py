@@ -1,0 +1,456 @@
+"""Client API for jobs and items: CRUD, upload, lifecycle, results."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import generics, serializers, status
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.models import Organization
+from apps.accounts.permissions import IsClientOrOps, IsJobReader
+from apps.accounts.selectors import user_client_org_ids, user_roles
+from apps.common.errors import ApplicationError, ErrorCode
+from apps.jobs import selectors, services
+from apps.jobs.ingest import UploadFormatError, format_from_content_type
+from apps.jobs.models import Item, Job
+from apps.jobs.specs import (
+    LabelSchemaSerializer,
+    PolicySerializer,
+    PricingSerializer,
+    RoutingSerializer,
+)
+
+
+class JobOutputSerializer(serializers.ModelSerializer):
+    organization = serializers.CharField(source="organization.name")
+    classes = serializers.ListField(child=serializers.CharField())
+    policy = serializers.DictField(source="effective_policy")
+    pricing = serializers.DictField(source="effective_pricing")
+    routing = serializers.DictField(source="effective_routing")
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "name",
+            "instructions",
+            "organization",
+            "status",
+            "label_schema",
+            "classes",
+            "policy",
+            "pricing",
+            "routing",
+            "feature_dim",
+            "created_at",
+            "updated_at",
+            "launched_at",
+            "completed_at",
+        ]
+
+
+class JobDetailOutputSerializer(JobOutputSerializer):
+    item_counts = serializers.SerializerMethodField()
+
+    class Meta(JobOutputSerializer.Meta):
+        fields = [*JobOutputSerializer.Meta.fields, "item_counts"]
+
+    def get_item_counts(self, job: Job) -> dict[str, int]:
+        return selectors.job_item_counts(job=job)
+
+
+class JobInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    instructions = serializers.CharField(required=False, allow_blank=True, default="")
+    label_schema = LabelSchemaSerializer()
+    policy = PolicySerializer(required=False)
+    pricing = PricingSerializer(required=False)
+    routing = RoutingSerializer(required=False)
+    organization = serializers.CharField(
+        required=False, help_text="Client organization name; needed when ops create a job."
+    )
+
+
+class JobUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    instructions = serializers.CharField(required=False, allow_blank=True)
+    label_schema = LabelSchemaSerializer(required=False)
+    policy = PolicySerializer(required=False)
+    pricing = PricingSerializer(required=False)
+    routing = RoutingSerializer(required=False)
+
+
+class JobFilter(filters.FilterSet):
+    status = filters.MultipleChoiceFilter(choices=Job.Status.choices)
+    name = filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Job
+        fields = ["status", "name"]
+
+
+def _job_for_request(request: Request, job_id: int) -> Job:
+    return selectors.job_get_for_user(user=request.user, job_id=job_id)
+
+
+def _organization_for_new_job(request: Request, name: str | None) -> Organization:
+    roles = user_roles(user=request.user)
+    if "ops" in roles:
+        if not name:
+            raise ApplicationError(
+                "Ops must name the client organization the job is for.",
+                details={"organization": "required"},
+            )
+        org = Organization.objects.filter(name=name, kind=Organization.Kind.CLIENT).first()
+        if org is None:
+            raise ApplicationError(
+                f"No client organization named {name!r}.", details={"organization": "unknown"}
+            )
+        return org
+    org_ids = user_client_org_ids(user=request.user)
+    orgs = Organization.objects.filter(pk__in=org_ids)
+    if name:
+        orgs = orgs.filter(name=name)
+    found = list(orgs[:2])
+    if len(found) != 1:
+        raise ApplicationError(
+            "Name the organization the job is for."
+            if found
+            else "You are in no such organization.",
+            details={"organization": "ambiguous" if found else "unknown"},
+        )
+    return found[0]
+
+
+class JobListCreateApi(generics.ListAPIView):
+    serializer_class = JobOutputSerializer
+    filterset_class = JobFilter
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsClientOrOps()]
+        return [IsJobReader()]
+
+    def get_queryset(self) -> QuerySet[Job]:
+        return selectors.job_list_for_user(user=self.request.user).select_related("organization")
+
+    @extend_schema(request=JobInputSerializer, responses={201: JobDetailOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = JobInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        organization = _organization_for_new_job(request, values.pop("organization", None))
+        job = services.job_create(organization=organization, created_by=request.user, **values)
+        return Response(JobDetailOutputSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobDetailApi(APIView):
+    def get_permissions(self):
+        if self.request.method == "PATCH":
+            return [IsClientOrOps()]
+        return [IsJobReader()]
+
+    @extend_schema(responses=JobDetailOutputSerializer)
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(JobDetailOutputSerializer(_job_for_request(request, job_id)).data)
+
+    @extend_schema(request=JobUpdateSerializer, responses=JobDetailOutputSerializer)
+    def patch(self, request: Request, job_id: int) -> Response:
+        job = _job_for_request(request, job_id)
+        data = JobUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        job = services.job_update(job=job, changes=dict(data.validated_data))
+        return Response(JobDetailOutputSerializer(job).data)
+
+
+def _lifecycle_api(name: str, action) -> type[APIView]:
+    class LifecycleApi(APIView):
+        permission_classes = [IsClientOrOps]
+
+        @extend_schema(
+            request=None, responses=JobDetailOutputSerializer, operation_id=f"jobs_{name}"
+        )
+        def post(self, request: Request, job_id: int) -> Response:
+            job = action(job=_job_for_request(request, job_id))
+            return Response(JobDetailOutputSerializer(job).data)
+
+    LifecycleApi.__name__ = f"Job{name.capitalize()}Api"
+    LifecycleApi.__qualname__ = LifecycleApi.__name__
+    return LifecycleApi
+
+
+JobLaunchApi = _lifecycle_api("launch", services.job_launch)
+JobPauseApi = _lifecycle_api("pause", services.job_pause)
+JobCancelApi = _lifecycle_api("cancel", services.job_cancel)
+
+
+class _RequestStream(io.RawIOBase):
+    """A raw binary stream over a Django request body, read as it arrives."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._source.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+IngestReportSerializer = inline_serializer(
+    "IngestReport",
+    {
+        "created": serializers.IntegerField(),
+        "updated": serializers.IntegerField(),
+        "rejected": serializers.IntegerField(),
+        "errors": serializers.ListField(
+            child=inline_serializer(
+                "RowError",
+                {
+                    "row": serializers.IntegerField(),
+                    "external_id": serializers.CharField(required=False),
+                    "errors": serializers.DictField(child=serializers.CharField()),
+                },
+            )
+        ),
+        "errors_truncated": serializers.BooleanField(),
+    },
+)
+
+
+class ItemOutputSerializer(serializers.ModelSerializer):
+    is_gold = serializers.BooleanField()
+    status = serializers.CharField(source="state")
+
+    class Meta:
+        model = Item
+        fields = [
+            "id",
+            "external_id",
+            "payload",
+            "prediction",
+            "is_gold",
+            "gold_label",
+            "status",
+            "priority",
+            "n_labels",
+            "label",
+            "confidence",
+            "agreement",
+            "source",
+            "created_at",
+            "settled_at",
+        ]
+
+
+class ItemFilter(filters.FilterSet):
+    status = filters.MultipleChoiceFilter(field_name="state", choices=Item.State.choices)
+    external_id = filters.CharFilter()
+    is_gold = filters.BooleanFilter(field_name="gold_label", lookup_expr="isnull", exclude=True)
+
+    class Meta:
+        model = Item
+        fields = ["status", "external_id", "is_gold"]
+
+
+class JobItemsApi(generics.ListAPIView):
+    """GET lists a job's items (paged); POST uploads items as JSON list, JSONL or CSV."""
+
+    serializer_class = ItemOutputSerializer
+    filterset_class = ItemFilter
+    # The upload body is read as a stream by the view itself, never by a DRF parser.
+    parser_classes = [JSONParser]
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsClientOrOps()]
+        return [IsJobReader()]
+
+    def get_queryset(self) -> QuerySet[Item]:
+        job = _job_for_request(self.request, self.kwargs["job_id"])
+        return Item.objects.filter(job=job).defer("features").order_by("id")
+
+    @extend_schema(
+        request={
+            "application/json": OpenApiTypes.OBJECT,
+            "application/x-ndjson": OpenApiTypes.STR,
+            "text/csv": OpenApiTypes.STR,
+            "multipart/form-data": inline_serializer("ItemFile", {"file": serializers.FileField()}),
+        },
+        parameters=[
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "jsonl", "csv"],
+                description="Overrides the format implied by the content type.",
+            )
+        ],
+        responses={201: IngestReportSerializer, 200: IngestReportSerializer},
+        description=(
+            "Rows: {external_id, payload, features?, prediction?, gold_label?}. Idempotent on "
+            "external_id: a known id updates the item. Bad rows are reported by row number "
+            "(1-based) with reasons; good rows are stored."
+        ),
+    )
+    def post(self, request: Request, job_id: int) -> Response:
+        job = _job_for_request(request, job_id)
+        django_request = request._request
+        explicit = request.query_params.get("format")
+        content_type = django_request.content_type or ""
+        try:
+            if content_type.startswith("multipart/form-data"):
+                upload = django_request.FILES.get("file")
+                if upload is None:
+                    raise UploadFormatError("A multipart upload needs a 'file' field.")
+                suffix = upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
+                fmt = explicit or {"ndjson": "jsonl", "jsonl": "jsonl", "csv": "csv"}.get(
+                    suffix, "json"
+                )
+                format_from_content_type(None, fmt)
+                stream: Any = upload
+            else:
+                fmt = format_from_content_type(content_type, explicit)
+                stream = io.BufferedReader(_RequestStream(django_request), 1 << 16)
+            report = services.item_ingest(job=job, stream=stream, fmt=fmt)
+        except UploadFormatError as exc:
+            raise ApplicationError(str(exc), code=ErrorCode.PARSE_ERROR) from exc
+        code = status.HTTP_201_CREATED if report.created else status.HTTP_200_OK
+        return Response(report.as_dict(), status=code)
+
+
+RESULT_CSV_COLUMNS = [
+    "external_id",
+    "label",
+    "confidence",
+    "agreement",
+    "n_labels",
+    "source",
+    "status",
+    "is_gold",
+    "posterior",
+]
+
+
+def _stream_json(rows: Iterator[dict]) -> Iterator[bytes]:
+    yield b"["
+    dumps = orjson.dumps
+    first = True
+    for row in rows:
+        yield dumps(row) if first else b"," + dumps(row)
+        first = False
+    yield b"]\n"
+
+
+def _stream_jsonl(rows: Iterator[dict]) -> Iterator[bytes]:
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for row in rows:
+        yield dumps(row, option=newline)
+
+
+def _stream_csv(rows: Iterator[dict], block: int = 1000) -> Iterator[bytes]:
+    """CSV text in blocks of rows: one csv.writer call and one encode per block, not per row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(RESULT_CSV_COLUMNS)
+    dumps = orjson.dumps
+    pending = []
+    for row in rows:
+        posterior = row["posterior"]
+        row["posterior"] = dumps(posterior).decode() if posterior is not None else ""
+        pending.append([row[name] for name in RESULT_CSV_COLUMNS])
+        if len(pending) >= block:
+            writer.writerows(pending)
+            pending.clear()
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    writer.writerows(pending)
+    yield buffer.getvalue().encode()
+
+
+def _batched(chunks: Iterator[bytes], size: int = 1 << 16) -> Iterator[bytes]:
+    """Join small pieces into ~64 KiB writes: one write per row would dominate the cost."""
+    buffer: list[bytes] = []
+    length = 0
+    for chunk in chunks:
+        buffer.append(chunk)
+        length += len(chunk)
+        if length >= size:
+            yield b"".join(buffer)
+            buffer, length = [], 0
+    if buffer:
+        yield b"".join(buffer)
+
+
+_RESULT_FORMATS = {
+    "json": ("application/json", _stream_json),
+    "jsonl": ("application/x-ndjson", _stream_jsonl),
+    "csv": ("text/csv", _stream_csv),
+}
+
+
+class JobResultsApi(APIView):
+    permission_classes = [IsJobReader]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "format", str, enum=list(_RESULT_FORMATS), description="Default json."
+            ),
+            OpenApiParameter("status", str, enum=Item.State.values, description="Only this state."),
+        ],
+        responses={
+            200: OpenApiResponse(
+                description=(
+                    "Per item: external_id, label, confidence, agreement, n_labels, source "
+                    "(crowd|model|expert|qc), status, is_gold, posterior, result_meta. Streamed."
+                )
+            )
+        },
+    )
+    def get(self, request: Request, job_id: int) -> StreamingHttpResponse:
+        job = _job_for_request(request, job_id)
+        fmt = request.query_params.get("format", "json")
+        if fmt not in _RESULT_FORMATS:
+            raise ApplicationError(
+                f"Unknown format {fmt!r}; one of json, jsonl, csv.", details={"format": "invalid"}
+            )
+        state = request.query_params.get("status")
+        if state and state not in Item.State.values:
+            raise ApplicationError(f"Unknown status {state!r}.", details={"status": "invalid"})
+        content_type, render = _RESULT_FORMATS[fmt]
+        rows = selectors.job_results(job=job, state=state)
+        response = StreamingHttpResponse(_batched(render(rows)), content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-results.{fmt}"'
+        return response
+
+
+__all__ = [
+    "JobListCreateApi",
+    "JobDetailApi",
+    "JobLaunchApi",
+    "JobPauseApi",
+    "JobCancelApi",
+    "JobItemsApi",
+    "JobResultsApi",
+]

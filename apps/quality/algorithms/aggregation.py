@@ -1,0 +1,646 @@
+"""Truth inference: turn redundant crowd answers into per-item class posteriors and worker quality."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ._answers import Answers, digamma, softmax_rows
+
+VERSION = "1.0.0"
+
+# Probabilities are clipped here before taking logs, so a worker who has never been seen
+# to give some label still leaves every class possible.
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """Result of one aggregation run.
+
+    `confusions[w, c, l]` is P(worker w answers l | true class c); every method fills it
+    (one-coin models spread the error mass evenly), so `item_posterior` can score new
+    answers with any method's output. `skills[w]` is the worker's expected accuracy under
+    `class_prior`.
+    """
+
+    method: str
+    version: str
+    posteriors: np.ndarray  # (n_tasks, K); tasks without answers get class_prior
+    labels: np.ndarray  # (n_tasks,) argmax of posteriors, ties to the lowest class
+    class_prior: np.ndarray  # (K,)
+    confusions: np.ndarray  # (n_workers, K, K)
+    skills: np.ndarray  # (n_workers,)
+    n_iter: int
+    converged: bool
+    log_likelihood: float  # marginal log-likelihood of the answers at the returned parameters
+    task_difficulty: np.ndarray | None = None  # GLAD: exp(beta_t), larger is easier
+    spam: np.ndarray | None = None  # MACE: P(worker answers at random)
+    detail: str = ""  # free text, e.g. which sub-model the default chose
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _skills(confusions: np.ndarray, class_prior: np.ndarray) -> np.ndarray:
+    diag = np.diagonal(confusions, axis1=1, axis2=2)
+    return diag @ class_prior
+
+
+def _one_coin_confusions(skill: np.ndarray, k: int) -> np.ndarray:
+    skill = np.asarray(skill, dtype=np.float64)
+    off = (1.0 - skill) / (k - 1)
+    conf = np.repeat(off[:, None, None], k, axis=1).repeat(k, axis=2)
+    idx = np.arange(k)
+    conf[:, idx, idx] = skill[:, None]
+    return conf
+
+
+def _result(
+    method: str,
+    ans: Answers,
+    posteriors: np.ndarray,
+    class_prior: np.ndarray,
+    confusions: np.ndarray,
+    *,
+    n_iter: int,
+    converged: bool,
+    log_likelihood: float,
+    **extra: object,
+) -> Aggregation:
+    posteriors = np.where(ans.answered[:, None], posteriors, class_prior[None, :])
+    return Aggregation(
+        method=method,
+        version=VERSION,
+        posteriors=posteriors,
+        labels=np.argmax(posteriors, axis=1),
+        class_prior=class_prior,
+        confusions=confusions,
+        skills=_skills(confusions, class_prior),
+        n_iter=n_iter,
+        converged=converged,
+        log_likelihood=float(log_likelihood),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _soft_majority(ans: Answers) -> np.ndarray:
+    counts = ans.vote_counts()
+    total = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, total, out=np.full_like(counts, 1.0 / ans.k), where=total > 0)
+
+
+def _confusion_log_table(confusions: np.ndarray) -> np.ndarray:
+    """(W, K_true, K_label) probabilities -> (K_true, W * K_label) logs for `gather_wl`."""
+    logc = np.log(np.clip(confusions, _EPS, None))
+    return np.ascontiguousarray(logc.transpose(1, 0, 2).reshape(confusions.shape[1], -1))
+
+
+def _confusion_e_step(
+    ans: Answers, confusions: np.ndarray, class_prior: np.ndarray
+) -> tuple[np.ndarray, float]:
+    table = _confusion_log_table(confusions)
+    scores = ans.task_sum(ans.gather_wl(table))
+    scores += np.log(np.clip(class_prior, _EPS, None))[None, :]
+    post, lse = softmax_rows(scores)
+    return post, float(lse[ans.answered].sum())
+
+
+def _prior_array(prior: float | np.ndarray, n_workers: int, k: int) -> np.ndarray:
+    arr = np.asarray(prior, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full((1, k, k), float(arr))
+    if arr.shape == (k, k):
+        return arr[None, :, :]
+    if arr.shape == (n_workers, k, k):
+        return arr
+    raise ValueError(f"prior must be a scalar, ({k}, {k}) or ({n_workers}, {k}, {k})")
+
+
+def _class_prior_update(ans: Answers, post: np.ndarray, smoothing: float) -> np.ndarray:
+    mass = post[ans.answered].sum(axis=0) + smoothing
+    return mass / mass.sum()
+
+
+# ----------------------------------------------------------------------------- majority vote
+
+
+def majority_vote(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+) -> Aggregation:
+    """Vote shares per task; worker quality is the soft confusion against those shares."""
+    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    post = _soft_majority(ans)
+    class_prior = _class_prior_update(ans, post, 1.0)
+    conf = _normalise_counts(ans.confusion_counts(post) + 1.0 / ans.k)
+    return _result(
+        "mv", ans, post, class_prior, conf, n_iter=1, converged=True, log_likelihood=np.nan
+    )
+
+
+def _normalise_counts(counts: np.ndarray) -> np.ndarray:
+    return counts / counts.sum(axis=-1, keepdims=True)
+
+
+def weighted_majority_vote(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    skills: np.ndarray | None = None,
+) -> Aggregation:
+    """Votes weighted by worker skill (Wawa when `skills` is None).
+
+    Without given skills, a worker's skill is their agreement rate with the plain majority
+    label, as Crowd-Kit's Wawa does; pass gold-based skills to weight by accuracy instead.
+    """
+    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    if skills is None:
+        mv_label = np.argmax(_soft_majority(ans), axis=1)
+        agree = (np.take(mv_label, ans.t) == ans.l).astype(np.float64)
+        hits = np.bincount(ans.w, weights=agree, minlength=ans.n_workers)
+        skills = np.divide(
+            hits, ans.per_worker, out=np.zeros(ans.n_workers), where=ans.per_worker > 0
+        )
+    skills = np.asarray(skills, dtype=np.float64)
+    post = ans.vote_counts(weights=np.take(skills, ans.w))
+    total = post.sum(axis=1, keepdims=True)
+    post = np.divide(post, total, out=_soft_majority(ans), where=total > 0)
+    class_prior = _class_prior_update(ans, post, 1.0)
+    conf = _one_coin_confusions(np.clip(skills, 0.0, 1.0), ans.k)
+    return _result(
+        "wmv", ans, post, class_prior, conf, n_iter=1, converged=True, log_likelihood=np.nan
+    )
+
+
+# ----------------------------------------------------------------------------- Dawid-Skene
+
+
+def dawid_skene(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    init_confusions: np.ndarray | None = None,
+    init_class_prior: np.ndarray | None = None,
+    prior: float | np.ndarray = 0.01,
+    shrinkage: float = 0.0,
+    shrink_to: str = "pooled",
+    class_prior_smoothing: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> Aggregation:
+    """Dawid-Skene EM with full per-worker confusion matrices.
+
+    `prior` holds Dirichlet pseudo-counts added to each worker's soft confusion counts in
+    every M-step: a scalar smooths every cell, a (K, K) array is shared by all workers and a
+    (n_workers, K, K) array gives each worker their own (e.g. counts from earlier jobs, so
+    their history acts as a prior). `init_confusions` / `init_class_prior` warm-start EM
+    from a previous run instead of from majority vote.
+
+    `shrinkage` > 0 adds, per true-class row, that many pseudo-counts distributed like the
+    pooled confusion of all workers (re-estimated every iteration, i.e. an empirical-Bayes
+    hierarchical prior): workers with few answers are pulled toward the crowd's average
+    behaviour instead of getting a noisy matrix of their own.
+
+    Converges when the per-answer change of the MAP objective falls below `tol` (the same
+    per-answer scale as Crowd-Kit's tol=1e-5).
+    """
+    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    k = ans.k
+    alpha = _prior_array(prior, ans.n_workers, k)
+    if init_confusions is not None:
+        conf = np.asarray(init_confusions, dtype=np.float64)
+        if conf.shape != (ans.n_workers, k, k):
+            raise ValueError(f"init_confusions must have shape ({ans.n_workers}, {k}, {k})")
+        cp = (
+            np.full(k, 1.0 / k)
+            if init_class_prior is None
+            else np.asarray(init_class_prior, dtype=np.float64)
+        )
+        post, ll = _confusion_e_step(ans, conf, cp)
+        if max_iter == 0:
+            return _result("ds", ans, post, cp, conf, n_iter=0, converged=False, log_likelihood=ll)
+    else:
+        post = _soft_majority(ans)
+    objective = -np.inf
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported after the loop
+        counts = ans.confusion_counts(post)
+        pseudo = alpha
+        if shrinkage > 0 and shrink_to == "pooled":
+            pooled = _normalise_counts(counts.sum(axis=0) + 1e-3)
+            pseudo = alpha + shrinkage * pooled[None, :, :]
+        elif shrinkage > 0:
+            # Centre each worker's prior on their own one-coin matrix (same accuracy on
+            # every class), so asymmetry must be earned by evidence.
+            acc = (np.trace(counts, axis1=1, axis2=2) + 1.0) / (counts.sum(axis=(1, 2)) + 2.0)
+            pseudo = alpha + shrinkage * _one_coin_confusions(acc, k)
+        conf = _normalise_counts(counts + pseudo)
+        cp = _class_prior_update(ans, post, class_prior_smoothing)
+        post, ll = _confusion_e_step(ans, conf, cp)
+        new_objective = ll + float((pseudo * np.log(np.clip(conf, _EPS, None))).sum())
+        if abs(new_objective - objective) <= tol * max(ans.n, 1):
+            converged = True
+            break
+        objective = new_objective
+    return _result("ds", ans, post, cp, conf, n_iter=it, converged=converged, log_likelihood=ll)
+
+
+def one_coin_dawid_skene(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    init_skills: np.ndarray | None = None,
+    skill_prior: tuple[float, float] = (0.5, 0.5),
+    class_prior_smoothing: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-7,
+) -> Aggregation:
+    """Dawid-Skene with one accuracy per worker; errors spread evenly over the other classes.
+
+    `skill_prior` = (a, b) are Beta pseudo-counts of correct / wrong answers added to every
+    worker, which keeps workers with a handful of answers away from 0 and 1; the default
+    (0.5, 0.5) is the Jeffreys prior.
+    """
+    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    k = ans.k
+    a, b = skill_prior
+    if init_skills is not None:
+        skill = np.asarray(init_skills, dtype=np.float64)
+        cp = np.full(k, 1.0 / k)
+        post, ll = _one_coin_e_step(ans, skill, cp)
+    else:
+        post = _soft_majority(ans)
+    objective = -np.inf
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported after the loop
+        hit = np.take(post.ravel(), ans.t * k + ans.l)
+        correct = np.bincount(ans.w, weights=hit, minlength=ans.n_workers)
+        skill = (correct + a) / (ans.per_worker + a + b)
+        cp = _class_prior_update(ans, post, class_prior_smoothing)
+        post, ll = _one_coin_e_step(ans, skill, cp)
+        new_objective = ll + float(
+            (
+                a * np.log(np.clip(skill, _EPS, None)) + b * np.log(np.clip(1 - skill, _EPS, None))
+            ).sum()
+        )
+        if abs(new_objective - objective) <= tol * max(ans.n, 1):
+            converged = True
+            break
+        objective = new_objective
+    return _result(
+        "onecoin",
+        ans,
+        post,
+        cp,
+        _one_coin_confusions(skill, k),
+        n_iter=it,
+        converged=converged,
+        log_likelihood=ll,
+    )
+
+
+def _coin_scores(ans: Answers, log_right: np.ndarray, log_wrong: np.ndarray) -> np.ndarray:
+    """Per-task class scores when answer n has log P = log_right if label == class else log_wrong."""
+    base = np.bincount(ans.t, weights=log_wrong, minlength=ans.n_tasks)
+    return base[:, None] + ans.vote_counts(weights=log_right - log_wrong)
+
+
+def _one_coin_e_step(
+    ans: Answers, skill: np.ndarray, class_prior: np.ndarray
+) -> tuple[np.ndarray, float]:
+    s = np.clip(np.take(skill, ans.w), _EPS, 1 - _EPS)
+    scores = _coin_scores(ans, np.log(s), np.log((1 - s) / (ans.k - 1)))
+    scores += np.log(np.clip(class_prior, _EPS, None))[None, :]
+    post, lse = softmax_rows(scores)
+    return post, float(lse[ans.answered].sum())
+
+
+# ----------------------------------------------------------------------------- GLAD
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+def glad(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    alpha_prior_mean: float = 1.0,
+    beta_prior_mean: float = 1.0,
+    learn_class_prior: bool = False,
+    max_iter: int = 100,
+    newton_steps: int = 3,
+    tol: float = 1e-7,
+) -> Aggregation:
+    """GLAD (Whitehill et al. 2009): worker ability alpha_w and task easiness exp(beta_t).
+
+    P(answer correct) = sigmoid(alpha_w * exp(beta_t)); wrong answers are uniform over the
+    other classes. Standard-normal priors around the given means (as in Crowd-Kit). The M-step
+    takes a few diagonal Fisher-scoring steps, alternating alpha and beta, each a pair of
+    bincounts over the answers, instead of a generic optimiser.
+    """
+    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    k = ans.k
+    alpha = np.full(ans.n_workers, alpha_prior_mean)
+    beta = np.full(ans.n_tasks, beta_prior_mean)
+    cp = np.full(k, 1.0 / k)
+    log_km1 = np.log(k - 1)
+
+    def e_step() -> tuple[np.ndarray, float]:
+        x = np.take(alpha, ans.w) * np.exp(np.take(beta, ans.t))
+        scores = _coin_scores(ans, _log_sigmoid(x), _log_sigmoid(-x) - log_km1)
+        scores += np.log(np.clip(cp, _EPS, None))[None, :]
+        post, lse = softmax_rows(scores)
+        return post, float(lse[ans.answered].sum())
+
+    def log_prior() -> float:
+        return float(
+            -0.5 * ((alpha - alpha_prior_mean) ** 2).sum()
+            - 0.5 * ((beta - beta_prior_mean) ** 2).sum()
+        )
+
+    post, ll = e_step()
+    objective = ll + log_prior()
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported after the loop
+        q = np.take(post.ravel(), ans.t * k + ans.l)
+        for _ in range(newton_steps):
+            eb = np.exp(np.take(beta, ans.t))
+            sig = 1.0 / (1.0 + np.exp(-np.take(alpha, ans.w) * eb))
+            grad = np.bincount(ans.w, weights=(q - sig) * eb, minlength=ans.n_workers)
+            hess = np.bincount(ans.w, weights=sig * (1 - sig) * eb * eb, minlength=ans.n_workers)
+            grad -= alpha - alpha_prior_mean
+            alpha = alpha + np.clip(grad / (hess + 1.0), -2.0, 2.0)
+            x = np.take(alpha, ans.w) * eb
+            sig = 1.0 / (1.0 + np.exp(-x))
+            grad = np.bincount(ans.t, weights=(q - sig) * x, minlength=ans.n_tasks)
+            hess = np.bincount(ans.t, weights=sig * (1 - sig) * x * x, minlength=ans.n_tasks)
+            grad -= beta - beta_prior_mean
+            beta = beta + np.clip(grad / (hess + 1.0), -2.0, 2.0)
+        if learn_class_prior:
+            cp = _class_prior_update(ans, post, 1.0)
+        post, ll = e_step()
+        new_objective = ll + log_prior()
+        if abs(new_objective - objective) <= tol * max(ans.n, 1):
+            converged = True
+            break
+        objective = new_objective
+    # A one-coin summary at the average task easiness, so item_posterior can use GLAD output.
+    mean_easy = float(np.exp(beta[ans.answered]).mean()) if ans.answered.any() else 1.0
+    skill = 1.0 / (1.0 + np.exp(-alpha * mean_easy))
+    return _result(
+        "glad",
+        ans,
+        post,
+        cp,
+        _one_coin_confusions(skill, k),
+        n_iter=it,
+        converged=converged,
+        log_likelihood=ll,
+        task_difficulty=np.exp(beta),
+    )
+
+
+# ----------------------------------------------------------------------------- MACE
+
+
+def mace(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    spam_prior: tuple[float, float] = (0.5, 0.5),
+    strategy_prior: float = 10.0,
+    n_restarts: int = 3,
+    majority_init: bool = True,
+    max_iter: int = 50,
+    tol: float = 1e-7,
+    seed: int = 0,
+) -> Aggregation:
+    """MACE (Hovy et al. 2013) with variational Bayes: each worker spams with probability s_w.
+
+    A spamming worker answers from their own label distribution xi_w, regardless of the
+    truth; otherwise they answer the truth. Restart 0 starts from majority vote; the others
+    from random parameters drawn with `seed`; the restart with the highest likelihood wins.
+    `spam_prior` = (a_spam, a_know) and `strategy_prior` are the Beta / Dirichlet priors of
+    the variational updates (Crowd-Kit's defaults).
+    """
+    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    k, nw = ans.k, ans.n_workers
+    rng = np.random.default_rng(seed)
+    cp = np.full(k, 1.0 / k)
+    log_cp = np.log(cp)
+    flat_tl = ans.t * k + ans.l
+
+    def e_step(
+        spam: np.ndarray, know_w: np.ndarray, xi: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        sx = np.take(spam, ans.w) * np.take(xi.ravel(), ans.wl)
+        know = np.take(know_w, ans.w)
+        log_wrong = np.log(np.clip(sx, _EPS, None))
+        log_right = np.log(np.clip(sx + know, _EPS, None))
+        scores = _coin_scores(ans, log_right, log_wrong) + log_cp[None, :]
+        post, lse = softmax_rows(scores)
+        # P(worker was truthful on this answer): only possible if the label is the truth.
+        p_true = np.take(post.ravel(), flat_tl)
+        knowing = p_true * know / np.clip(sx + know, _EPS, None)
+        return post, float(lse[ans.answered].sum()), knowing
+
+    def m_step(knowing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        spam_n = 1.0 - knowing
+        know_c = np.bincount(ans.w, weights=knowing, minlength=nw) + spam_prior[1]
+        spam_c = np.bincount(ans.w, weights=spam_n, minlength=nw) + spam_prior[0]
+        strat = np.bincount(ans.wl, weights=spam_n, minlength=nw * k).reshape(nw, k)
+        strat += strategy_prior
+        # Variational updates use exp(E[log p]); they need not sum to one.
+        norm = digamma(spam_c + know_c)
+        spam = np.exp(digamma(spam_c) - norm)
+        know = np.exp(digamma(know_c) - norm)
+        xi = np.exp(digamma(strat) - digamma(strat.sum(axis=1, keepdims=True)))
+        return spam, know, xi
+
+    best: tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, bool] | None = None
+    for restart in range(max(n_restarts, 1)):
+        if restart == 0 and majority_init:
+            post = _soft_majority(ans)
+            # Start by trusting agreement with the majority, slightly discounted.
+            spam, know, xi = m_step(np.take(post.ravel(), flat_tl) * 0.8)
+        else:
+            spam = rng.uniform(0.1, 0.9, nw)
+            know = 1.0 - spam
+            xi = rng.uniform(1.0, 1.5, (nw, k))
+            xi /= xi.sum(axis=1, keepdims=True)
+        post, ll, knowing = e_step(spam, know, xi)
+        converged = False
+        it = 0
+        for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported after the loop
+            spam, know, xi = m_step(knowing)
+            new_post, new_ll, knowing = e_step(spam, know, xi)
+            done = abs(new_ll - ll) <= tol * max(ans.n, 1)
+            post, ll = new_post, new_ll
+            if done:
+                converged = True
+                break
+        if best is None or ll > best[0]:
+            best = (ll, post, spam, know, xi, it, converged)
+    assert best is not None
+    ll, post, spam, know, xi, it, converged = best
+    xi_n = xi / xi.sum(axis=1, keepdims=True)
+    spam_n = spam / (spam + know)
+    conf = spam_n[:, None, None] * xi_n[:, None, :] + (1.0 - spam_n)[:, None, None] * np.eye(k)
+    return _result(
+        "mace",
+        ans,
+        post,
+        cp,
+        conf,
+        n_iter=it,
+        converged=converged,
+        log_likelihood=ll,
+        spam=spam_n,
+    )
+
+
+# ----------------------------------------------------------------------------- per-item scoring
+
+
+def item_posterior(
+    worker_ids: np.ndarray,
+    labels: np.ndarray,
+    confusions: np.ndarray,
+    class_prior: np.ndarray,
+) -> np.ndarray:
+    """Posterior over classes for ONE item from its answers and stored worker confusions.
+
+    Used on every submit for dynamic redundancy: O(answers * K), no iteration. A worker id of
+    -1 (unknown worker) uses the mean confusion of all stored workers.
+    """
+    worker_ids = np.asarray(worker_ids, dtype=np.int64).ravel()
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    confusions = np.asarray(confusions, dtype=np.float64)
+    log_post = np.log(np.clip(np.asarray(class_prior, dtype=np.float64), _EPS, None))
+    if worker_ids.size:
+        known = worker_ids >= 0
+        cols = np.empty((worker_ids.size, confusions.shape[1]))
+        cols[known] = confusions[worker_ids[known], :, labels[known]]
+        if not known.all():
+            cols[~known] = confusions.mean(axis=0)[:, labels[~known]].T
+        log_post = log_post + np.log(np.clip(cols, _EPS, None)).sum(axis=0)
+    log_post -= log_post.max()
+    post = np.exp(log_post)
+    return post / post.sum()
+
+
+# ----------------------------------------------------------------------------- default
+
+
+def default_aggregation(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    **options: object,
+) -> Aggregation:
+    """Concord's default: Dawid-Skene whose worker matrices are shrunk toward one-coin form.
+
+    Each worker's confusion gets 5 pseudo-answers per true class spread like their own
+    one-coin matrix (same accuracy on every class). Sparse workers therefore behave like a
+    one-coin model, which is what wins on crowds of many light workers (ws_cf, zencrowd),
+    while workers with plenty of answers still earn the class-specific biases full
+    Dawid-Skene needs (duck, dog, relevance). Uses the answers only, never gold.
+    """
+    params: dict[str, object] = {"shrinkage": 5.0, "shrink_to": "onecoin"}
+    params.update(options)
+    result = dawid_skene(
+        tasks,
+        workers,
+        labels,
+        n_classes,
+        n_tasks=n_tasks,
+        n_workers=n_workers,
+        **params,  # type: ignore[arg-type]
+    )
+    return replace(result, method="default", detail="ds+onecoin-shrinkage(5)")
+
+
+# ----------------------------------------------------------------------------- registry
+
+Aggregator = Callable[..., Aggregation]
+
+METHODS: dict[str, Aggregator] = {
+    "mv": majority_vote,
+    "wmv": weighted_majority_vote,
+    "ds": dawid_skene,
+    "onecoin": one_coin_dawid_skene,
+    "glad": glad,
+    "mace": mace,
+    "default": default_aggregation,
+}
+
+
+def aggregate(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    method: str = "default",
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    **options: object,
+) -> Aggregation:
+    """Run the named method (see `METHODS`); "default" is Concord's recommended aggregator."""
+    try:
+        fn = METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}") from None
+    return fn(tasks, workers, labels, n_classes, n_tasks=n_tasks, n_workers=n_workers, **options)
+
+
+def dedupe_last(tasks: np.ndarray, workers: np.ndarray) -> np.ndarray:
+    """Boolean mask keeping only the LAST answer of each (task, worker) pair, in input order.
+
+    The kernels assume one answer per worker per task; a worker who answered twice is taken
+    to have corrected themselves.
+    """
+    t = np.asarray(tasks, dtype=np.int64)
+    w = np.asarray(workers, dtype=np.int64)
+    key = t * (int(w.max()) + 1 if w.size else 1) + w
+    _, first_in_reversed = np.unique(key[::-1], return_index=True)
+    keep = np.zeros(t.size, dtype=bool)
+    keep[t.size - 1 - first_in_reversed] = True
+    return keep

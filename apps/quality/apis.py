@@ -1,0 +1,83 @@
+"""Quality API: a worker's quality record, a job's agreement, and on-demand re-aggregation."""
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.permissions import IsClientOrOps, IsJobReader
+from apps.accounts.selectors import user_roles
+from apps.jobs.selectors import job_get_for_user
+from apps.quality.selectors import job_agreement, latest_run, worker_quality
+from apps.workforce.models import Worker
+from apps.workforce.selectors import worker_get_for_earnings
+
+
+class WorkerQualityApi(APIView):
+    @extend_schema(
+        responses=OpenApiResponse(
+            description="gold accuracy with Wilson interval, per-job confusion matrix and skill, "
+            "Cohen's kappa with the consensus, speed, quality decisions"
+        )
+    )
+    def get(self, request: Request, worker_id: int) -> Response:
+        # The worker themself, their vendor's ops, or QC staff may read it.
+        if "qc" in user_roles(user=request.user):
+            worker = Worker.objects.select_related("user").filter(pk=worker_id).first()
+            if worker is None:
+                raise Http404("No such worker.")
+        else:
+            worker = worker_get_for_earnings(user=request.user, worker_id=worker_id)
+        return Response(worker_quality(worker=worker))
+
+
+class JobAgreementApi(APIView):
+    permission_classes = [IsJobReader]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("n_boot", int, description="Bootstrap replicates (default 500).")
+        ],
+        responses=OpenApiResponse(
+            description="Fleiss' kappa and Krippendorff's alpha (nominal) with bootstrap "
+            "intervals, overall and per class; mean per-item agreement"
+        ),
+    )
+    def get(self, request: Request, job_id: int) -> Response:
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        try:
+            n_boot = min(max(int(request.query_params.get("n_boot", 500)), 50), 5000)
+        except ValueError:
+            n_boot = 500
+        return Response(job_agreement(job=job, n_boot=n_boot))
+
+
+class JobAggregateApi(APIView):
+    permission_classes = [IsClientOrOps]
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: OpenApiResponse(description="Re-aggregation enqueued; the last run so far.")
+        },
+    )
+    def post(self, request: Request, job_id: int) -> Response:
+        from workers.tasks_quality import aggregate_job
+
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        aggregate_job.delay(job.pk)
+        run = latest_run(job=job)
+        body = None
+        if run is not None:
+            body = {
+                "id": run.pk,
+                "method": run.method,
+                "version": run.version,
+                "n_labels": run.n_labels,
+                "converged": run.converged,
+                "seconds": run.seconds,
+                "created_at": run.created_at,
+            }
+        return Response({"queued": True, "last_run": body}, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,859 @@
+"""Quality engine writes: job aggregation, the per-label item decision, gold rules.
+
+Selectors turn label rows into arrays, the kernels in apps.quality.algorithms compute, and
+these services write the results back in bulk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from apps.assignments.models import Label
+from apps.jobs.models import Item, Job
+from apps.quality import algorithms
+from apps.quality.models import AggregationRun, GoldExposure, QualityDecision, WorkerJobQuality
+from apps.workforce.models import Worker
+
+# Defaults for the quality knobs of a job's policy (all overridable per job).
+QUALITY_DEFAULTS: dict[str, Any] = {
+    # Re-aggregate the whole job after this many new labels.
+    "reaggregate_every": 200,
+    # Accuracy assumed for a worker with no record in this job nor a prior from history.
+    "new_worker_accuracy": 0.7,
+    "new_expert_accuracy": 0.95,
+    # Pseudo-answers per class that a history matrix is worth as a prior in a new job.
+    "history_strength": 10.0,
+    # Suspend when the gold accuracy's upper Wilson bound falls below this ...
+    "gold_min_accuracy": 0.6,
+    # ... once the worker has answered at least this many gold items.
+    "gold_min_answers": 5,
+    # Suspend when the median time of the worker's last answers is below this (None: off).
+    "min_median_duration_ms": None,
+    "speed_window": 20,
+    # How a suspended worker's labels count: 0 drops them (other values down-weight).
+    "suspended_label_weight": 0.0,
+    # A gold item shown this often is retired (it leaks).
+    "gold_max_exposures": 200,
+}
+INACTIVE = (Worker.Status.SUSPENDED, Worker.Status.BANNED)
+
+
+def quality_policy(job: Job) -> dict[str, Any]:
+    return {**QUALITY_DEFAULTS, **job.effective_policy}
+
+
+def classes_key(classes: list[str]) -> str:
+    return hashlib.sha256("\x1f".join(classes).encode()).hexdigest()[:32]
+
+
+def one_coin_confusion(accuracy: float, k: int) -> np.ndarray:
+    off = (1.0 - accuracy) / max(k - 1, 1)
+    matrix = np.full((k, k), off)
+    np.fill_diagonal(matrix, accuracy)
+    return matrix
+
+
+@dataclass(frozen=True)
+class ItemDecision:
+    """What a label did to its item (the same fields the assignment engine writes)."""
+
+    state: str
+    labels_needed: int
+    label: str | None = None
+    confidence: float | None = None
+    agreement: float | None = None
+    posterior: list[float] | None = None
+    source: str | None = None
+    extra: dict = field(default_factory=dict)
+    review_reason: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.state == Item.State.SETTLED
+
+
+# --------------------------------------------------------------------------- worker matrices
+
+
+def worker_confusions(
+    *, job: Job, worker_ids: list[int], tiers: dict[int, str] | None = None
+) -> dict[int, np.ndarray]:
+    """Each worker's confusion matrix for this job: the job's estimate, else the worker's
+    latest matrix from an earlier job with the same classes (history as a prior), else a
+    one-coin matrix at the policy's accuracy for a newcomer of that tier."""
+    k = len(job.classes)
+    policy = quality_policy(job)
+    # One query: this job's matrices and, for workers new to it, their history with the
+    # same classes (the job's own row wins; otherwise the most recently updated).
+    rows = (
+        WorkerJobQuality.objects.filter(worker_id__in=worker_ids)
+        .filter(Q(job=job) | Q(classes_key=classes_key(job.classes), source="aggregation"))
+        .order_by("-updated_at")
+        .values_list("worker_id", "job_id", "confusion")
+    )
+    found: dict[int, list] = {}
+    own: set[int] = set()
+    for worker_id, job_id, confusion in rows:
+        if job_id == job.pk and worker_id not in own:
+            found[worker_id] = confusion
+            own.add(worker_id)
+        else:
+            found.setdefault(worker_id, confusion)
+    tiers = tiers or {}
+    result = {}
+    for worker_id in worker_ids:
+        if worker_id in found:
+            result[worker_id] = np.asarray(found[worker_id], dtype=np.float64)
+        else:
+            accuracy = (
+                policy["new_expert_accuracy"]
+                if tiers.get(worker_id) == Worker.Tier.EXPERT
+                else policy["new_worker_accuracy"]
+            )
+            result[worker_id] = one_coin_confusion(float(accuracy), k)
+    return result
+
+
+def _history_confusions(*, job: Job, worker_ids: list[int]) -> dict[int, list]:
+    """The latest matrix of each worker from other jobs with the same class list."""
+    rows = (
+        WorkerJobQuality.objects.filter(
+            worker_id__in=worker_ids, classes_key=classes_key(job.classes), source="aggregation"
+        )
+        .exclude(job=job)
+        .order_by("worker_id", "-updated_at")
+        .values_list("worker_id", "confusion")
+    )
+    found: dict[int, list] = {}
+    for worker_id, confusion in rows:
+        found.setdefault(worker_id, confusion)
+    return found
+
+
+def _prior_cache_key(job_id: int) -> str:
+    return f"concord:quality:class-prior:{job_id}"
+
+
+def job_class_prior(*, job: Job) -> np.ndarray:
+    """The class frequencies of the job's latest aggregation (uniform before the first).
+
+    Cached for a minute: it is read on every submit and changes only per aggregation run.
+    """
+    k = len(job.classes)
+    prior = cache.get(_prior_cache_key(job.pk))
+    if prior is None:
+        prior = (
+            AggregationRun.objects.filter(job=job)
+            .order_by("-id")
+            .values_list("class_prior", flat=True)
+            .first()
+        ) or []
+        cache.set(_prior_cache_key(job.pk), prior, timeout=60)
+    if len(prior) == k:
+        return np.asarray(prior, dtype=np.float64)
+    return np.full(k, 1.0 / k)
+
+
+# --------------------------------------------------------------------------- per-label decision
+
+
+def _routing_on(job: Job) -> dict[str, Any] | None:
+    """The job's routing config when it routes by model (apps.routing), else None.
+
+    The assignment engine loads jobs without their routing column: then only that column
+    is read (one small query), never the rest of the job.
+    """
+    from apps.routing.selectors import routing_config
+
+    if "routing" in job.get_deferred_fields():
+        routing = Job.objects.filter(pk=job.pk).values_list("routing", flat=True).first()
+    else:
+        routing = job.routing
+    config = routing_config(routing=routing)
+    return config if config.get("mode") == "model" else None
+
+
+def item_posterior_from_labels(
+    *,
+    job: Job,
+    answers: list[tuple[int, str, str]],
+    statuses: dict[int, str] | None = None,
+    item_id: int | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Posterior of one item from its (worker_id, value, tier) answers and stored matrices.
+
+    Labels of suspended or banned workers count with the policy's suspended_label_weight
+    (0 by default: dropped). Returns the posterior and the contributing workers with their
+    weights (the log-odds a label of theirs moves toward the class they chose).
+
+    With model routing on and an `item_id` the routing model scored, the model is a voter:
+    its calibrated probabilities take the class prior's place (they already contain it).
+    """
+    classes = job.classes
+    index = {name: i for i, name in enumerate(classes)}
+    policy = quality_policy(job)
+    statuses = statuses or {}
+    tiers = {w: t for w, _, t in answers}
+    matrices = worker_confusions(job=job, worker_ids=list(tiers), tiers=tiers)
+    prior = job_class_prior(job=job)
+    if item_id is not None and _routing_on(job) is not None:
+        from apps.routing.selectors import item_model_vote
+
+        vote = item_model_vote(item_id=item_id, n_classes=len(classes))
+        prior = prior if vote is None else vote
+    log_post = np.log(np.clip(prior, 1e-12, None))
+    contributors = []
+    for worker_id, value, _tier in answers:
+        if value not in index:
+            continue
+        weight = 1.0
+        if statuses.get(worker_id) in INACTIVE:
+            weight = float(policy["suspended_label_weight"])
+        column = np.clip(matrices[worker_id][:, index[value]], 1e-12, None)
+        log_post = log_post + weight * np.log(column)
+        accuracy = float(np.clip(np.trace(matrices[worker_id]) / len(classes), 1e-6, 1 - 1e-6))
+        contributors.append(
+            {
+                "worker": worker_id,
+                "label": value,
+                "weight": round(weight * math.log(accuracy / (1 - accuracy)) if weight else 0.0, 4),
+            }
+        )
+    log_post -= log_post.max()
+    posterior = np.exp(log_post)
+    return posterior / posterior.sum(), contributors
+
+
+def item_decide(
+    *,
+    job: Job,
+    answers: list[tuple[int, str, str]],
+    labels_needed: int,
+    statuses: dict[int, str] | None = None,
+    item_id: int | None = None,
+) -> ItemDecision:
+    """Dynamic redundancy for one open item after a label: settle, ask for more, or escalate.
+
+    The item settles once it has its minimum labels and the top posterior reaches the job's
+    target confidence; while below, it asks for one more label up to max_labels; at
+    max_labels still unsure it goes to review (reason: the crowd disagreed, or it agreed but
+    the posterior stayed low). With model routing on, the model votes (given `item_id`) and
+    the cost-aware rule decides instead (_item_decide_routed).
+    """
+    policy = quality_policy(job)
+    classes = job.classes
+    n_labels = len(answers)
+    min_labels = int(policy["min_labels"])
+    max_labels = max(int(policy["max_labels"]), min_labels)
+    posterior, contributors = item_posterior_from_labels(
+        job=job, answers=answers, statuses=statuses, item_id=item_id
+    )
+    top = int(np.argmax(posterior))
+    confidence = float(posterior[top])
+    counted = [c for c in contributors if c["weight"] != 0.0] or contributors
+    votes = [c["label"] for c in counted]
+    agreement = (max(votes.count(v) for v in set(votes)) / len(votes)) if votes else None
+    meta = {
+        "method": "posterior",
+        "version": algorithms.VERSION,
+        "workers": contributors,
+    }
+    common = {
+        "posterior": [round(float(p), 6) for p in posterior],
+        "agreement": agreement,
+        "extra": meta,
+    }
+    if n_labels < labels_needed:
+        return ItemDecision(state=Item.State.OPEN, labels_needed=labels_needed, **common)
+    routing = _routing_on(job)
+    if routing is not None:
+        return _item_decide_routed(
+            job=job,
+            policy=policy,
+            routing=routing,
+            posterior=posterior,
+            answers=answers,
+            max_labels=max_labels,
+            agreement=agreement,
+            labels_needed=labels_needed,
+            common=common,
+        )
+    if n_labels < min_labels:
+        return ItemDecision(state=Item.State.OPEN, labels_needed=min_labels, **common)
+    if confidence >= float(policy["target_confidence"]):
+        return ItemDecision(
+            state=Item.State.SETTLED,
+            labels_needed=labels_needed,
+            label=classes[top],
+            confidence=confidence,
+            source=Item.Source.CROWD,
+            **common,
+        )
+    if n_labels < max_labels:
+        return ItemDecision(state=Item.State.OPEN, labels_needed=n_labels + 1, **common)
+    reason = "disagreement" if agreement is not None and agreement < 1.0 else "low_posterior"
+    return ItemDecision(
+        state=Item.State.REVIEW,
+        labels_needed=labels_needed,
+        label=classes[top],
+        confidence=confidence,
+        review_reason=reason,
+        **common,
+    )
+
+
+def _item_decide_routed(
+    *,
+    job: Job,
+    policy: dict[str, Any],
+    routing: dict[str, Any],
+    posterior: np.ndarray,
+    answers: list[tuple[int, str, str]],
+    max_labels: int,
+    agreement: float | None,
+    labels_needed: int,
+    common: dict[str, Any],
+) -> ItemDecision:
+    """Cost-aware stopping (model routing on): another crowd label only while the expected
+    error it removes, times the value of a correct label, beats its price.
+
+    The model already voted in `posterior`, so an item the model and one worker agree on
+    can stop at routing's min_labels (default 1). Per-class targets come from
+    routing["class_targets"] (else the policy's target_confidence). An item the rule would
+    send to an expert, or still unsure at max_labels, goes to review, and the escalation
+    policy (apps.reviews) picks an expert or QC.
+    """
+    from apps.routing.algorithms import CROWD, EXPERT, STOP, cost_aware_decision
+
+    classes = job.classes
+    k = len(classes)
+    n_labels = len(answers)
+    min_labels = int(routing["min_labels"])
+    if n_labels < min_labels:
+        return ItemDecision(state=Item.State.OPEN, labels_needed=min_labels, **common)
+    pricing = job.effective_pricing
+    price = float(pricing["crowd_label"])
+    value = routing.get("value_per_correct") or 25.0 * max(price, 1e-6)
+    default_target = float(policy["target_confidence"])
+    targets = routing.get("class_targets") or {}
+    target = np.array([float(targets.get(c, default_target)) for c in classes])
+    # The next worker is expected to be like this item's crowd workers so far.
+    crowd = [w for w, _, tier in answers if tier != Worker.Tier.EXPERT]
+    matrices = worker_confusions(job=job, worker_ids=crowd) if crowd else {}
+    typical = (
+        np.mean(list(matrices.values()), axis=0)
+        if matrices
+        else one_coin_confusion(float(policy["new_worker_accuracy"]), k)
+    )
+    decision = cost_aware_decision(
+        posterior[None, :],
+        np.array([n_labels]),
+        crowd_confusion=typical,
+        label_price=price,
+        value_per_correct=float(value),
+        max_labels=max_labels,
+        target_confidence=target,
+        expert_confusion=one_coin_confusion(float(policy["new_expert_accuracy"]), k),
+        expert_price=float(pricing["expert_label"]),
+    )
+    action = int(decision.action[0])
+    top = int(np.argmax(posterior))
+    confidence = float(posterior[top])
+    extra = {
+        **common["extra"],
+        "method": "posterior+model",
+        "stopping": "cost_aware",
+        "crowd_value": round(float(decision.crowd_value[0]), 6),
+    }
+    common = {**common, "extra": extra}
+    # A class the client set a target for is a requirement, not a trade-off: below it, ask
+    # again rather than stop because a label is not worth its price.
+    explicit = classes[top] in targets
+    confident = bool(decision.confident[0])
+    if action == STOP and explicit and not confident and n_labels < max_labels:
+        action = CROWD
+    unsure_at_cap = n_labels >= max_labels and not confident
+    if action == EXPERT or (unsure_at_cap and (explicit or float(decision.error_now[0]) > 0.05)):
+        reason = "disagreement" if agreement is not None and agreement < 1.0 else "low_posterior"
+        return ItemDecision(
+            state=Item.State.REVIEW,
+            labels_needed=labels_needed,
+            label=classes[top],
+            confidence=confidence,
+            review_reason=reason,
+            **common,
+        )
+    if action == STOP:
+        extra["stopped"] = "confident" if confident else "not_worth_a_label"
+        return ItemDecision(
+            state=Item.State.SETTLED,
+            labels_needed=labels_needed,
+            label=classes[top],
+            confidence=confidence,
+            source=Item.Source.CROWD,
+            **common,
+        )
+    return ItemDecision(state=Item.State.OPEN, labels_needed=n_labels + 1, **common)
+
+
+def item_answers(*, item_id: int) -> tuple[list[tuple[int, str, str]], dict[int, str]]:
+    """The item's (worker, value, tier) answers and the current status of those workers."""
+    rows = list(
+        Label.objects.filter(item_id=item_id)
+        .order_by("id")
+        .values_list("worker_id", "value", "tier", "worker__status")
+    )
+    return [(w, v, t) for w, v, t, _ in rows], {w: s for w, _, _, s in rows}
+
+
+def labels_since_count(*, job_id: int) -> int:
+    """Count a new label for the job's re-aggregation trigger (a shared cache counter)."""
+    key = f"concord:quality:new-labels:{job_id}"
+    try:
+        return cache.incr(key)
+    except ValueError:
+        cache.set(key, 1, timeout=None)
+        return 1
+
+
+def maybe_schedule_aggregation(*, job: Job) -> bool:
+    """Enqueue a job re-aggregation after every `reaggregate_every` new labels."""
+    every = int(quality_policy(job)["reaggregate_every"])
+    if every <= 0 or labels_since_count(job_id=job.pk) % every:
+        return False
+    from workers.tasks_quality import aggregate_job
+
+    transaction.on_commit(lambda: aggregate_job.delay(job.pk))
+    return True
+
+
+# --------------------------------------------------------------------------- job aggregation
+
+
+@dataclass(frozen=True)
+class LabelArrays:
+    """A job's labels as arrays, with the maps back to database ids."""
+
+    tasks: np.ndarray
+    workers: np.ndarray
+    labels: np.ndarray
+    item_ids: np.ndarray
+    worker_ids: np.ndarray
+    max_label_id: int
+    excluded_workers: list[int]
+
+
+def job_label_arrays(
+    *, job: Job, max_label_id: int | None = None, drop_inactive: bool = True
+) -> LabelArrays:
+    """Every label of the job as (task, worker, class) integer arrays (one query)."""
+    index = {name: i for i, name in enumerate(job.classes)}
+    qs = Label.objects.filter(job=job)
+    if max_label_id is not None:
+        qs = qs.filter(id__lte=max_label_id)
+    rows = list(
+        qs.order_by("id").values_list("id", "item_id", "worker_id", "value", "worker__status")
+    )
+    excluded = sorted({w for _, _, w, _, s in rows if s in INACTIVE}) if drop_inactive else []
+    kept = [r for r in rows if not (drop_inactive and r[4] in INACTIVE) and r[3] in index]
+    if not kept:
+        empty = np.zeros(0, dtype=np.int64)
+        return LabelArrays(
+            empty, empty, empty, empty, empty, max((r[0] for r in rows), default=0), excluded
+        )
+    ids = np.fromiter((r[0] for r in kept), dtype=np.int64, count=len(kept))
+    items = np.fromiter((r[1] for r in kept), dtype=np.int64, count=len(kept))
+    workers = np.fromiter((r[2] for r in kept), dtype=np.int64, count=len(kept))
+    values = np.fromiter((index[r[3]] for r in kept), dtype=np.int64, count=len(kept))
+    item_ids, tasks = np.unique(items, return_inverse=True)
+    worker_ids, worker_idx = np.unique(workers, return_inverse=True)
+    return LabelArrays(
+        tasks,
+        worker_idx,
+        values,
+        item_ids,
+        worker_ids,
+        int(max(ids.max(), max((r[0] for r in rows), default=0))),
+        excluded,
+    )
+
+
+def job_aggregate(
+    *, job_id: int, method: str | None = None, max_label_id: int | None = None
+) -> AggregationRun | None:
+    """Re-aggregate a job: warm-started from stored matrices (with history as a prior), write
+    every crowd item's posterior, label, confidence, agreement and provenance in bulk, and
+    store each worker's confusion matrix. Safe to run twice; None when there are no labels.
+
+    Items settled by QC, experts or the model keep their label: only the posterior evidence
+    of crowd items is rewritten.
+    """
+    started = time.perf_counter()
+    job = Job.objects.get(pk=job_id)
+    policy = quality_policy(job)
+    method = method or policy.get("aggregation") or "default"
+    arrays = job_label_arrays(job=job, max_label_id=max_label_id)
+    if arrays.tasks.size == 0:
+        return None
+    k = len(job.classes)
+    options: dict[str, Any] = {}
+    if method in ("ds", "default"):
+        init, prior = _warm_start(job=job, worker_ids=arrays.worker_ids, k=k, policy=policy)
+        if init is not None:
+            options["init_confusions"] = init
+        if prior is not None:
+            options["prior"] = prior
+    result = algorithms.aggregate(
+        arrays.tasks,
+        arrays.workers,
+        arrays.labels,
+        k,
+        method=method,
+        n_tasks=len(arrays.item_ids),
+        n_workers=len(arrays.worker_ids),
+        **options,
+    )
+    counts = algorithms.count_matrix(arrays.tasks, arrays.labels, k, n_tasks=len(arrays.item_ids))
+    agreement = algorithms.item_agreement(counts)
+    with transaction.atomic():
+        run = AggregationRun.objects.create(
+            job=job,
+            method=result.method,
+            version=result.version,
+            max_label_id=arrays.max_label_id,
+            excluded_workers=arrays.excluded_workers,
+            n_labels=int(arrays.tasks.size),
+            n_items=len(arrays.item_ids),
+            n_workers=len(arrays.worker_ids),
+            n_iter=int(result.n_iter),
+            converged=bool(result.converged),
+            log_likelihood=float(result.log_likelihood)
+            if np.isfinite(result.log_likelihood)
+            else None,
+            class_prior=[float(p) for p in result.class_prior],
+            detail=result.detail[:200],
+            seconds=0.0,
+        )
+        _write_worker_qualities(job=job, arrays=arrays, result=result)
+        _write_item_results(job=job, arrays=arrays, result=result, agreement=agreement, run=run)
+        cache.set(_prior_cache_key(job.pk), run.class_prior, timeout=60)
+        run.seconds = time.perf_counter() - started
+        run.save(update_fields=["seconds"])
+    return run
+
+
+def _warm_start(
+    *, job: Job, worker_ids: np.ndarray, k: int, policy: dict
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Initial matrices from this job's last run, and Dirichlet priors from history."""
+    ids = [int(w) for w in worker_ids]
+    own = dict(
+        WorkerJobQuality.objects.filter(
+            job=job, worker_id__in=ids, source="aggregation"
+        ).values_list("worker_id", "confusion")
+    )
+    history = _history_confusions(job=job, worker_ids=[w for w in ids if w not in own])
+    if not own and not history:
+        return None, None
+    init = np.empty((len(ids), k, k))
+    prior = np.full((len(ids), k, k), 0.01)
+    default = one_coin_confusion(float(policy["new_worker_accuracy"]), k)
+    strength = float(policy["history_strength"])
+    for i, worker_id in enumerate(ids):
+        matrix = own.get(worker_id) or history.get(worker_id)
+        init[i] = np.asarray(matrix, dtype=np.float64) if matrix is not None else default
+        if worker_id in history:
+            prior[i] += strength * np.asarray(history[worker_id], dtype=np.float64)
+    return init, prior
+
+
+def _write_worker_qualities(
+    *, job: Job, arrays: LabelArrays, result: algorithms.Aggregation
+) -> None:
+    key = classes_key(job.classes)
+    n_per_worker = np.bincount(arrays.workers, minlength=len(arrays.worker_ids))
+    existing = {
+        q.worker_id: q
+        for q in WorkerJobQuality.objects.filter(job=job, worker_id__in=arrays.worker_ids.tolist())
+    }
+    create, update = [], []
+    for i, worker_id in enumerate(arrays.worker_ids.tolist()):
+        confusion = np.round(result.confusions[i], 6).tolist()
+        skill = float(np.clip(result.skills[i], 0.0, 1.0))
+        row = existing.get(worker_id)
+        if row is None:
+            create.append(
+                WorkerJobQuality(
+                    worker_id=worker_id,
+                    job=job,
+                    classes_key=key,
+                    confusion=confusion,
+                    skill=skill,
+                    n_labels=int(n_per_worker[i]),
+                    source="aggregation",
+                )
+            )
+        else:
+            row.confusion, row.skill, row.n_labels, row.source = (
+                confusion,
+                skill,
+                int(n_per_worker[i]),
+                "aggregation",
+            )
+            row.updated_at = timezone.now()
+            update.append(row)
+    WorkerJobQuality.objects.bulk_create(create, batch_size=1000)
+    WorkerJobQuality.objects.bulk_update(
+        update, ["confusion", "skill", "n_labels", "source", "updated_at"], batch_size=1000
+    )
+
+
+def _write_item_results(
+    *,
+    job: Job,
+    arrays: LabelArrays,
+    result: algorithms.Aggregation,
+    agreement: np.ndarray,
+    run: AggregationRun,
+) -> None:
+    classes = job.classes
+    # Contributing workers per task, with their weight (log-odds of their skill).
+    skills = np.clip(result.skills, 1e-6, 1 - 1e-6)
+    weights = np.log(skills / (1 - skills))
+    order = np.argsort(arrays.tasks, kind="stable")
+    bounds = np.searchsorted(arrays.tasks[order], np.arange(len(arrays.item_ids) + 1))
+    items = {
+        item.pk: item
+        for item in Item.objects.filter(pk__in=arrays.item_ids.tolist())
+        .filter(Q(source__isnull=True) | Q(source=Item.Source.CROWD))
+        .exclude(state=Item.State.REVIEW)
+        .only(
+            "id",
+            "state",
+            "label",
+            "confidence",
+            "agreement",
+            "posterior",
+            "result_meta",
+            "gold_label",
+        )
+    }
+    now = timezone.now()
+    changed = []
+    for t, item_id in enumerate(arrays.item_ids.tolist()):
+        item = items.get(item_id)
+        if item is None:
+            continue
+        span = order[bounds[t] : bounds[t + 1]]
+        posterior = result.posteriors[t]
+        top = int(np.argmax(posterior))
+        item.posterior = [round(float(p), 6) for p in posterior]
+        item.agreement = None if np.isnan(agreement[t]) else float(agreement[t])
+        meta = {
+            "method": result.method,
+            "version": result.version,
+            "run": run.pk,
+            "workers": [
+                {
+                    "worker": int(arrays.worker_ids[arrays.workers[j]]),
+                    "label": classes[int(arrays.labels[j])],
+                    "weight": round(float(weights[arrays.workers[j]]), 4),
+                }
+                for j in span
+            ],
+        }
+        item.result_meta = meta
+        if item.state == Item.State.SETTLED:
+            item.label = classes[top]
+            item.confidence = float(posterior[top])
+        item.updated_at = now
+        changed.append(item)
+    Item.objects.bulk_update(
+        changed,
+        ["posterior", "agreement", "result_meta", "label", "confidence", "updated_at"],
+        batch_size=2000,
+    )
+
+
+# --------------------------------------------------------------------------- gold and rules
+
+
+def gold_record_answer(*, item_id: int, job_id: int, correct: bool) -> None:
+    """Count a gold answer; retire the gold item once it was shown too often."""
+    exposure, _ = GoldExposure.objects.get_or_create(item_id=item_id, defaults={"job_id": job_id})
+    from django.db.models import F
+
+    GoldExposure.objects.filter(pk=exposure.pk).update(
+        answered=F("answered") + 1, correct=F("correct") + (1 if correct else 0)
+    )
+
+
+def gold_record_shown(*, item_id: int, job_id: int, max_exposures: int) -> None:
+    from django.db.models import F
+
+    exposure, _ = GoldExposure.objects.get_or_create(item_id=item_id, defaults={"job_id": job_id})
+    GoldExposure.objects.filter(pk=exposure.pk).update(shown=F("shown") + 1)
+    GoldExposure.objects.filter(
+        pk=exposure.pk, shown__gte=max_exposures, retired_at__isnull=True
+    ).update(retired_at=timezone.now())
+
+
+def worker_rules_check(*, worker_id: int, job_id: int) -> QualityDecision | None:
+    """Apply the job's rules to one worker: suspend on confidently poor gold accuracy or
+    implausibly fast answers, record why, and reopen the items they touched."""
+    job = Job.objects.get(pk=job_id)
+    policy = quality_policy(job)
+    worker = Worker.objects.get(pk=worker_id)
+    if worker.status in INACTIVE:
+        return None
+    gold = Label.objects.filter(job=job, worker=worker, is_gold=True).aggregate(
+        n=Count("id"), correct=Count("id", filter=Q(is_correct=True))
+    )
+    if gold["n"] >= int(policy["gold_min_answers"]):
+        low, high = algorithms.wilson_interval(np.array([gold["correct"]]), np.array([gold["n"]]))
+        if float(high[0]) < float(policy["gold_min_accuracy"]):
+            return worker_quality_suspend(
+                worker=worker,
+                job=job,
+                reason=QualityDecision.Reason.GOLD_ACCURACY,
+                details={
+                    "gold_answers": gold["n"],
+                    "gold_correct": gold["correct"],
+                    "wilson_high": round(float(high[0]), 4),
+                    "threshold": policy["gold_min_accuracy"],
+                },
+            )
+    floor = policy.get("min_median_duration_ms")
+    if floor:
+        window = int(policy["speed_window"])
+        durations = list(
+            Label.objects.filter(job=job, worker=worker, duration_ms__isnull=False)
+            .order_by("-id")
+            .values_list("duration_ms", flat=True)[:window]
+        )
+        if len(durations) >= window and float(np.median(durations)) < float(floor):
+            return worker_quality_suspend(
+                worker=worker,
+                job=job,
+                reason=QualityDecision.Reason.TOO_FAST,
+                details={
+                    "median_duration_ms": float(np.median(durations)),
+                    "threshold_ms": floor,
+                    "window": window,
+                },
+            )
+    return None
+
+
+def worker_quality_suspend(
+    *, worker: Worker, job: Job, reason: str, details: dict
+) -> QualityDecision:
+    """Suspend a worker for a quality reason and reopen what their labels helped settle."""
+    from apps.workforce.services import worker_suspend
+
+    with transaction.atomic():
+        worker_suspend(worker=worker, reason=f"quality: {reason}")
+        decision = QualityDecision.objects.create(
+            worker=worker,
+            job=job,
+            action=QualityDecision.Action.SUSPEND,
+            reason=reason,
+            details=details,
+        )
+        reopened = items_reconsider_without(worker_id=worker.pk, job=job)
+        if reopened:
+            QualityDecision.objects.create(
+                worker=worker,
+                job=job,
+                action=QualityDecision.Action.REOPEN,
+                reason=reason,
+                details={"items": reopened[:500], "count": len(reopened)},
+            )
+    return decision
+
+
+def items_reconsider_without(*, worker_id: int, job: Job) -> list[int]:
+    """Recompute every crowd item the worker labeled with their labels dropped; items that
+    are no longer confident go back to the queue for one more label. Returns reopened ids."""
+    item_ids = list(
+        Label.objects.filter(job=job, worker_id=worker_id, is_gold=False).values_list(
+            "item_id", flat=True
+        )
+    )
+    reopened = []
+    target = float(quality_policy(job)["target_confidence"])
+    for item in (
+        Item.objects.select_for_update()
+        .filter(pk__in=item_ids, state__in=[Item.State.OPEN, Item.State.SETTLED])
+        .filter(Q(source__isnull=True) | Q(source=Item.Source.CROWD))
+    ):
+        answers, statuses = item_answers(item_id=item.pk)
+        posterior, contributors = item_posterior_from_labels(
+            job=job, answers=answers, statuses=statuses
+        )
+        top = int(np.argmax(posterior))
+        fields: dict[str, Any] = {
+            "posterior": [round(float(p), 6) for p in posterior],
+            "result_meta": {**(item.result_meta or {}), "workers": contributors},
+            "updated_at": timezone.now(),
+        }
+        if item.state == Item.State.SETTLED and float(posterior[top]) < target:
+            fields.update(
+                state=Item.State.OPEN,
+                label=None,
+                confidence=None,
+                source=None,
+                settled_at=None,
+                labels_needed=item.n_labels + item.n_leases + 1,
+            )
+            reopened.append(item.pk)
+        elif item.state == Item.State.OPEN and item.labels_needed <= item.n_labels + item.n_leases:
+            fields["labels_needed"] = item.n_labels + item.n_leases + 1
+            reopened.append(item.pk)
+        elif item.state == Item.State.SETTLED:
+            fields.update(label=job.classes[top], confidence=float(posterior[top]))
+        Item.objects.filter(pk=item.pk).update(**fields)
+    if reopened:
+        Job.objects.filter(pk=job.pk, status=Job.Status.COMPLETED).update(
+            status=Job.Status.RUNNING, completed_at=None
+        )
+    return reopened
+
+
+# --------------------------------------------------------------------------- engine hooks
+
+
+def item_decide_after_label(*, job: Job, item: Item) -> ItemDecision:
+    """The decision for an open item whose newest label is already stored.
+
+    Precondition: the item's row is locked in the current transaction.
+    """
+    answers, statuses = item_answers(item_id=item.pk)
+    return item_decide(
+        job=job,
+        answers=answers,
+        labels_needed=item.labels_needed,
+        statuses=statuses,
+        item_id=item.pk,
+    )
+
+
+def quality_after_label(*, job: Job, item: Item, worker_id: int, value: str) -> None:
+    """Bookkeeping after any label: gold exposure and the worker's rule check for gold
+    answers, and the job's re-aggregation trigger. Heavy work runs after commit."""
+    if item.gold_label is not None:
+        gold_record_answer(item_id=item.pk, job_id=job.pk, correct=value == item.gold_label)
+        from workers.tasks_quality import worker_rules_check as rules_task
+
+        transaction.on_commit(lambda: rules_task.delay(worker_id, job.pk))
+    maybe_schedule_aggregation(job=job)

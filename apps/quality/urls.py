@@ -1,0 +1,11 @@
+from django.urls import path
+
+from apps.quality import apis
+
+urlpatterns = [
+    path(
+        "workers/<int:worker_id>/quality/", apis.WorkerQualityApi.as_view(), name="worker-quality"
+    ),
+    path("jobs/<int:job_id>/agreement/", apis.JobAgreementApi.as_view(), name="job-agreement"),
+    path("jobs/<int:job_id>/aggregate/", apis.JobAggregateApi.as_view(), name="job-aggregate"),
+]

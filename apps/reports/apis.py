@@ -1,0 +1,40 @@
+"""Metrics API: per job (clients, ops, qc) and per pool (ops)."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.permissions import IsJobReader, IsOps
+from apps.jobs.selectors import job_get_for_user
+from apps.reports.selectors import job_metrics, pool_metrics
+from apps.workforce.selectors import pool_list_for_ops
+
+
+class JobMetricsApi(APIView):
+    permission_classes = [IsJobReader]
+
+    @extend_schema(
+        responses=OpenApiResponse(
+            description="throughput (labels total / last hour / hourly), cost (labels, bonuses, "
+            "per settled item), error_rates (gold accuracy, review share), workers summary"
+        )
+    )
+    def get(self, request: Request, job_id: int) -> Response:
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        return Response(job_metrics(job=job))
+
+
+class PoolMetricsApi(APIView):
+    permission_classes = [IsOps]
+
+    @extend_schema(
+        responses=OpenApiResponse(description="labels, cost and gold error rate of a pool")
+    )
+    def get(self, request: Request, pool_id: int) -> Response:
+        pool = pool_list_for_ops(user=request.user).filter(pk=pool_id).first()
+        if pool is None:
+            from django.http import Http404
+
+            raise Http404("No such pool.")
+        return Response(pool_metrics(pool=pool))

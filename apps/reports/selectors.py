@@ -1,0 +1,198 @@
+"""Throughput, cost and error-rate figures per job, pool and worker (aggregate queries only)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Avg, Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from apps.assignments.models import Label
+from apps.jobs.models import Item, Job
+from apps.jobs.selectors import job_item_counts
+from apps.workforce.models import LedgerEntry, Pool
+
+WORKER_SUMMARY_LIMIT = 50
+
+
+def _hourly(labels: QuerySet[Label], since: datetime) -> list[dict[str, Any]]:
+    """Labels per hour since `since`, every hour present (zeros included)."""
+    rows = dict(
+        labels.filter(created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .values_list("hour")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    start = since.replace(minute=0, second=0, microsecond=0)
+    hours = []
+    hour = start
+    now = timezone.now()
+    while hour <= now:
+        hours.append({"hour": hour.isoformat(), "labels": rows.get(hour, 0)})
+        hour += timedelta(hours=1)
+    return hours
+
+
+def _gold_figures(labels: QuerySet[Label]) -> dict[str, Any]:
+    gold = labels.filter(is_gold=True).aggregate(
+        n=Count("id"), correct=Count("id", filter=Q(is_correct=True))
+    )
+    n = gold["n"]
+    return {
+        "gold_answers": n,
+        "gold_accuracy": (gold["correct"] / n) if n else None,
+        "gold_error_rate": (1 - gold["correct"] / n) if n else None,
+    }
+
+
+def _cost(ledger: QuerySet[LedgerEntry]) -> dict[str, Any]:
+    sums = dict(ledger.values_list("kind").annotate(total=Sum("amount")).order_by())
+    labels = sums.get("label") or Decimal("0")
+    bonus = sums.get("bonus") or Decimal("0")
+    return {"labels": float(labels), "bonuses": float(bonus), "total": float(labels + bonus)}
+
+
+def worker_summaries(
+    *, labels: QuerySet[Label], ledger: QuerySet[LedgerEntry], limit: int = WORKER_SUMMARY_LIMIT
+) -> list[dict[str, Any]]:
+    """Per worker: labels, gold accuracy, mean duration and earnings (the busiest first)."""
+    rows = list(
+        labels.values(
+            "worker_id", username=F("worker__user__username"), worker_tier=F("worker__tier")
+        )
+        .annotate(
+            labels=Count("id"),
+            gold=Count("id", filter=Q(is_gold=True)),
+            gold_correct=Count("id", filter=Q(is_gold=True, is_correct=True)),
+            mean_duration_ms=Avg("duration_ms"),
+        )
+        .order_by("-labels", "worker_id")[:limit]
+    )
+    earned = dict(
+        ledger.filter(worker_id__in=[r["worker_id"] for r in rows])
+        .values_list("worker_id")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    for row in rows:
+        row["gold_accuracy"] = row["gold_correct"] / row["gold"] if row["gold"] else None
+        row["earnings"] = float(earned.get(row["worker_id"], 0))
+    return rows
+
+
+def job_metrics(*, job: Job, hours: int = 24) -> dict[str, Any]:
+    """Throughput, cost, error rates and a worker summary for one job."""
+    now = timezone.now()
+    labels = Label.objects.filter(job=job)
+    ledger = LedgerEntry.objects.filter(job=job)
+    counts = job_item_counts(job=job)
+    n_items = sum(counts.values())
+    settled = Item.objects.filter(job=job, state=Item.State.SETTLED)
+    by_source = dict(settled.values_list("source").annotate(n=Count("id")).order_by())
+    totals = labels.aggregate(
+        total=Count("id"),
+        last_hour=Count("id", filter=Q(created_at__gte=now - timedelta(hours=1))),
+        expert=Count("id", filter=Q(tier="expert")),
+    )
+    cost = _cost(ledger)
+    n_settled = counts.get("settled", 0)
+    return {
+        "job": job.pk,
+        "status": job.status,
+        "items": {"total": n_items, **counts, "settled_by_source": by_source},
+        "progress": (n_settled / n_items) if n_items else None,
+        "throughput": {
+            "labels_total": totals["total"],
+            "labels_last_hour": totals["last_hour"],
+            "items_settled_last_hour": settled.filter(
+                settled_at__gte=now - timedelta(hours=1)
+            ).count(),
+            "hourly": _hourly(labels, now - timedelta(hours=hours - 1)),
+        },
+        "cost": {
+            **cost,
+            "per_settled_item": (cost["total"] / n_settled) if n_settled else None,
+            "expert_labels": totals["expert"],
+        },
+        "error_rates": {
+            **_gold_figures(labels),
+            "review_share": (counts.get("review", 0) / n_items) if n_items else None,
+        },
+        "workers": worker_summaries(labels=labels, ledger=ledger),
+    }
+
+
+def pool_metrics(*, pool: Pool) -> dict[str, Any]:
+    labels = Label.objects.filter(worker__pools=pool)
+    ledger = LedgerEntry.objects.filter(worker__pools=pool)
+    now = timezone.now()
+    return {
+        "pool": pool.pk,
+        "name": pool.name,
+        "members": pool.members.count(),
+        "labels_total": labels.count(),
+        "labels_last_hour": labels.filter(created_at__gte=now - timedelta(hours=1)).count(),
+        "cost": _cost(ledger),
+        "error_rates": _gold_figures(labels),
+    }
+
+
+def overview_metrics(*, jobs: QuerySet[Job]) -> list[dict[str, Any]]:
+    """One row per job for the dashboard (a fixed number of queries, whatever the job count)."""
+    jobs = list(jobs.select_related("organization")[:200])
+    ids = [job.pk for job in jobs]
+    item_counts: dict[int, dict[str, int]] = {}
+    for job_id, state, n in (
+        Item.objects.filter(job_id__in=ids)
+        .values_list("job_id", "state")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        item_counts.setdefault(job_id, {})[state] = n
+    label_stats = {
+        row["job_id"]: row
+        for row in Label.objects.filter(job_id__in=ids)
+        .values("job_id")
+        .annotate(
+            n=Count("id"),
+            gold=Count("id", filter=Q(is_gold=True)),
+            gold_correct=Count("id", filter=Q(is_gold=True, is_correct=True)),
+        )
+        .order_by()
+    }
+    cost = dict(
+        LedgerEntry.objects.filter(job_id__in=ids)
+        .values_list("job_id")
+        .annotate(t=Sum("amount"))
+        .order_by()
+    )
+    rows = []
+    for job in jobs:
+        counts = item_counts.get(job.pk, {})
+        total = sum(counts.values())
+        stats = label_stats.get(job.pk, {"n": 0, "gold": 0, "gold_correct": 0})
+        rows.append(
+            {
+                "job": job,
+                "items": total,
+                "settled": counts.get("settled", 0),
+                "review": counts.get("review", 0),
+                "progress": counts.get("settled", 0) / total if total else 0.0,
+                "labels": stats["n"],
+                "gold_error_rate": 1 - stats["gold_correct"] / stats["gold"]
+                if stats["gold"]
+                else None,
+                "cost": float(cost.get(job.pk, 0)),
+            }
+        )
+    return rows
+
+
+def worker_list_metrics(*, limit: int = WORKER_SUMMARY_LIMIT) -> list[dict[str, Any]]:
+    return worker_summaries(
+        labels=Label.objects.all(), ledger=LedgerEntry.objects.all(), limit=limit
+    )

@@ -1,0 +1,757 @@
+"""Routing writes: retrain a job's model (versioned, with a model card, never silently worse),
+score and route its items (auto-accept with audits, queue priorities, experts), and the cheap
+retrain trigger.
+
+The policy mirrors bench/routing.py: a model on features (or the client's prediction)
+calibrated by temperature on out-of-fold scores of settled items, an auto-accept threshold
+whose accuracy lower bound meets the target, a random audit share, and the query strategy
+ordering everything else.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from apps.assignments.models import Assignment
+from apps.jobs.models import Item, Job
+from apps.routing import algorithms
+from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
+from apps.routing.selectors import (
+    HUMAN_SOURCES,
+    JobArrays,
+    job_arrays,
+    job_routing_cached,
+    routing_config,
+)
+
+MAX_SLICES = 50
+# Small models: extra intra-op threads only add synchronization (40x slower on a shared box).
+TORCH_THREADS = 1
+
+
+@dataclass(frozen=True)
+class RoutingOutcome:
+    """What one routing pass did to the job's items."""
+
+    scored: int = 0
+    accepted: int = 0
+    audited: int = 0
+    prioritized: int = 0
+    to_expert: int = 0
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """The version trained (None when there was too little data), whether it became active,
+    why, and the routing pass run with the active version afterwards."""
+
+    version: ModelVersion | None
+    activated: bool
+    reason: str
+    routing: RoutingOutcome | None = None
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """How a version turns a job's arrays into calibrated probabilities."""
+
+    kind: str
+    model: algorithms.RoutingModel | None
+    temperature: float
+
+    def usable(self, data: JobArrays) -> np.ndarray:
+        return data.has_features if self.kind == ModelVersion.Kind.FEATURES else data.has_prediction
+
+    def probs(self, data: JobArrays, rows: np.ndarray) -> np.ndarray:
+        if len(rows) == 0:
+            return np.zeros((0, data.predictions.shape[1]))
+        if self.kind == ModelVersion.Kind.FEATURES:
+            return algorithms.predict_proba(
+                self.model, data.features[rows], temperature=self.temperature
+            )
+        return algorithms.calibrate_probabilities(data.predictions[rows], self.temperature)
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> _Scorer:
+        model = (
+            algorithms.model_from_bytes(bytes(version.weights))
+            if version.kind == ModelVersion.Kind.FEATURES
+            else None
+        )
+        return cls(kind=version.kind, model=model, temperature=version.temperature)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _soft_correct(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The settled posterior's mass on the model's label: noisy labels count as uncertain."""
+    return targets[np.arange(len(probs)), probs.argmax(axis=1)]
+
+
+def _nll(probs: np.ndarray, targets: np.ndarray) -> float:
+    return float(-(targets * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1).mean())
+
+
+def _group_accuracy(keys: list, correct: np.ndarray, *, limit: int) -> dict[str, dict]:
+    groups: dict[str, list[float]] = {}
+    for key, ok in zip(keys, correct.tolist(), strict=True):
+        groups.setdefault(str(key), []).append(ok)
+    largest = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:limit]
+    return {
+        key: {"n": len(vals), "accuracy": round(float(np.mean(vals)), 6)} for key, vals in largest
+    }
+
+
+def _thresholds(
+    *,
+    probs: np.ndarray,
+    correct: np.ndarray,
+    pool_confidence: np.ndarray,
+    cfg: dict,
+    classes: list[str],
+) -> tuple[algorithms.ThresholdChoice, dict[str, float | None]]:
+    """The global auto-accept threshold, and a stricter one per class with its own target."""
+    confidence = probs.max(axis=1)
+    level = float(cfg["bound_level"])
+    choice = algorithms.choose_threshold(
+        confidence,
+        correct,
+        target_accuracy=float(cfg["target_accuracy"]),
+        level=level,
+        pool_confidence=pool_confidence,
+    )
+    per_class: dict[str, float | None] = {}
+    predicted = probs.argmax(axis=1)
+    for name, target in (cfg.get("class_targets") or {}).items():
+        if name not in classes:
+            continue
+        rows = predicted == classes.index(name)
+        c = algorithms.choose_threshold(
+            confidence[rows], correct[rows], target_accuracy=float(target), level=level
+        )
+        per_class[name] = c.threshold if c.qualified else None
+    return choice, per_class
+
+
+def _fit_features(
+    *, x: np.ndarray, targets: np.ndarray, cfg: dict, k: int, seed: int
+) -> tuple[algorithms.RoutingModel, np.ndarray]:
+    """The final model on every training item, and out-of-fold logits for each of them.
+
+    Cross-fitting (as in the bench) lets every settled item be both training data and a
+    held-out item for temperature, threshold and the card: each is scored by a model that
+    never saw it.
+    """
+    options = {
+        "n_classes": k,
+        "kind": cfg["model_kind"],
+        "epochs": int(cfg["epochs"]),
+        "hidden": int(cfg["hidden"]),
+    }
+    if "weight_decay" in cfg:
+        options["weight_decay"] = float(cfg["weight_decay"])
+    n = len(x)
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), int(cfg["folds"]))
+    oof = np.zeros((n, k))
+    for f, fold in enumerate(folds):
+        train = np.setdiff1d(np.arange(n), fold)
+        model = algorithms.train_routing_model(x[train], targets[train], seed=seed + f, **options)
+        oof[fold] = algorithms.predict_logits(model, x[fold])
+    return algorithms.train_routing_model(x, targets, seed=seed, **options), oof
+
+
+def _compare(
+    *,
+    job: Job,
+    active: ModelVersion | None,
+    data: JobArrays,
+    train_rows: np.ndarray,
+    candidate_probs: np.ndarray,
+    cfg: dict,
+) -> tuple[bool, dict[str, Any]]:
+    """Whether the candidate may replace the active version, and the evidence.
+
+    Both are scored on the same settled items that the active version never saw (settled
+    after its data cutoff): the candidate by its out-of-fold probabilities, the active
+    version directly. Higher soft accuracy wins; on a tie the lower NLL. Too few such items
+    keeps the active version.
+    """
+    if active is None:
+        return True, {"reason": "first version"}
+    cutoff = active.data_cutoff
+    unseen = np.array(
+        [
+            cutoff is None or (data.settled_at[r] is not None and data.settled_at[r] > cutoff)
+            for r in train_rows
+        ],
+        dtype=bool,
+    )
+    scorer = _Scorer.of(active)
+    unseen &= scorer.usable(data)[train_rows]
+    n = int(unseen.sum())
+    evidence: dict[str, Any] = {"compared_with": active.pk, "n_compared": n}
+    if n < int(cfg["min_compare"]):
+        evidence["reason"] = (
+            f"kept v{active.number}: only {n} settled items unseen by it "
+            f"(need {cfg['min_compare']}) to compare on"
+        )
+        return False, evidence
+    rows = train_rows[unseen]
+    targets = data.posterior[rows]
+    old = scorer.probs(data, rows)
+    new = candidate_probs[unseen]
+    old_acc, new_acc = (
+        float(_soft_correct(old, targets).mean()),
+        float(_soft_correct(new, targets).mean()),
+    )
+    old_nll, new_nll = _nll(old, targets), _nll(new, targets)
+    evidence.update(
+        active_accuracy=round(old_acc, 6),
+        candidate_accuracy=round(new_acc, 6),
+        active_nll=round(old_nll, 6),
+        candidate_nll=round(new_nll, 6),
+    )
+    better = (new_acc, -new_nll) >= (old_acc, -old_nll)
+    evidence["reason"] = (
+        f"replaced v{active.number}: held-out accuracy {new_acc:.4f} vs {old_acc:.4f}"
+        if better
+        else f"kept v{active.number}: candidate held-out accuracy {new_acc:.4f} "
+        f"(NLL {new_nll:.4f}) below the active {old_acc:.4f} (NLL {old_nll:.4f})"
+    )
+    return better, evidence
+
+
+def _model_card(
+    *,
+    job: Job,
+    data: JobArrays,
+    rows: np.ndarray,
+    raw_probs: np.ndarray,
+    probs: np.ndarray,
+    temperature: algorithms.TemperatureFit,
+    choice: algorithms.ThresholdChoice,
+    class_thresholds: dict,
+    parent: ModelVersion | None,
+    cfg: dict,
+    n_settled: int,
+) -> dict[str, Any]:
+    classes = job.classes
+    targets = data.posterior[rows]
+    correct = _soft_correct(probs, targets)
+    truth = targets.argmax(axis=1)
+    per_class = _group_accuracy([classes[t] for t in truth], correct, limit=len(classes))
+    card: dict[str, Any] = {
+        "training_size": int(len(rows)),
+        "n_settled": n_settled,
+        "heldout": "out-of-fold (cross-fitting)",
+        "heldout_accuracy": round(float(correct.mean()), 6),
+        "heldout_nll": round(_nll(probs, targets), 6),
+        "per_class_accuracy": per_class,
+        "ece_before": round(algorithms.expected_calibration_error(raw_probs, targets), 6),
+        "ece": round(algorithms.expected_calibration_error(probs, targets), 6),
+        "temperature": round(temperature.temperature, 6),
+        "nll_before_temperature": round(temperature.nll_before, 6),
+        "threshold": None if not choice.qualified else choice.threshold,
+        "threshold_qualified": choice.qualified,
+        "threshold_lower_bound": round(choice.lower_bound, 6),
+        "threshold_accuracy": None if math.isnan(choice.accuracy) else round(choice.accuracy, 6),
+        "coverage": round(choice.coverage, 6),
+        "target_accuracy": float(cfg["target_accuracy"]),
+        "bound_level": float(cfg["bound_level"]),
+        "class_thresholds": class_thresholds,
+        "parent": parent.number if parent else None,
+        "model_kind": cfg["model_kind"],
+        "epochs": int(cfg["epochs"]),
+    }
+    if cfg.get("slice_field"):
+        slices = _group_accuracy([data.slices[r] for r in rows], correct, limit=MAX_SLICES)
+        card["slice_field"] = cfg["slice_field"]
+        card["per_slice_accuracy"] = slices
+        # Forgetting shows as a slice that was fine under the parent and dropped now.
+        before = (parent.card or {}).get("per_slice_accuracy", {}) if parent else {}
+        card["slice_drops"] = {
+            key: round(before[key]["accuracy"] - value["accuracy"], 6)
+            for key, value in slices.items()
+            if key in before and before[key]["accuracy"] - value["accuracy"] > 0.05
+        }
+    return card
+
+
+def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
+    """Train a new model version of the job on its settled items and route with the best.
+
+    Training data: items settled by people (crowd, expert, QC — never by the model), with
+    their posterior as soft targets; on features when at least `min_train` of them have
+    features, else a temperature calibration of the client's `prediction`. The candidate is
+    stored with its card either way; it becomes active only if it is at least as good as
+    the active version on the same unseen held-out items. Then every open item is routed
+    with the active version (job_route). Safe to run twice: the second run adds a version.
+    """
+    torch.set_num_threads(TORCH_THREADS)
+    started = time.perf_counter()
+    job = Job.objects.get(pk=job_id)
+    cfg = routing_config(routing=job.routing)
+    if cfg["mode"] != "model":
+        return RetrainResult(version=None, activated=False, reason="routing is off")
+    classes = job.classes
+    k = len(classes)
+    data = job_arrays(job=job, slice_field=cfg.get("slice_field"))
+    settled = data.human_settled()
+    min_train = int(cfg["min_train"])
+    rows_features = np.flatnonzero(settled & data.has_features)
+    rows_prediction = np.flatnonzero(settled & data.has_prediction)
+    active = ModelVersion.objects.filter(job=job, is_active=True).first()
+    if data.features is not None and len(rows_features) >= min_train:
+        kind, rows = ModelVersion.Kind.FEATURES, rows_features
+        targets = data.posterior[rows]
+        model, oof_logits = _fit_features(
+            x=data.features[rows].astype(np.float64), targets=targets, cfg=cfg, k=k, seed=seed
+        )
+        temperature = algorithms.fit_temperature(oof_logits, targets)
+        raw_probs = algorithms.apply_temperature(oof_logits, 1.0)
+        probs = algorithms.apply_temperature(oof_logits, temperature.temperature)
+        weights: bytes | None = algorithms.model_to_bytes(model)
+    elif len(rows_prediction) >= min_train:
+        # One temperature barely overfits: fitted and measured on the same settled items.
+        kind, rows = ModelVersion.Kind.PREDICTION, rows_prediction
+        targets = data.posterior[rows]
+        raw_probs = data.predictions[rows]
+        temperature = algorithms.fit_temperature_from_probabilities(raw_probs, targets)
+        probs = algorithms.calibrate_probabilities(raw_probs, temperature.temperature)
+        model, weights = None, None
+    else:
+        return RetrainResult(
+            version=None,
+            activated=False,
+            reason=f"too few settled items: {int(settled.sum())} (need {min_train})",
+            routing=job_route(job=job, data=data) if active else None,
+        )
+    scorer = _Scorer(kind=kind, model=model, temperature=temperature.temperature)
+    pool = np.flatnonzero((data.state != Item.State.SETTLED) & scorer.usable(data))
+    pool_confidence = scorer.probs(data, pool).max(axis=1)
+    correct = _soft_correct(probs, targets)
+    choice, class_thresholds = _thresholds(
+        probs=probs, correct=correct, pool_confidence=pool_confidence, cfg=cfg, classes=classes
+    )
+    activate, evidence = _compare(
+        job=job, active=active, data=data, train_rows=rows, candidate_probs=probs, cfg=cfg
+    )
+    card = _model_card(
+        job=job,
+        data=data,
+        rows=rows,
+        raw_probs=raw_probs,
+        probs=probs,
+        temperature=temperature,
+        choice=choice,
+        class_thresholds=class_thresholds,
+        parent=active,
+        cfg=cfg,
+        n_settled=int(settled.sum()),
+    )
+    cutoff = max((data.settled_at[r] for r in rows if data.settled_at[r]), default=None)
+    with transaction.atomic():
+        # The job row lock serializes concurrent retrains of one job (numbering, activation).
+        Job.objects.select_for_update().filter(pk=job.pk).values_list("id", flat=True).first()
+        number = (ModelVersion.objects.filter(job=job).aggregate(n=Max("number"))["n"] or 0) + 1
+        if activate:
+            ModelVersion.objects.filter(job=job, is_active=True).update(is_active=False)
+        version = ModelVersion.objects.create(
+            job=job,
+            number=number,
+            kind=kind,
+            parent=active,
+            is_active=activate,
+            weights=weights,
+            temperature=temperature.temperature,
+            threshold=choice.threshold if choice.qualified else None,
+            target_accuracy=float(cfg["target_accuracy"]),
+            n_train=len(rows),
+            n_heldout=len(rows),
+            data_cutoff=cutoff,
+            card=card,
+            decision={"activated": activate, **evidence},
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    routed = job_route(job=job, data=data)
+    return RetrainResult(
+        version=version, activated=activate, reason=evidence["reason"], routing=routed
+    )
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def _uniform_draw(ids: np.ndarray, salt: int) -> np.ndarray:
+    """A fixed draw in [0, 1) per item id: an item drawn for audit stays drawn on every pass.
+
+    SplitMix64 finalizer on (id, salt); uint64 arithmetic wraps, which is the point.
+    """
+    z = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _write_scores(
+    *,
+    job: Job,
+    version: ModelVersion,
+    data: JobArrays,
+    rows: np.ndarray,
+    probs: np.ndarray,
+    audit: np.ndarray,
+) -> None:
+    classes = job.classes
+    predicted = probs.argmax(axis=1)
+    objs = [
+        ItemScore(
+            item_id=int(data.ids[r]),
+            job_id=job.pk,
+            model_version_id=version.pk,
+            probs=[round(float(p), 6) for p in probs[i]],
+            confidence=float(probs[i, predicted[i]]),
+            predicted=classes[predicted[i]],
+            audit=bool(audit[i]),
+        )
+        for i, r in enumerate(rows.tolist())
+    ]
+    ItemScore.objects.bulk_create(
+        objs,
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["item"],
+        update_fields=["model_version", "probs", "confidence", "predicted", "audit", "updated_at"],
+    )
+
+
+def _accept(
+    *, job: Job, version: ModelVersion, data: JobArrays, rows: np.ndarray, probs: np.ndarray
+) -> list[int]:
+    """Settle confident items as the model's result; returns the ids actually settled.
+
+    Only items still open with no label and no live lease are taken (re-checked under row
+    locks), so a worker's lease taken in the meantime is never overtaken.
+    """
+    if len(rows) == 0:
+        return []
+    classes = job.classes
+    now = timezone.now()
+    by_id = {int(data.ids[r]): i for i, r in enumerate(rows.tolist())}
+    with transaction.atomic():
+        free = list(
+            Item.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=list(by_id), state=Item.State.OPEN, n_labels=0, n_leases=0)
+            .values_list("id", flat=True)
+        )
+        objs = []
+        for item_id in free:
+            p = probs[by_id[item_id]]
+            top = int(p.argmax())
+            objs.append(
+                Item(
+                    pk=item_id,
+                    state=Item.State.SETTLED,
+                    source=Item.Source.MODEL,
+                    label=classes[top],
+                    confidence=float(p[top]),
+                    posterior=[round(float(v), 6) for v in p],
+                    result_meta={
+                        "method": "model",
+                        "model_version": version.pk,
+                        "model_number": version.number,
+                        "threshold": version.threshold,
+                    },
+                    settled_at=now,
+                    updated_at=now,
+                )
+            )
+        Item.objects.bulk_update(
+            objs,
+            [
+                "state",
+                "source",
+                "label",
+                "confidence",
+                "posterior",
+                "result_meta",
+                "settled_at",
+                "updated_at",
+            ],
+            batch_size=1000,
+        )
+    return free
+
+
+def _mark_audits(
+    *,
+    version: ModelVersion,
+    data: JobArrays,
+    rows: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+) -> None:
+    if len(rows) == 0:
+        return
+    meta = {
+        int(i): m
+        for i, m in Item.objects.filter(pk__in=data.ids[rows].tolist()).values_list(
+            "id", "result_meta"
+        )
+    }
+    objs = [
+        Item(
+            pk=int(data.ids[r]),
+            result_meta={
+                **(meta.get(int(data.ids[r])) or {}),
+                "audit": True,
+                "model_version": version.pk,
+                "model_label": classes[int(probs[i].argmax())],
+            },
+        )
+        for i, r in enumerate(rows.tolist())
+    ]
+    Item.objects.bulk_update(objs, ["result_meta"], batch_size=1000)
+
+
+def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> RoutingOutcome:
+    """Score the job's unsettled items with the active version and route them.
+
+    Confident open items nobody has touched are auto-accepted (source model), except a
+    fixed random `audit_rate` share kept open for people; the other open items get the
+    job's query strategy as priority (bulk) and a label budget of `min_labels` so that the
+    cost-aware rule can stop early; open items the model is unsure about and the crowd split
+    on go to an expert. Every scored item keeps its calibrated probabilities (ItemScore) for
+    the model-as-voter.
+    """
+    torch.set_num_threads(TORCH_THREADS)
+    version = ModelVersion.objects.filter(job=job, is_active=True).first()
+    if version is None:
+        return RoutingOutcome()
+    cfg = routing_config(routing=job.routing)
+    classes = job.classes
+    data = data or job_arrays(job=job, slice_field=cfg.get("slice_field"))
+    scorer = _Scorer.of(version)
+    rows = np.flatnonzero((data.state != Item.State.SETTLED) & scorer.usable(data))
+    probs = scorer.probs(data, rows)
+    confidence = probs.max(axis=1) if len(rows) else np.zeros(0)
+    predicted = probs.argmax(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
+
+    # Per-row acceptance threshold: the global one, stricter for classes with own targets.
+    thresholds = np.full(len(rows), np.inf if version.threshold is None else version.threshold)
+    class_thresholds = (version.card or {}).get("class_thresholds") or {}
+    for name, value in class_thresholds.items():
+        if name in classes:
+            mine = predicted == classes.index(name)
+            thresholds[mine] = np.maximum(thresholds[mine], np.inf if value is None else value)
+    untouched = (
+        (data.state[rows] == Item.State.OPEN)
+        & (data.n_labels[rows] == 0)
+        & (data.n_leases[rows] == 0)
+        & ~data.is_gold[rows]
+    )
+    confident = untouched & (confidence >= thresholds)
+    # Once drawn for audit, an item stays an audit item under later versions: people judge
+    # it alone, so it keeps measuring what auto-accept would have delivered.
+    drawn_before = np.isin(
+        data.ids[rows],
+        np.fromiter(
+            ItemScore.objects.filter(job=job, audit=True).values_list("item_id", flat=True),
+            dtype=np.int64,
+        ),
+    )
+    audit = (
+        confident & (_uniform_draw(data.ids[rows], salt=job.pk) < float(cfg["audit_rate"]))
+    ) | (drawn_before & (data.state[rows] == Item.State.OPEN))
+    accept = confident & ~audit
+
+    _write_scores(job=job, version=version, data=data, rows=rows, probs=probs, audit=audit)
+    accepted = _accept(job=job, version=version, data=data, rows=rows[accept], probs=probs[accept])
+    _mark_audits(version=version, data=data, rows=rows[audit], probs=probs[audit], classes=classes)
+    accepted_set = set(accepted)
+    taken = np.isin(
+        data.ids[rows], np.fromiter(accepted_set, dtype=np.int64, count=len(accepted_set))
+    )
+
+    # The crowd queue: open, not gold, not just accepted.
+    queue = (data.state[rows] == Item.State.OPEN) & ~data.is_gold[rows] & ~taken
+    queue_rows = rows[queue]
+    training = data.human_settled() & scorer.usable(data)
+    labeled_x = data.features[training] if scorer.kind == ModelVersion.Kind.FEATURES else None
+    scores = algorithms.query_scores(
+        cfg["strategy"],
+        probs[queue],
+        pool_features=data.features[queue_rows] if labeled_x is not None else None,
+        labeled_features=labeled_x,
+        labeled_targets=data.posterior[training].argmax(axis=1) if labeled_x is not None else None,
+        n_classes=len(classes),
+        seed=seed + version.number,
+    )
+    Item.objects.bulk_update(
+        [
+            Item(pk=int(data.ids[r]), priority=float(s))
+            for r, s in zip(queue_rows, scores, strict=True)
+        ],
+        ["priority"],
+        batch_size=1000,
+    )
+    # A conditional UPDATE: a lease taken since the read keeps its slot (the budget constraint).
+    min_labels = int(cfg["min_labels"])
+    Item.objects.filter(
+        pk__in=data.ids[queue_rows].tolist(),
+        state=Item.State.OPEN,
+        n_labels=0,
+        n_leases=0,
+        labels_needed__gt=min_labels,
+    ).update(labels_needed=min_labels)
+
+    # Unsure model and a split crowd: more crowd labels rarely settle these; an expert does.
+    unsure = (
+        queue
+        & (data.n_labels[rows] >= 2)
+        & data.split_votes[rows]
+        & (confidence < float(cfg["expert_below"]))
+    )
+    experts = data.ids[rows[unsure]][: int(cfg["max_expert_per_pass"])].tolist()
+    if experts:
+        from apps.assignments.services import item_send_to_expert
+
+        for item_id in experts:
+            item_send_to_expert(item_id=int(item_id))
+    if accepted:
+        _after_accept(job=job, item_ids=accepted)
+    return RoutingOutcome(
+        scored=len(rows),
+        accepted=len(accepted),
+        audited=int(audit.sum()),
+        prioritized=len(queue_rows),
+        to_expert=len(experts),
+    )
+
+
+def _after_accept(*, job: Job, item_ids: list[int]) -> None:
+    """QC audit sampling of model results (the job's policy audit_rate) and job completion."""
+    from apps.assignments.services import job_complete_if_done
+
+    if float(job.effective_policy.get("audit_rate") or 0.0) > 0.0:
+        from apps.reviews.services import review_audit_maybe
+
+        for item in Item.objects.filter(pk__in=item_ids).only("id", "job_id"):
+            review_audit_maybe(item=item, job=job, source=Item.Source.MODEL)
+    job_complete_if_done(job_id=job.pk)
+
+
+# --------------------------------------------------------------------------- trigger
+
+
+def job_retrain_due(*, job: Job) -> bool:
+    """Whether enough people-settled items arrived since the last version (two small queries)."""
+    cfg = routing_config(routing=job.routing)
+    if cfg["mode"] != "model":
+        return False
+    settled = Item.objects.filter(
+        job=job, state=Item.State.SETTLED, source__in=HUMAN_SOURCES, gold_label__isnull=True
+    ).count()
+    last = (
+        ModelVersion.objects.filter(job=job).order_by("-id").values_list("card", flat=True).first()
+    )
+    if last is None:
+        return settled >= int(cfg["min_train"])
+    return settled - int(last.get("n_settled", 0)) >= int(cfg["retrain_every"])
+
+
+def _lock_key(job_id: int) -> str:
+    return f"concord:routing:retrain-lock:{job_id}"
+
+
+def job_retrain_enqueue(*, job: Job) -> bool:
+    """Queue a retrain after the current transaction commits; False if one is already queued.
+
+    A cache lock (released by the task) keeps two triggers from training the same job twice.
+    """
+    if not cache.add(_lock_key(job.pk), 1, timeout=900):
+        return False
+    from workers.tasks_routing import retrain_job
+
+    transaction.on_commit(lambda: retrain_job.delay(job.pk))
+    return True
+
+
+def job_retrain_release(*, job_id: int) -> None:
+    cache.delete(_lock_key(job_id))
+
+
+def job_retrain_maybe(*, job: Job) -> bool:
+    """The cheap trigger the beat (or a settle path) calls: enqueue a retrain when due."""
+    return job_retrain_due(job=job) and job_retrain_enqueue(job=job)
+
+
+def jobs_retrain_check() -> int:
+    """Check every running job with model routing; returns how many retrains were queued."""
+    jobs = Job.objects.filter(status=Job.Status.RUNNING, routing__mode="model").only(
+        "id", "routing"
+    )
+    return sum(job_retrain_maybe(job=job) for job in jobs)
+
+
+# --------------------------------------------------------------------------- pre-labels
+
+
+def prelabel_for_lease(*, job: Job, item: Item) -> str | None:
+    """The pre-label to show with a task just leased, recorded as shown; None when off.
+
+    Off by default (routing "prelabels"). The suggestion is the routing model's most likely
+    class, else the client's prediction. The routing config is read from a one-minute
+    cache because the engine's job rows do not carry it (no query per lease while off).
+    Precondition: inside the lease transaction, right after the assignment was created;
+    the newest live assignment of the item is that one.
+    """
+    if "routing" in job.get_deferred_fields():
+        cfg = job_routing_cached(job_id=job.pk)
+    else:
+        cfg = routing_config(routing=job.routing)
+    if cfg["mode"] != "model" or not cfg.get("prelabels"):
+        return None
+    classes = job.classes
+    suggestion = (
+        ItemScore.objects.filter(item_id=item.pk).values_list("predicted", flat=True).first()
+    )
+    source = "model"
+    prediction = item.prediction
+    if suggestion is None and isinstance(prediction, list) and len(prediction) == len(classes):
+        suggestion = classes[max(range(len(classes)), key=lambda i: prediction[i])]
+        source = "client"
+    if suggestion is None:
+        return None
+    assignment_id = (
+        Assignment.objects.filter(item_id=item.pk, state=Assignment.State.LEASED)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if assignment_id is not None:
+        PrelabelExposure.objects.bulk_create(
+            [
+                PrelabelExposure(
+                    assignment_id=assignment_id,
+                    job_id=job.pk,
+                    item_id=item.pk,
+                    prelabel=suggestion,
+                    source=source,
+                )
+            ],
+            ignore_conflicts=True,
+        )
+    return suggestion

@@ -1,0 +1,347 @@
+"""Benchmark: annotators doing next + submit over HTTP against PostgreSQL, beside the floor.
+
+What it does, in one run:
+
+1. drops and recreates a scratch database (``concord_bench_annotate``), migrates it, and
+   creates a running job of N items (redundancy 3), W workers with API tokens, and a pool
+   that opens the job to them;
+2. serves Concord with gunicorn (gthread workers, keep-alive) on a free loopback port with
+   ``bench.annotate_settings``, which adds one trivial view: an indexed SELECT on the item
+   queue and one INSERT (the floor for Django + PostgreSQL on this machine);
+3. drives the floor with C concurrent simulated annotators (one keep-alive
+   ``http.client`` connection per thread), two requests per label, for S seconds;
+4. drives Concord the same way: ``POST /assignments/next/`` then ``/submit/``;
+5. prints labels/s and p50 / p95 latencies of each, the ratio floor / Concord, and checks
+   the engine's invariants on the scratch database.
+
+The last line is one JSON object with the headline figures.
+
+    .venv/bin/python bench/annotate.py [--items 100000] [--clients 32] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = "postgres://postgres@127.0.0.1:5432"
+DB = "concord_bench_annotate"
+CLASSES = ["cat", "dog", "bird"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"{PG}/{DB}",
+        DJANGO_SETTINGS_MODULE="bench.annotate_settings",
+        SECRET_KEY="bench-only-secret",
+        DEBUG="0",  # DEBUG records every query; production speed needs it off
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        LOG_LEVEL="ERROR",
+    )
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def recreate_database() -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        cursor.execute(f"CREATE DATABASE {DB}")
+    conn.close()
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=_env(), check=True
+    )
+
+
+def seed(n_items: int, n_workers: int, aggregation: str) -> tuple[int, list[str]]:
+    """Create the job, its items, the workers and their pool; return job id and tokens."""
+    os.environ.update(_env())
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from apps.accounts.models import Organization
+    from apps.jobs.models import Item, Job
+    from apps.workforce.models import Pool
+    from apps.workforce.services import pool_job_open, worker_create
+
+    client = Organization.objects.create(name="Bench Client", kind="client")
+    vendor = Organization.objects.create(name="Bench Vendor", kind="vendor")
+    job = Job.objects.create(
+        organization=client,
+        name="bench",
+        instructions="Pick the animal.",
+        status=Job.Status.RUNNING,
+        label_schema={"kind": "single_choice", "classes": CLASSES},
+        policy={
+            "min_labels": 3,
+            "max_labels": 5,
+            "gold_rate": 0.0,
+            "lease_seconds": 600,
+            "aggregation": aggregation,
+        },
+    )
+    rng = random.Random(1)
+    batch: list[Item] = []
+    for i in range(n_items):
+        truth = rng.choice(CLASSES)
+        batch.append(
+            Item(
+                job=job,
+                external_id=f"b{i}",
+                payload={"text": f"item {i}", "truth": truth},
+                labels_needed=3,
+            )
+        )
+        if len(batch) == 10000:
+            Item.objects.bulk_create(batch)
+            batch = []
+    Item.objects.bulk_create(batch)
+    pool = Pool.objects.create(organization=vendor, name="bench")
+    tokens = []
+    for i in range(n_workers):
+        worker, token = worker_create(organization=vendor, username=f"bench{i}")
+        pool.members.add(worker)
+        tokens.append(token)
+    pool_job_open(pool=pool, job=job)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE bench_floor_log (id bigserial PRIMARY KEY, item_id bigint, value text)"
+        )
+        cursor.execute("VACUUM ANALYZE")
+    connection.close()
+    return job.pk, tokens
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(port: int, workers: int, threads: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=_env(),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("gunicorn did not come up")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.first: list[float] = []
+        self.second: list[float] = []
+        self.labels = 0
+        self.idle = 0
+        self.errors: list[str] = []
+
+    def add(self, first: list[float], second: list[float], labels: int, idle: int) -> None:
+        with self.lock:
+            self.first += first
+            self.second += second
+            self.labels += labels
+            self.idle += idle
+
+
+def _post(
+    conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict
+) -> tuple[int, bytes, float]:
+    started = time.perf_counter()
+    conn.request("POST", path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    return response.status, data, (time.perf_counter() - started) * 1000
+
+
+def concord_client(port: int, token: str, seconds: float, stats: Stats) -> None:
+    rng = random.Random(token)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    first, second, labels, idle = [], [], 0, 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            status_, data, ms = _post(conn, "/api/v1/assignments/next/", b"{}", headers)
+            first.append(ms)
+            if status_ == 204:
+                idle += 1
+                time.sleep(0.05)
+                continue
+            if status_ != 200:
+                stats.errors.append(f"next {status_}: {data[:200]!r}")
+                return
+            task = json.loads(data)
+            # An honest-ish annotator: mostly the truth, sometimes not.
+            truth = task["payload"].get("truth")
+            label = truth if rng.random() < 0.8 else rng.choice(task["classes"])
+            body = json.dumps({"label": label, "duration_ms": 1000}).encode()
+            status_, data, ms = _post(
+                conn, f"/api/v1/assignments/{task['id']}/submit/", body, headers
+            )
+            second.append(ms)
+            if status_ != 200:
+                stats.errors.append(f"submit {status_}: {data[:200]!r}")
+                return
+            labels += 1
+    except Exception as exc:  # noqa: BLE001 - reported with the figures
+        stats.errors.append(repr(exc))
+    finally:
+        conn.close()
+        stats.add(first, second, labels, idle)
+
+
+def floor_client(port: int, job_id: int, seconds: float, stats: Stats) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    first, second, labels = [], [], 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for bucket in (first, second):
+                status_, data, ms = _post(conn, f"/bench/floor/{job_id}/", b"{}", headers)
+                if status_ != 200:
+                    stats.errors.append(f"floor {status_}: {data[:200]!r}")
+                    return
+                bucket.append(ms)
+            labels += 1
+    except Exception as exc:  # noqa: BLE001
+        stats.errors.append(repr(exc))
+    finally:
+        conn.close()
+        stats.add(first, second, labels, 0)
+
+
+def run(target, args_for, clients: int, seconds: float) -> tuple[Stats, float]:
+    stats = Stats()
+    threads = [
+        threading.Thread(target=target, args=(*args_for(i), seconds, stats)) for i in range(clients)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return stats, time.monotonic() - started
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--gunicorn-workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--aggregation",
+        default="default",
+        help='Job policy aggregation: "default" (the quality engine\'s posterior) or "mv".',
+    )
+    args = parser.parse_args()
+
+    print(
+        f"cores: {os.cpu_count()}; items {args.items}, clients {args.clients}, "
+        f"{args.seconds}s each, aggregation {args.aggregation}"
+    )
+    t0 = time.monotonic()
+    recreate_database()
+    job_id, tokens = seed(args.items, args.clients, args.aggregation)
+    print(f"seeded in {time.monotonic() - t0:.1f}s")
+    port = free_port()
+    server = serve(port, args.gunicorn_workers, args.threads)
+    try:
+        # A short warm-up of each loop first: connections, imports and caches.
+        warm = max(3.0, args.seconds / 10)
+        run(floor_client, lambda i: (port, job_id), args.clients, warm)
+        floor, floor_s = run(floor_client, lambda i: (port, job_id), args.clients, args.seconds)
+        run(concord_client, lambda i: (port, tokens[i]), args.clients, warm)
+        concord, concord_s = run(
+            concord_client, lambda i: (port, tokens[i]), args.clients, args.seconds
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    floor_rate = floor.labels / floor_s
+    concord_rate = concord.labels / concord_s
+    print()
+    print(f"{'':10} {'labels/s':>9} {'1st p50':>8} {'1st p95':>8} {'2nd p50':>8} {'2nd p95':>8}")
+    for name, stats, rate in (("floor", floor, floor_rate), ("concord", concord, concord_rate)):
+        print(
+            f"{name:10} {rate:9.0f} {pct(stats.first, 50):8.1f} {pct(stats.first, 95):8.1f} "
+            f"{pct(stats.second, 50):8.1f} {pct(stats.second, 95):8.1f}"
+        )
+    print("(concord: 1st = next, 2nd = submit; floor: two identical SELECT+INSERT requests; ms)")
+    print(
+        f"concord idle answers: {concord.idle}; errors: {len(floor.errors) + len(concord.errors)}"
+    )
+    for error in (floor.errors + concord.errors)[:5]:
+        print("  ", error)
+
+    from apps.assignments.selectors import invariant_violations
+
+    problems = invariant_violations(job_id=job_id)
+    print(f"invariants: {'ok' if not problems else problems[:5]}")
+    print(
+        json.dumps(
+            {
+                "labels_per_s": round(concord_rate, 1),
+                "next_p95_ms": round(pct(concord.first, 95), 1),
+                "submit_p95_ms": round(pct(concord.second, 95), 1),
+                "floor_ratio": round(floor_rate / concord_rate, 2) if concord_rate else None,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Concord's URL map: admin, the v1 REST API, its schema and docs, pages and health."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.common.views import healthz
+
+api_v1 = [
+    path("", include("apps.accounts.urls")),
+    path("", include("apps.jobs.urls")),
+    path("", include("apps.workforce.urls")),
+    path("", include("apps.assignments.urls")),
+    path("", include("apps.quality.urls")),
+    path("", include("apps.routing.urls")),
+    path("", include("apps.reports.urls")),
+    path("", include("apps.reviews.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", healthz, name="healthz"),
+    path("", include("apps.reviews.page_urls")),
+    path("", include("apps.reports.page_urls")),
+]

@@ -1,0 +1,80 @@
+"""createtoken and importitems from the command line."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from rest_framework.test import APIClient
+
+from apps.accounts.models import ApiToken, Membership, Organization
+from apps.jobs.models import Job
+
+
+def test_createtoken_creates_missing_parts_and_prints_a_working_token(db):
+    out = io.StringIO()
+    call_command(
+        "createtoken",
+        "--username",
+        "carol",
+        "--org",
+        "Initech",
+        "--org-kind",
+        "client",
+        "--role",
+        "client",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    token = out.getvalue().strip().splitlines()[-1]
+
+    assert Organization.objects.get(name="Initech").kind == "client"
+    assert Membership.objects.get(user__username="carol").role == "client"
+    assert ApiToken.objects.get().digest != token  # only the digest is stored
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/v1/jobs/").status_code == 200
+
+
+def test_createtoken_twice_reuses_user_and_gives_a_second_token(db):
+    args = ["--username", "dan", "--org", "Vend", "--org-kind", "vendor", "--role", "ops"]
+    call_command("createtoken", *args, stdout=io.StringIO(), stderr=io.StringIO())
+    call_command("createtoken", *args, stdout=io.StringIO(), stderr=io.StringIO())
+    assert Membership.objects.count() == 1
+    assert ApiToken.objects.count() == 2
+
+
+def test_createtoken_refuses_a_role_in_the_wrong_kind_of_org(db):
+    with pytest.raises(CommandError, match="belongs to a vendor"):
+        call_command(
+            "createtoken",
+            "--username",
+            "x",
+            "--org",
+            "C",
+            "--org-kind",
+            "client",
+            "--role",
+            "ops",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+
+
+def test_importitems_loads_a_file_and_reports_bad_rows(db, tmp_path, client_actor):
+    org = Organization.objects.get(name="Acme Client")
+    job = Job.objects.create(organization=org, name="cli", label_schema={"classes": ["a", "b"]})
+    path = tmp_path / "items.jsonl"
+    rows = [{"external_id": f"e{i}", "payload": {"i": i}} for i in range(5000)]
+    rows.append({"external_id": "bad", "payload": {}, "gold_label": "zzz"})
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("importitems", str(job.pk), str(path), stdout=out, stderr=err)
+
+    assert out.getvalue().strip() == "created 5000, updated 0, rejected 1"
+    assert "row 5001: bad" in err.getvalue()
+    assert job.items.count() == 5000

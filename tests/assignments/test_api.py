@@ -1,0 +1,237 @@
+"""The annotator API: next, submit, release, skip, over HTTP with token auth."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.assignments.models import Assignment, Label
+from apps.jobs.models import Item
+from apps.workforce.models import Worker
+from tests.workforce.factories import JobFactory, make_items, make_pool
+
+pytestmark = pytest.mark.django_db
+
+NEXT = "/api/v1/assignments/next/"
+
+
+def _annotator(make_actor, job=None, role="annotator"):
+    actor = make_actor(role)
+    worker = Worker.objects.get(user=actor.user)
+    if job is not None:
+        make_pool(jobs=[job], workers=[worker])
+    return actor, worker
+
+
+@pytest.fixture
+def job():
+    job = JobFactory()
+    make_items(job, 2)
+    return job
+
+
+def test_next_returns_the_task(make_actor, job):
+    actor, worker = _annotator(make_actor, job)
+
+    response = actor.client.post(NEXT, {}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assignment = Assignment.objects.get(worker=worker)
+    item = Item.objects.order_by("id").first()
+    assert body == {
+        "id": assignment.pk,
+        "job": job.pk,
+        "item": item.pk,
+        "external_id": "it-0",
+        "payload": {"text": "item 0"},
+        "classes": ["cat", "dog", "bird"],
+        "instructions": "Pick the animal.",
+        "prelabel": None,
+        "expires_at": body["expires_at"],
+    }
+    assert body["expires_at"].startswith(assignment.expires_at.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def test_next_accepts_a_job_filter_in_body_or_query(make_actor, job):
+    actor, _ = _annotator(make_actor, job)
+    other = JobFactory()
+    make_items(other, 1)
+
+    assert actor.client.post(NEXT, {"job": job.pk}, format="json").json()["job"] == job.pk
+    response = actor.client.post(f"{NEXT}?job={other.pk}")
+    assert (response.status_code, response["Concord-Idle-Reason"]) == (204, "no_open_job")
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason", "retry_after"),
+    [
+        ("outside_pool", "no_open_job", "60"),
+        ("banned", "worker_banned", None),
+        ("suspended", "worker_suspended", None),
+        ("exhausted", "exhausted", None),
+        ("all_leased", "all_leased", "60"),
+        ("cap", "cap_reached", None),
+    ],
+    ids=lambda value: str(value),
+)
+def test_next_204_says_why(make_actor, setup, reason, retry_after):
+    job = JobFactory(
+        policy={"min_labels": 1, "max_labels": 1, "max_items_per_worker": 1, "aggregation": "mv"}
+    )
+    make_items(job, 1)
+    actor, worker = _annotator(make_actor, None if setup == "outside_pool" else job)
+    if setup in ("banned", "suspended"):
+        Worker.objects.filter(pk=worker.pk).update(status=setup)
+    elif setup == "exhausted":
+        task = actor.client.post(NEXT).json()
+        actor.client.post(f"/api/v1/assignments/{task['id']}/skip/")
+    elif setup == "all_leased":
+        other, _ = _annotator(make_actor, job)
+        assert other.client.post(NEXT).status_code == 200
+    elif setup == "cap":
+        make_items(job, 1, prefix="more")
+        assert actor.client.post(NEXT).status_code == 200
+
+    response = actor.client.post(NEXT)
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert response["Concord-Idle-Reason"] == reason
+    assert response.get("Retry-After") == retry_after
+
+
+def test_submit_then_repeat_returns_the_first_answer(make_actor, job):
+    actor, worker = _annotator(make_actor, job)
+    task = actor.client.post(NEXT).json()
+    url = f"/api/v1/assignments/{task['id']}/submit/"
+
+    first = actor.client.post(url, {"label": "dog", "duration_ms": 900}, format="json")
+    again = actor.client.post(url, {"label": "cat"}, format="json")
+
+    assert first.status_code == 200
+    assert first.json() == {
+        "assignment": task["id"],
+        "item": task["item"],
+        "job": job.pk,
+        "label": "dog",
+        "duration_ms": 900,
+        "created_at": first.json()["created_at"],
+    }
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert Label.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "status_code", "code"),
+    [
+        ("foreign", 409, "lease_not_yours"),
+        ("expired", 409, "lease_expired"),
+        ("bad_label", 400, "invalid"),
+        ("missing_label", 400, "invalid"),
+        ("unknown", 404, "not_found"),
+    ],
+    ids=lambda value: str(value),
+)
+def test_submit_errors(make_actor, job, case, status_code, code):
+    actor, _ = _annotator(make_actor, job)
+    other, _ = _annotator(make_actor, job)
+    task = actor.client.post(NEXT).json()
+    client, assignment_id, body = actor.client, task["id"], {"label": "cat"}
+    if case == "foreign":
+        client = other.client
+    elif case == "expired":
+        past = timezone.now() - timedelta(seconds=1)
+        Assignment.objects.filter(pk=task["id"]).update(
+            leased_at=past - timedelta(seconds=600), expires_at=past
+        )
+    elif case == "bad_label":
+        body = {"label": "horse"}
+    elif case == "missing_label":
+        body = {}
+    elif case == "unknown":
+        assignment_id += 100
+
+    response = client.post(f"/api/v1/assignments/{assignment_id}/submit/", body, format="json")
+
+    assert response.status_code == status_code
+    assert response.json()["error"]["code"] == code
+    assert Label.objects.count() == 0
+
+
+@pytest.mark.parametrize("action", ["release", "skip"])
+def test_release_and_skip(make_actor, job, action):
+    actor, _ = _annotator(make_actor, job)
+    task = actor.client.post(NEXT).json()
+
+    response = actor.client.post(f"/api/v1/assignments/{task['id']}/{action}/")
+
+    assert response.status_code == 200
+    state = "released" if action == "release" else "skipped"
+    assert response.json() == {
+        "id": task["id"],
+        "state": state,
+        "finished_at": response.json()["finished_at"],
+    }
+    assert Item.objects.get(pk=task["item"]).n_leases == 0
+    assert actor.client.post(NEXT).json()["item"] != task["item"]
+
+
+def test_release_of_someone_elses_lease_is_409(make_actor, job):
+    actor, _ = _annotator(make_actor, job)
+    other, _ = _annotator(make_actor, job)
+    task = actor.client.post(NEXT).json()
+
+    response = other.client.post(f"/api/v1/assignments/{task['id']}/release/")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "lease_not_yours")
+
+
+@pytest.mark.parametrize("role", ["client", "ops", "qc"])
+def test_only_workers_have_tasks(make_actor, job, role):
+    actor = make_actor(role)
+
+    response = actor.client.post(NEXT)
+
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "permission_denied")
+
+
+def test_anonymous_is_401(client, job):
+    response = client.post(NEXT)
+
+    assert response.status_code == 401
+
+
+def test_experts_use_the_same_api(make_actor, job):
+    actor, worker = _annotator(make_actor, job, role="expert")
+
+    assert worker.tier == "expert"
+    assert actor.client.post(NEXT).status_code == 200
+
+
+def test_next_and_submit_query_counts(make_actor, job, django_assert_max_num_queries):
+    actor, _ = _annotator(make_actor, job)
+    actor.client.post(NEXT)  # warm the token's last_used_at
+
+    # token, worker, open jobs, candidate, lease count, insert (+ savepoint pair in tests).
+    with django_assert_max_num_queries(8):
+        task = actor.client.post(NEXT).json()
+    # token, worker, assignment, item, assignment update, label, ledger, item update (+ 2).
+    with django_assert_max_num_queries(10):
+        actor.client.post(
+            f"/api/v1/assignments/{task['id']}/submit/", {"label": "cat"}, format="json"
+        )
+
+
+def test_schema_documents_the_annotator_api(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+
+    paths = response.json()["paths"]
+    next_op = paths["/api/v1/assignments/next/"]["post"]
+    assert set(next_op["responses"]) >= {"200", "204"}
+    assert set(next_op["responses"]["204"]["headers"]) == {"Concord-Idle-Reason", "Retry-After"}
+    assert "409" in paths["/api/v1/assignments/{assignment_id}/submit/"]["post"]["responses"]
+    assert "/api/v1/assignments/{assignment_id}/release/" in paths
+    assert "/api/v1/assignments/{assignment_id}/skip/" in paths

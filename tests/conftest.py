@@ -1,0 +1,76 @@
+"""Shared fixtures: users with roles and their token-authenticated API clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.accounts.services import membership_ensure, token_create
+
+VENDOR = "Concord Vendor"
+
+
+@dataclass
+class Actor:
+    """A user with one role, a raw API token and a client that sends it."""
+
+    user: object
+    token: str
+    client: APIClient
+    org_name: str
+    role: str
+
+
+@pytest.fixture
+def make_actor(db) -> Callable[..., Actor]:
+    counter = {"n": 0}
+
+    def make(role: str, *, org: str | None = None, username: str | None = None) -> Actor:
+        counter["n"] += 1
+        kind = "client" if role == "client" else "vendor"
+        org_name = org or ("Acme Client" if kind == "client" else VENDOR)
+        name = username or f"{role}{counter['n']}"
+        membership = membership_ensure(username=name, org_name=org_name, org_kind=kind, role=role)
+        if role in ("annotator", "expert"):
+            from apps.workforce.services import worker_ensure
+
+            worker_ensure(user=membership.user, tier="expert" if role == "expert" else "crowd")
+        token = token_create(user=membership.user)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return Actor(user=membership.user, token=token, client=client, org_name=org_name, role=role)
+
+    return make
+
+
+@pytest.fixture
+def client_actor(make_actor) -> Actor:
+    return make_actor("client", username="alice")
+
+
+@pytest.fixture
+def other_client_actor(make_actor) -> Actor:
+    return make_actor("client", org="Globex Client", username="mallory")
+
+
+@pytest.fixture
+def ops_actor(make_actor) -> Actor:
+    return make_actor("ops", username="olivia")
+
+
+@pytest.fixture
+def qc_actor(make_actor) -> Actor:
+    return make_actor("qc", username="quinn")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _celery_eager():
+    """Tasks run in-process in tests; the real-worker test switches this off for itself."""
+    from workers.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    return

@@ -1,0 +1,169 @@
+"""The quality engine in the system: per-label decisions, job aggregation, history, gold rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.assignments.services import Task, assignment_next, assignment_submit
+from apps.jobs.models import Item
+from apps.quality.models import AggregationRun, QualityDecision, WorkerJobQuality
+from apps.quality.services import classes_key, item_posterior_from_labels, job_aggregate
+from apps.workforce.models import Worker
+from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
+
+pytestmark = pytest.mark.django_db
+CLASSES = ["cat", "dog", "bird"]
+
+
+def _job(n_items=3, *, workers=3, policy=None, gold=()):
+    job = JobFactory(
+        policy={
+            "min_labels": 2,
+            "max_labels": 4,
+            "gold_rate": 0.0,
+            "target_confidence": 0.9,
+            **(policy or {}),
+        }
+    )
+    items = make_items(job, n_items, gold=gold)
+    crowd = [make_worker() for _ in range(workers)]
+    make_pool(jobs=[job], workers=crowd)
+    return job, items, crowd
+
+
+def _label(worker: Worker, value: str, **kwargs) -> Task:
+    task = assignment_next(worker=worker, **kwargs)
+    assert isinstance(task, Task), task
+    assignment_submit(worker=worker, assignment_id=task.id, label=value)
+    return task
+
+
+def test_agreeing_newcomers_settle_once_the_posterior_is_confident():
+    job, (item,), crowd = _job(1)
+
+    _label(crowd[0], "dog")
+    _label(crowd[1], "dog")
+
+    item.refresh_from_db()
+    # Two newcomers at 0.7 accuracy with 3 classes: P(dog) = 0.7^2 / (0.7^2 + 2 * 0.15^2).
+    expected = 0.49 / (0.49 + 2 * 0.0225)
+    assert item.state == "settled"
+    assert item.label == "dog"
+    assert item.confidence == pytest.approx(expected, abs=1e-6)
+    assert item.source == "crowd"
+    assert item.result_meta["method"] == "posterior"
+    assert [w["worker"] for w in item.result_meta["workers"]] == [crowd[0].pk, crowd[1].pk]
+
+
+def test_disagreement_asks_for_one_more_label_then_goes_to_review_at_max():
+    job, (item,), crowd = _job(1, workers=4)
+
+    _label(crowd[0], "dog")
+    _label(crowd[1], "cat")
+    item.refresh_from_db()
+    assert (item.state, item.labels_needed) == ("open", 3)
+
+    _label(crowd[2], "bird")
+    item.refresh_from_db()
+    assert (item.state, item.labels_needed) == ("open", 4)
+
+    _label(crowd[3], "cat")
+    item.refresh_from_db()
+    assert item.state == "review"
+    assert item.n_labels == 4
+
+
+def test_a_known_good_worker_is_trusted_from_history():
+    old_job, _, _ = _job(0)
+    worker = make_worker()
+    WorkerJobQuality.objects.create(
+        worker=worker,
+        job=old_job,
+        classes_key=classes_key(CLASSES),
+        confusion=[[0.99, 0.005, 0.005], [0.005, 0.99, 0.005], [0.005, 0.005, 0.99]],
+        skill=0.99,
+    )
+    new_job, _, _ = _job(0)
+    stranger = make_worker()
+
+    trusted, _ = item_posterior_from_labels(job=new_job, answers=[(worker.pk, "bird", "crowd")])
+    unknown, _ = item_posterior_from_labels(job=new_job, answers=[(stranger.pk, "bird", "crowd")])
+
+    assert trusted[2] == pytest.approx(0.99 / (0.99 + 0.01), abs=1e-9)
+    assert unknown[2] == pytest.approx(0.7, abs=1e-9)
+
+
+def test_job_aggregation_writes_posteriors_and_worker_matrices_reproducibly():
+    job, items, crowd = _job(12, workers=3, policy={"min_labels": 3, "max_labels": 3})
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, size=12)
+    for worker, accuracy in zip(crowd, [0.95, 0.9, 0.4], strict=True):
+        for _ in range(12):
+            task = assignment_next(worker=worker)
+            t = truth[[i.pk for i in items].index(task.item)]
+            value = t if rng.random() < accuracy else (t + 1) % 3
+            assignment_submit(worker=worker, assignment_id=task.id, label=CLASSES[value])
+
+    first = job_aggregate(job_id=job.pk)
+    snapshot = {i.pk: i.posterior for i in Item.objects.filter(job=job)}
+    second = job_aggregate(job_id=job.pk, max_label_id=first.max_label_id)
+
+    assert first.n_labels == 36
+    assert second.method == first.method == "default"
+    assert {i.pk: i.posterior for i in Item.objects.filter(job=job)} == snapshot
+    skills = dict(WorkerJobQuality.objects.filter(job=job).values_list("worker_id", "skill"))
+    assert skills[crowd[0].pk] > skills[crowd[2].pk]
+    assert AggregationRun.objects.filter(job=job).count() == 2
+    item = Item.objects.filter(job=job, state="settled").first()
+    assert item.result_meta["run"] == second.pk
+    assert len(item.result_meta["workers"]) == 3
+
+
+def test_poor_gold_accuracy_suspends_the_worker_and_records_why(django_capture_on_commit_callbacks):
+    gold = ["cat", "dog", "bird", "cat", "dog", "bird"]
+    job, items, (bad, good) = _job(
+        2,
+        workers=2,
+        gold=gold,
+        policy={"gold_rate": 1.0, "gold_min_answers": 5, "gold_min_accuracy": 0.6},
+    )
+    wrong = {"cat": "dog", "dog": "bird", "bird": "cat"}
+    for _ in range(6):
+        task = assignment_next(worker=bad)
+        if not isinstance(task, Task):
+            break
+        item = Item.objects.get(pk=task.item)
+        with django_capture_on_commit_callbacks(execute=True):
+            assignment_submit(worker=bad, assignment_id=task.id, label=wrong[item.gold_label])
+
+    bad.refresh_from_db()
+    assert bad.status == "suspended"
+    decision = QualityDecision.objects.get(worker=bad, action="suspend")
+    assert decision.reason == "gold_accuracy"
+    assert decision.details["gold_answers"] == 5
+    assert decision.details["gold_correct"] == 0
+
+
+def test_quality_and_agreement_apis(make_actor, client_actor, ops_actor):
+    job, items, crowd = _job(4, workers=3, policy={"min_labels": 3, "max_labels": 3})
+    for worker in crowd:
+        for _ in range(4):
+            _label(worker, "dog")
+    job.organization = client_actor.user.memberships.get().organization
+    job.save(update_fields=["organization"])
+    job_aggregate(job_id=job.pk)
+
+    agreement = client_actor.client.get(f"/api/v1/jobs/{job.pk}/agreement/?n_boot=100").json()
+    quality = ops_actor.client.get(f"/api/v1/workers/{crowd[0].pk}/quality/").json()
+
+    assert agreement["n_labels"] == 12
+    assert agreement["mean_item_agreement"] == 1.0
+    assert set(agreement["krippendorff_alpha"]["per_class"]) == set(CLASSES)
+    assert quality["labels"] == 4
+    assert quality["jobs"][0]["job"] == job.pk
+    assert len(quality["jobs"][0]["confusion"]) == 3
+    other = make_actor("client", org="Globex Client")
+    assert other.client.get(f"/api/v1/jobs/{job.pk}/agreement/").status_code == 404
+    annotator = make_actor("annotator")
+    assert annotator.client.get(f"/api/v1/workers/{crowd[0].pk}/quality/").status_code == 404

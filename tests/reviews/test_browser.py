@@ -1,0 +1,87 @@
+"""The QC page in headless Chromium: sign in with a token, work through the queue by
+keyboard alone, then read the results through the API."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from apps.reviews.models import Review, ReviewDecision
+from tests.reviews.factories import label_items, review_job
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_qc_works_through_three_reviews_by_keyboard_alone(live_server, make_actor):
+    playwright = pytest.importorskip("playwright.sync_api")
+    qc = make_actor("qc", username="quinn")
+    client = make_actor("client", username="alice")
+    job = review_job(n_items=3)
+    label_items(job, [["cat"] * 3, ["dog"] * 3])
+    assert Review.objects.filter(status="open").count() == 3
+    chosen: dict[str, str] = {}
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15000)
+            page.goto(f"{live_server.url}/login/")
+            page.keyboard.type(qc.token)  # the token field has autofocus
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            assert page.url == f"{live_server.url}/qc/"
+            assert "3 open" in page.text_content("#start")
+
+            with page.expect_navigation(url=re.compile(r"/qc/reviews/\d+/")):
+                page.keyboard.press("Enter")
+
+            # First review: a number key decides and moves on.
+            chosen[page.text_content("#external-id")] = "dog"
+            with page.expect_navigation(url=re.compile(r"/qc/reviews/\d+/")):
+                page.keyboard.press("2")
+
+            # Second: n opens the note, Enter keeps it, the number key decides.
+            chosen[page.text_content("#external-id")] = "cat"
+            page.keyboard.press("n")
+            page.keyboard.type("Pointy ears, so a cat.")
+            page.keyboard.press("Enter")
+            assert page.text_content("#status").startswith("Note kept")
+            with page.expect_navigation(url=re.compile(r"/qc/reviews/\d+/")):
+                page.keyboard.press("1")
+
+            # Third: t tags a guideline gap, g makes it gold, then decide.
+            chosen[page.text_content("#external-id")] = "bird"
+            page.keyboard.press("t")
+            page.keyboard.press("g")
+            with page.expect_navigation(url=re.compile(r"/qc/\?done=1")):
+                page.keyboard.press("3")
+            assert page.is_visible("#queue-done")
+        finally:
+            browser.close()
+
+    assert sorted(chosen) == ["it-0", "it-1", "it-2"]
+    response = client.client.get(f"/api/v1/jobs/{job.pk}/results/")
+    assert response.status_code == 200
+    rows = json.loads(b"".join(response.streaming_content))
+    assert {r["external_id"]: (r["label"], r["source"], r["status"]) for r in rows} == {
+        external_id: (value, "qc", "settled") for external_id, value in chosen.items()
+    }
+    notes = dict(ReviewDecision.objects.values_list("item__external_id", "note"))
+    by_label = {value: external_id for external_id, value in chosen.items()}
+    assert notes[by_label["cat"]] == "Pointy ears, so a cat."
+    third = ReviewDecision.objects.get(item__external_id=by_label["bird"])
+    assert (third.tags, third.make_gold) == (["guideline_gap"], True)
+    assert not Review.objects.filter(status="open").exists()

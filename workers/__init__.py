@@ -1,0 +1,5 @@
+"""Concord's Celery app: `celery -A workers worker` finds it here."""
+
+from workers.celery import app
+
+__all__ = ["app"]
