@@ -107,11 +107,18 @@ def test_job_aggregation_writes_posteriors_and_worker_matrices_reproducibly():
 
     first = job_aggregate(job_id=job.pk)
     snapshot = {i.pk: i.posterior for i in Item.objects.filter(job=job)}
+    labels = dict(Item.objects.filter(job=job).values_list("pk", "label"))
     second = job_aggregate(job_id=job.pk, max_label_id=first.max_label_id)
 
     assert first.n_labels == 36
     assert second.method == first.method == "default"
-    assert {i.pk: i.posterior for i in Item.objects.filter(job=job)} == snapshot
+    # The second run warm-starts from the stored matrices and converges to the same fixed
+    # point (to EM's tolerance), so nothing a client sees moves.
+    again = {i.pk: i.posterior for i in Item.objects.filter(job=job)}
+    assert again.keys() == snapshot.keys()
+    for pk, posterior in again.items():
+        assert posterior == pytest.approx(snapshot[pk], abs=1e-4)
+    assert dict(Item.objects.filter(job=job).values_list("pk", "label")) == labels
     skills = dict(WorkerJobQuality.objects.filter(job=job).values_list("worker_id", "skill"))
     assert skills[crowd[0].pk] > skills[crowd[2].pk]
     assert AggregationRun.objects.filter(job=job).count() == 2
