@@ -161,6 +161,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "concord")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# How long a QC reviewer's claim on a review lasts before it returns to the queue.
+REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", "600"))
+
 # Cache: in-process by default; CACHE_URL (e.g. redis://127.0.0.1:6379/1) shares it between
 # processes, which makes counters such as the re-aggregation trigger exact across workers.
 CACHE_URL = os.environ.get("CACHE_URL", "")

@@ -52,3 +52,54 @@ def test_admin_lists_every_model(admin_client):
             assert admin.site.is_registered(model), model
             url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
             assert admin_client.get(url).status_code == 200, url
+
+
+def test_beat_schedule_names_only_registered_tasks():
+    from workers.celery import app
+
+    app.loader.import_default_modules()
+    schedule = app.conf.beat_schedule
+    assert {
+        "concord.assignments.lease_sweep",
+        "quality.aggregate_running_jobs",
+        "concord.reviews.reprioritize",
+        "concord.reviews.expert_timeouts",
+        "routing.check_jobs",
+    } <= {entry["task"] for entry in schedule.values()}
+    for entry in schedule.values():
+        assert entry["task"] in app.tasks, entry["task"]
+
+
+@pytest.mark.django_db
+def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from apps.assignments.selectors import invariant_violations
+    from apps.jobs.models import Item, Job
+
+    out = StringIO()
+    call_command("seeddemo", items=40, gold=5, workers=6, seconds=1.0, stdout=out)
+    call_command("seeddemo", items=40, gold=5, workers=6, seconds=0, stdout=StringIO())
+
+    job = Job.objects.get(name="Demo: animal photos")
+    assert job.status == Job.Status.RUNNING
+    assert Job.objects.count() == 1 and Item.objects.filter(job=job).count() == 45
+    assert Item.objects.filter(job=job, n_labels__gt=0).exists()
+    assert invariant_violations(job_id=job.pk) == []
+    tokens = dict(
+        line.split()[:2] for line in out.getvalue().splitlines() if line.startswith("  demo-")
+    )
+    assert set(tokens) == {"demo-client", "demo-ops", "demo-qc", "demo-annotator", "demo-expert"}
+    response = client.get(
+        f"/api/v1/jobs/{job.pk}/", HTTP_AUTHORIZATION=f"Token {tokens['demo-client']}"
+    )
+    assert response.status_code == 200
+    response = client.post(
+        "/api/v1/assignments/next/",
+        {"job": job.pk},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {tokens['demo-annotator']}",
+    )
+    assert response.status_code == 200, response.content

@@ -17,7 +17,18 @@ app.conf.imports = (
     "workers.tasks_routing",
     "workers.tasks_reviews",
 )
+# `celery -A workers beat` runs these; every task is safe to run twice or concurrently.
 app.conf.beat_schedule = {
+    # Lapsed leases return their slots (the engine also sweeps lazily when work is asked for).
+    "assignments-lease-sweep": {"task": "concord.assignments.lease_sweep", "schedule": 60.0},
+    # Full warm-started re-aggregation of running jobs (also queued after every N labels).
+    "quality-aggregate-running-jobs": {
+        "task": "quality.aggregate_running_jobs",
+        "schedule": 600.0,
+    },
+    # Old reviews rise in the QC queue; experts who sat on an item too long hand it to QC.
+    "reviews-reprioritize": {"task": "concord.reviews.reprioritize", "schedule": 600.0},
+    "reviews-expert-timeouts": {"task": "concord.reviews.expert_timeouts", "schedule": 3600.0},
     # Cheap check (two counts per model-routed job); retrains only when enough labels settled.
     "routing-check-jobs": {"task": "routing.check_jobs", "schedule": 300.0},
 }

@@ -1,0 +1,126 @@
+"""seeddemo: a first run that shows something — users with tokens, a live demo job, a crowd.
+
+Idempotent: users, organizations and the demo job are created only when missing; every run
+prints fresh API tokens (tokens are stored hashed, so old ones cannot be shown again) and, if
+the demo job still has open items, lets the simulated crowd label for a few more seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from apps.accounts.models import Organization, Role
+from apps.accounts.services import membership_ensure, token_create
+from apps.jobs.models import Item, Job
+from apps.jobs.services import item_ingest, job_create, job_launch
+from apps.workforce.models import Pool
+from apps.workforce.services import pool_job_open, worker_ensure
+
+CLIENT_ORG = "Demo Client"
+VENDOR_ORG = "Concord Vendor"
+JOB_NAME = "Demo: animal photos"
+CLASSES = ["cat", "dog", "bird"]
+USERS = [
+    ("demo-client", CLIENT_ORG, Organization.Kind.CLIENT, Role.CLIENT),
+    ("demo-ops", VENDOR_ORG, Organization.Kind.VENDOR, Role.OPS),
+    ("demo-qc", VENDOR_ORG, Organization.Kind.VENDOR, Role.QC),
+    ("demo-annotator", VENDOR_ORG, Organization.Kind.VENDOR, Role.ANNOTATOR),
+    ("demo-expert", VENDOR_ORG, Organization.Kind.VENDOR, Role.EXPERT),
+]
+
+
+def demo_rows(n_items: int, n_gold: int, seed: int) -> list[dict]:
+    """Items with 8-dimensional features clustered by class, a few of them gold."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0.0, 1.6, size=(len(CLASSES), 8))
+    truth = rng.integers(0, len(CLASSES), size=n_items + n_gold)
+    features = centers[truth] + rng.normal(0.0, 1.0, size=(len(truth), 8))
+    rows = []
+    for i, (t, x) in enumerate(zip(truth, features, strict=True)):
+        row: dict = {
+            "external_id": f"photo-{i:04d}" if i < n_items else f"gold-{i - n_items:03d}",
+            "payload": {
+                "image_url": f"https://example.invalid/photos/{i:04d}.jpg",
+                "truth": CLASSES[t],
+            },
+            "features": [round(float(v), 4) for v in x],
+        }
+        if i >= n_items:
+            row["gold_label"] = CLASSES[t]
+        rows.append(row)
+    return rows
+
+
+class Command(BaseCommand):
+    help = "Seed demo users (printing their API tokens) and a live demo job labeled by a crowd."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--items", type=int, default=300)
+        parser.add_argument("--gold", type=int, default=20)
+        parser.add_argument("--workers", type=int, default=12)
+        parser.add_argument(
+            "--seconds", type=float, default=8.0, help="How long the simulated crowd labels."
+        )
+        parser.add_argument("--seed", type=int, default=0)
+
+    def handle(self, *args, **options) -> None:
+        tokens: dict[str, str] = {}
+        workers = []
+        client_org = None
+        for username, org, kind, role in USERS:
+            membership = membership_ensure(
+                username=username, org_name=org, org_kind=kind, role=role
+            )
+            if role in (Role.ANNOTATOR, Role.EXPERT):
+                tier = "expert" if role == Role.EXPERT else "crowd"
+                workers.append(worker_ensure(user=membership.user, tier=tier))
+            if role == Role.CLIENT:
+                client_org = membership.organization
+            tokens[username] = token_create(user=membership.user, name="seeddemo")
+
+        job = Job.objects.filter(organization=client_org, name=JOB_NAME).first()
+        if job is None:
+            job = job_create(
+                organization=client_org,
+                created_by=None,
+                name=JOB_NAME,
+                instructions="Which animal is in the photo? Pick the main subject.",
+                label_schema={"kind": "single_choice", "classes": CLASSES},
+                policy={"min_labels": 3, "max_labels": 5, "gold_rate": 0.1},
+                pricing={"crowd_label": 0.05, "expert_label": 0.5},
+            )
+            body = json.dumps(demo_rows(options["items"], options["gold"], options["seed"]))
+            report = item_ingest(job=job, stream=io.BytesIO(body.encode()), fmt="json")
+            self.stdout.write(f"job {job.pk}: {report.created} items uploaded")
+            job = job_launch(job=job)
+        vendor = Organization.objects.get(name=VENDOR_ORG)
+        pool, _ = Pool.objects.get_or_create(organization=vendor, name="demo pool")
+        pool.members.add(*workers)
+        pool_job_open(pool=pool, job=job)
+
+        open_items = Item.objects.filter(job=job).exclude(state=Item.State.SETTLED).count()
+        if job.status == Job.Status.RUNNING and open_items and options["seconds"] > 0:
+            call_command(
+                "simulate",
+                str(job.pk),
+                workers=options["workers"],
+                seconds=options["seconds"],
+                seed=options["seed"],
+                vendor=VENDOR_ORG,
+                stdout=self.stdout,
+            )
+
+        self.stdout.write("")
+        self.stdout.write(f"Demo job {job.pk} ({job.name!r}) is {job.status}.")
+        self.stdout.write("Sign in at http://127.0.0.1:8000/login/ with one of these API tokens:")
+        for username, token in tokens.items():
+            self.stdout.write(f"  {username:<16} {token}")
+        self.stdout.write(
+            "Try: curl -H 'Authorization: Token <demo-client token>' "
+            f"http://127.0.0.1:8000/api/v1/jobs/{job.pk}/"
+        )
