@@ -4,7 +4,8 @@ What it does, in one run:
 
 1. drops and recreates a scratch database (``concord_bench_annotate``), migrates it, and
    creates a running job of N items (redundancy 3), W workers with API tokens, and a pool
-   that opens the job to them;
+   that opens the job to them; Celery and the shared cache use scratch Redis databases
+   (14 and 13), and one Celery worker runs beside the server, as in a deployment;
 2. serves Concord with gunicorn (gthread workers, keep-alive) on a free loopback port with
    ``bench.annotate_settings``, which adds one trivial view: an indexed SELECT on the item
    queue and one INSERT (the floor for Django + PostgreSQL on this machine);
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PG = "postgres://postgres@127.0.0.1:5432"
 DB = "concord_bench_annotate"
 CLASSES = ["cat", "dog", "bird"]
+REDIS_URL = "redis://127.0.0.1:6379/14"
+CACHE_URL = "redis://127.0.0.1:6379/13"
 
 
 def _env() -> dict[str, str]:
@@ -50,12 +53,18 @@ def _env() -> dict[str, str]:
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="ERROR",
     )
-    env.pop("REDIS_URL", None)
+    # Production-shaped: Celery on Redis (a worker consumes the re-aggregations that labels
+    # trigger) and the shared cache on Redis, each on a scratch database of its own.
+    env.update(REDIS_URL=REDIS_URL, CACHE_URL=CACHE_URL, CELERY_QUEUE="bench-annotate")
     return env
 
 
 def recreate_database() -> None:
     import psycopg2
+    import redis
+
+    for url in (REDIS_URL, CACHE_URL):
+        redis.Redis.from_url(url).flushdb()
 
     conn = psycopg2.connect(f"{PG}/postgres")
     conn.autocommit = True
@@ -68,7 +77,9 @@ def recreate_database() -> None:
     )
 
 
-def seed(n_items: int, n_workers: int, aggregation: str) -> tuple[int, list[str]]:
+def seed(
+    n_items: int, n_workers: int, aggregation: str, reaggregate_every: int | None = None
+) -> tuple[int, list[str]]:
     """Create the job, its items, the workers and their pool; return job id and tokens."""
     os.environ.update(_env())
     sys.path.insert(0, str(ROOT))
@@ -96,6 +107,7 @@ def seed(n_items: int, n_workers: int, aggregation: str) -> tuple[int, list[str]
             "gold_rate": 0.0,
             "lease_seconds": 600,
             "aggregation": aggregation,
+            **({} if reaggregate_every is None else {"reaggregate_every": reaggregate_every}),
         },
     )
     rng = random.Random(1)
@@ -128,6 +140,30 @@ def seed(n_items: int, n_workers: int, aggregation: str) -> tuple[int, list[str]
         cursor.execute("VACUUM ANALYZE")
     connection.close()
     return job.pk, tokens
+
+
+def celery_worker() -> subprocess.Popen:
+    """One Celery worker, as a deployment runs beside gunicorn (it shares the 2 cores)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "--concurrency",
+            "1",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            "bench-annotate",
+        ],
+        cwd=ROOT,
+        env=_env(),
+    )
 
 
 def free_port() -> int:
@@ -286,6 +322,12 @@ def main() -> None:
         default="default",
         help='Job policy aggregation: "default" (the quality engine\'s posterior) or "mv".',
     )
+    parser.add_argument(
+        "--reaggregate-every",
+        type=int,
+        default=None,
+        help="Job policy: full re-aggregation after this many labels (default: the policy's).",
+    )
     args = parser.parse_args()
 
     print(
@@ -294,10 +336,11 @@ def main() -> None:
     )
     t0 = time.monotonic()
     recreate_database()
-    job_id, tokens = seed(args.items, args.clients, args.aggregation)
+    job_id, tokens = seed(args.items, args.clients, args.aggregation, args.reaggregate_every)
     print(f"seeded in {time.monotonic() - t0:.1f}s")
     port = free_port()
     server = serve(port, args.gunicorn_workers, args.threads)
+    worker = celery_worker()
     try:
         # A short warm-up of each loop first: connections, imports and caches.
         warm = max(3.0, args.seconds / 10)
@@ -309,7 +352,9 @@ def main() -> None:
         )
     finally:
         server.terminate()
+        worker.terminate()
         server.wait(timeout=30)
+        worker.wait(timeout=30)
 
     floor_rate = floor.labels / floor_s
     concord_rate = concord.labels / concord_s

@@ -2,17 +2,70 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from apps.accounts.models import ApiToken
 from apps.accounts.services import token_digest
 
+# The user's worker record travels with the token: annotators call `next` and `submit` all
+# day, and one query per request for both is the difference on the hot path.
+WORKER_ATTR = "_concord_worker"
+
+
+def _token_sql() -> str:
+    from apps.workforce.models import Worker
+
+    user_model = get_user_model()
+    columns = ", ".join(f"u.{f.column}" for f in user_model._meta.concrete_fields)
+    return (
+        f'SELECT {columns}, t.id AS "token_pk", t.last_used_at AS "token_last_used_at", '
+        f'w.id AS "worker_pk", w.tier AS "worker_tier", w.status AS "worker_status" '
+        f"FROM {ApiToken._meta.db_table} t "
+        f"JOIN {user_model._meta.db_table} u ON u.id = t.user_id "
+        f"LEFT JOIN {Worker._meta.db_table} w ON w.user_id = u.id "
+        f"WHERE t.digest = %s AND t.revoked_at IS NULL"
+    )
+
 
 class HashedTokenAuthentication(authentication.TokenAuthentication):
     keyword = "Token"
 
     def authenticate_credentials(self, key: str):
+        from apps.workforce.models import Worker
+
+        if connection.vendor != "postgresql":
+            return self._authenticate_orm(key)
+        user_model = get_user_model()
+        with connection.cursor() as cursor:
+            cursor.execute(_token_sql(), [token_digest(key)])
+            row = cursor.fetchone()
+        if row is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        user_fields = [f.attname for f in user_model._meta.concrete_fields]
+        user = user_model.from_db("default", user_fields, row[: len(user_fields)])
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        token_pk, last_used_at, worker_pk, worker_tier, worker_status = row[len(user_fields) :]
+        token = ApiToken.from_db(
+            "default", ["id", "user_id", "last_used_at"], [token_pk, user.pk, last_used_at]
+        )
+        token._state.fields_cache["user"] = user
+        worker = None
+        if worker_pk is not None:
+            # Loaded as if with .only(): other columns are read lazily, never defaulted.
+            worker = Worker.from_db(
+                "default",
+                ["id", "user_id", "tier", "status"],
+                [worker_pk, user.pk, worker_tier, worker_status],
+            )
+        setattr(user, WORKER_ATTR, worker)
+        return self._touch(user, token)
+
+    def _authenticate_orm(self, key: str):
+        """Any database: the ORM converts values (SQLite has no native datetimes)."""
         token = (
             ApiToken.objects.select_related("user")
             .filter(digest=token_digest(key), revoked_at__isnull=True)
@@ -20,9 +73,12 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         )
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        return self._touch(token.user, token)
+
+    def _touch(self, user, token: ApiToken):
         # Touch last_used_at at most once a minute: a write per request would put the
         # token row on the hot path of every annotator.
         now = timezone.now()
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        return token.user, token
+        return user, token

@@ -22,6 +22,7 @@ from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_for_user
 
 IDLE_HEADER = "Concord-Idle-Reason"
+_DATETIME = serializers.DateTimeField()
 
 
 class IsWorker(BasePermission):
@@ -108,7 +109,20 @@ class AssignmentNextApi(APIView):
             if result.retry_after is not None:
                 response["Retry-After"] = str(result.retry_after)
             return response
-        return Response(self.OutputSerializer(result).data)
+        # Built by hand on the hot path (the serializer documents the shape; same output).
+        return Response(
+            {
+                "id": result.id,
+                "job": result.job,
+                "item": result.item,
+                "external_id": result.external_id,
+                "payload": result.payload,
+                "classes": result.classes,
+                "instructions": result.instructions,
+                "prelabel": result.prelabel,
+                "expires_at": _DATETIME.to_representation(result.expires_at),
+            }
+        )
 
 
 class LabelOutputSerializer(serializers.Serializer):
@@ -149,7 +163,17 @@ class AssignmentSubmitApi(APIView):
             label=serializer.validated_data["label"],
             duration_ms=serializer.validated_data.get("duration_ms"),
         )
-        return Response(LabelOutputSerializer(result.label).data)
+        label = result.label
+        return Response(
+            {
+                "assignment": label.assignment_id,
+                "item": label.item_id,
+                "job": label.job_id,
+                "label": label.value,
+                "duration_ms": label.duration_ms,
+                "created_at": _DATETIME.to_representation(label.created_at),
+            }
+        )
 
 
 class AssignmentStateOutputSerializer(serializers.Serializer):

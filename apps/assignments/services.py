@@ -9,20 +9,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 from rest_framework import status
 
+from apps.assignments import fastpath
 from apps.assignments.models import Assignment, Label
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
 from apps.quality.services import item_decide_after_label, quality_after_label
 from apps.workforce.models import Pool, Worker
-from apps.workforce.services import ledger_credit_label
+from apps.workforce.services import label_price, ledger_credit_label
 
 # The columns of a job the engine reads; everything else stays in the database.
-JOB_COLUMNS = ("id", "status", "label_schema", "instructions", "policy", "pricing")
+JOB_COLUMNS = ("id", "status", "label_schema", "instructions", "policy", "pricing", "routing")
 # How many gold candidates to draw from, so that workers do not all meet gold in one order.
 GOLD_SAMPLE = 16
 LIVE_STATES = (Assignment.State.LEASED, Assignment.State.SUBMITTED)
@@ -118,6 +119,8 @@ def _not_found() -> ApplicationError:
 
 def worker_open_jobs(*, worker: Worker, job_id: int | None = None) -> list[Job]:
     """Running jobs open to one of the worker's pools (only the columns the engine reads)."""
+    if fastpath.enabled():
+        return fastpath.open_jobs(worker_id=worker.pk, job_id=job_id)
     open_job_ids = Pool.jobs.through.objects.filter(pool__members=worker.pk).values("job_id")
     jobs = Job.objects.filter(status=Job.Status.RUNNING, id__in=open_job_ids)
     if job_id is not None:
@@ -214,6 +217,44 @@ def _lease(*, job: Job, worker: Worker, item: Item, is_gold: bool, now: datetime
     )
 
 
+def _wants_gold(*, job: Job, worker: Worker, rng: random.Random) -> bool:
+    """Draw whether this lease should be a control item, at the job's gold rate."""
+    rate = float(job.effective_policy.get("gold_rate") or 0.0)
+    return rate > 0 and rng.random() < rate
+
+
+def _try_lease_fast(*, job: Job, worker: Worker, states: list[str], now: datetime) -> Task | None:
+    """The PostgreSQL lease: one statement per state tried (see apps.assignments.fastpath)."""
+    expires = now + timedelta(seconds=int(job.effective_policy["lease_seconds"]))
+    for state in states:
+        # In a caller's transaction (tests, nested services) a savepoint keeps a lost race
+        # on the (item, worker) constraint from poisoning it; in autocommit the statement is
+        # its own transaction.
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                leased = fastpath.lease(
+                    job_id=job.pk, worker_id=worker.pk, state=state, now=now, expires=expires
+                )
+        else:
+            leased = fastpath.lease(
+                job_id=job.pk, worker_id=worker.pk, state=state, now=now, expires=expires
+            )
+        if leased is not None:
+            item = leased.item
+            return Task(
+                id=leased.assignment_id,
+                job=job.pk,
+                item=item.pk,
+                external_id=item.external_id,
+                payload=item.payload,
+                classes=job.classes,
+                instructions=job.instructions,
+                prelabel=_prelabel(job=job, item=item),
+                expires_at=leased.expires_at,
+            )
+    return None
+
+
 def _try_lease_in_job(
     *, job: Job, worker: Worker, now: datetime, rng: random.Random
 ) -> Task | None:
@@ -221,15 +262,17 @@ def _try_lease_in_job(
     if worker.tier == Worker.Tier.EXPERT:
         # Experts first take what the crowd could not settle, then help with open items.
         states = [Item.State.EXPERT, Item.State.OPEN]
+    # Gold is mixed in only while there is real work, at the job's rate: a gold item is
+    # leased instead of a real candidate, so idle workers are not paid for gold.
+    want_gold = _wants_gold(job=job, worker=worker, rng=rng)
+    if fastpath.enabled() and not want_gold:
+        return _try_lease_fast(job=job, worker=worker, states=states, now=now)
     with transaction.atomic():
         for state in states:
             item = _candidate(job=job, worker=worker, state=state)
             if item is None:
                 continue
-            gold_rate = float(job.effective_policy.get("gold_rate") or 0.0)
-            # Gold is mixed in only while there is real work, at the job's rate: the draw
-            # happens after a real candidate was found so idle workers are not paid for gold.
-            if gold_rate > 0 and rng.random() < gold_rate:
+            if want_gold:
                 gold = _gold_candidate(job=job, worker=worker, rng=rng)
                 if gold is not None:
                     return _lease(job=job, worker=worker, item=gold, is_gold=True, now=now)
@@ -390,12 +433,9 @@ def item_apply_label(
     """
     votes = dict(item.vote_counts or {})
     votes[value] = votes.get(value, 0) + 1
-    updates: dict[str, Any] = {
-        "n_leases": F("n_leases") - 1,
-        "n_labels": F("n_labels") + 1,
-        "vote_counts": votes,
-        "updated_at": now,
-    }
+    # The slot becomes a label (n_leases - 1, n_labels + 1, in SQL) plus these values.
+    updates: dict[str, Any] = {"vote_counts": votes, "updated_at": now}
+    expert_slot = False
     decision: Decision | None = None
     if item.gold_label is None:
         if item.state == Item.State.EXPERT and tier == Worker.Tier.EXPERT:
@@ -428,7 +468,8 @@ def item_apply_label(
         if decision.state == Item.State.EXPERT:
             # One more slot that only experts fill, from the pre-update counts (the SQL
             # right-hand side reads the old row).
-            updates["labels_needed"] = F("n_labels") + F("n_leases") + 1
+            del updates["labels_needed"]
+            expert_slot = True
         if decision.agreement is not None:
             updates.update(agreement=decision.agreement, posterior=decision.posterior)
         if decision.state in (Item.State.SETTLED, Item.State.REVIEW, Item.State.EXPERT):
@@ -440,7 +481,14 @@ def item_apply_label(
             )
         if decision.settled:
             updates["settled_at"] = now
-    Item.objects.filter(pk=item.pk).update(**updates)
+    if fastpath.enabled():
+        fastpath.item_update_after_label(item_id=item.pk, values=updates, expert_slot=expert_slot)
+    else:
+        if expert_slot:
+            updates["labels_needed"] = F("n_labels") + F("n_leases") + 1
+        Item.objects.filter(pk=item.pk).update(
+            n_leases=F("n_leases") - 1, n_labels=F("n_labels") + 1, **updates
+        )
     if decision is not None:
         # Opens the QC review of an item sent to review; samples settled items for audit.
         from apps.reviews.services import item_decided
@@ -552,7 +600,13 @@ def assignment_submit(
     """
     now = now or timezone.now()
     with transaction.atomic():
-        assignment = _locked_assignment(assignment_id=assignment_id)
+        if fastpath.enabled():
+            locked = fastpath.lock_for_submit(assignment_id=assignment_id)
+            if locked is None:
+                raise _not_found()
+            assignment, item = locked.assignment, locked.item
+        else:
+            assignment, item = _locked_assignment(assignment_id=assignment_id), None
         if assignment.worker_id != worker.pk:
             raise _conflict("This lease belongs to someone else.", ErrorCode.LEASE_NOT_YOURS)
         if assignment.state == Assignment.State.SUBMITTED:
@@ -571,49 +625,78 @@ def assignment_submit(
                 f"{label!r} is not one of the job's classes.",
                 details={"label": [f"Choose one of: {', '.join(job.classes)}."]},
             )
-        item = (
-            Item.objects.select_for_update()
-            .only(
-                "id",
-                "gold_label",
-                "state",
-                "n_labels",
-                "labels_needed",
-                "vote_counts",
-                "result_meta",
-            )
-            .get(pk=assignment.item_id)
-        )
         if duration_ms is None:
             duration_ms = int((now - assignment.leased_at).total_seconds() * 1000)
-        Assignment.objects.filter(pk=assignment.pk).update(
-            state=Assignment.State.SUBMITTED, finished_at=now
-        )
-        is_gold = item.gold_label is not None
-        stored = Label.objects.create(
-            assignment_id=assignment.pk,
-            item_id=item.pk,
-            job_id=job.pk,
-            worker_id=worker.pk,
-            value=label,
-            tier=worker.tier,
-            duration_ms=duration_ms,
-            is_gold=is_gold,
-            is_correct=(label == item.gold_label) if is_gold else None,
-        )
-        ledger_credit_label(
-            worker_id=worker.pk,
-            job_id=job.pk,
-            label_id=stored.pk,
-            tier=worker.tier,
-            pricing=job.effective_pricing,
-        )
+        if item is not None:
+            stored = fastpath.record_label(
+                assignment_id=assignment.pk,
+                item_id=item.pk,
+                job_id=job.pk,
+                worker_id=worker.pk,
+                value=label,
+                tier=worker.tier,
+                duration_ms=duration_ms,
+                gold_label=item.gold_label,
+                amount=label_price(pricing=job.effective_pricing, tier=worker.tier),
+                now=now,
+            )
+        else:
+            item, stored = _record_label_orm(
+                assignment=assignment,
+                job=job,
+                worker=worker,
+                label=label,
+                duration_ms=duration_ms,
+                now=now,
+            )
         decision = item_apply_label(
             item=item, job=job, value=label, tier=worker.tier, worker_id=worker.pk, now=now
         )
         if decision is not None and decision.settled:
             transaction.on_commit(lambda: job_complete_if_done(job_id=job.pk))
     return SubmitResult(label=stored, created=True)
+
+
+def _record_label_orm(
+    *,
+    assignment: Assignment,
+    job: Job,
+    worker: Worker,
+    label: str,
+    duration_ms: int,
+    now: datetime,
+) -> tuple[Item, Label]:
+    """Lock the item, mark the assignment submitted, store and credit the label (any DB)."""
+    item = (
+        Item.objects.select_for_update()
+        .only(
+            "id", "gold_label", "state", "n_labels", "labels_needed", "vote_counts", "result_meta"
+        )
+        .get(pk=assignment.item_id)
+    )
+    Assignment.objects.filter(pk=assignment.pk).update(
+        state=Assignment.State.SUBMITTED, finished_at=now
+    )
+    is_gold = item.gold_label is not None
+    stored = Label.objects.create(
+        assignment_id=assignment.pk,
+        item_id=item.pk,
+        job_id=job.pk,
+        worker_id=worker.pk,
+        value=label,
+        tier=worker.tier,
+        duration_ms=duration_ms,
+        is_gold=is_gold,
+        is_correct=(label == item.gold_label) if is_gold else None,
+    )
+    ledger_credit_label(
+        worker_id=worker.pk,
+        job_id=job.pk,
+        label_id=stored.pk,
+        tier=worker.tier,
+        pricing=job.effective_pricing,
+    )
+    return item, stored
 
 
 def _assignment_end(

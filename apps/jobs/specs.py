@@ -42,6 +42,12 @@ class PolicySerializer(serializers.Serializer):
     max_items_per_worker = serializers.IntegerField(min_value=1, allow_null=True, required=False)
     aggregation = serializers.ChoiceField(choices=AGGREGATION_METHODS, required=False)
     audit_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    # Adaptive gold rate (apps.quality.services.gold_rate_for): new workers get more gold,
+    # proven ones less, so the factors may only raise or only lower the job's gold_rate.
+    gold_new_factor = serializers.FloatField(min_value=1.0, max_value=100.0, required=False)
+    gold_proven_answers = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
+    gold_proven_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    gold_proven_factor = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
 
     class Meta:
         # Later features add policy knobs; unknown keys are kept, known ones are checked.

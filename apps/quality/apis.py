@@ -1,8 +1,10 @@
-"""Quality API: a worker's quality record, a job's agreement, and on-demand re-aggregation."""
+"""Quality API: a worker's quality record, a job's agreement and gold lifecycle, and
+on-demand re-aggregation."""
 
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,7 +12,13 @@ from rest_framework.views import APIView
 from apps.accounts.permissions import IsClientOrOps, IsJobReader
 from apps.accounts.selectors import user_roles
 from apps.jobs.selectors import job_get_for_user
-from apps.quality.selectors import job_agreement, latest_run, worker_quality
+from apps.quality.selectors import (
+    job_agreement,
+    job_gold_items,
+    job_gold_summary,
+    latest_run,
+    worker_quality,
+)
 from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_get_for_earnings
 
@@ -52,6 +60,84 @@ class JobAgreementApi(APIView):
         except ValueError:
             n_boot = 500
         return Response(job_agreement(job=job, n_boot=n_boot))
+
+
+class GoldItemOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    gold_label = serializers.CharField()
+    shown = serializers.IntegerField(help_text="Times the item was handed out (leased).")
+    answered = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    accuracy = serializers.SerializerMethodField()
+    retired = serializers.SerializerMethodField()
+    retired_at = serializers.DateTimeField(
+        allow_null=True, help_text="When it was shown too often and left the gold mix."
+    )
+
+    def get_accuracy(self, row: dict) -> float | None:
+        return round(row["correct"] / row["answered"], 6) if row["answered"] else None
+
+    def get_retired(self, row: dict) -> bool:
+        return row["retired_at"] is not None
+
+
+class GoldTotalsOutputSerializer(serializers.Serializer):
+    items = serializers.IntegerField()
+    live = serializers.IntegerField()
+    retired = serializers.IntegerField()
+    shown = serializers.IntegerField()
+    answered = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+
+
+class GoldClassOutputSerializer(GoldTotalsOutputSerializer):
+    gold_label = serializers.CharField()
+
+
+class JobGoldOutputSerializer(serializers.Serializer):
+    job = serializers.IntegerField()
+    max_exposures = serializers.IntegerField(help_text="Showings after which gold is retired.")
+    classes = GoldClassOutputSerializer(many=True)
+    totals = GoldTotalsOutputSerializer()
+    count = serializers.IntegerField(help_text="Gold items matching the filters.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = GoldItemOutputSerializer(many=True)
+
+
+class JobGoldApi(GenericAPIView):
+    permission_classes = [IsJobReader]
+
+    class FilterSerializer(serializers.Serializer):
+        gold_label = serializers.CharField(max_length=200, required=False)
+        retired = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("page", int, description="Page number (1-based)."),
+            OpenApiParameter("page_size", int, description="Items per page (at most 500)."),
+            OpenApiParameter("gold_label", str, description="Only gold items of this class."),
+            OpenApiParameter(
+                "retired", bool, description="Only retired (true) or live (false) gold items."
+            ),
+        ],
+        responses=JobGoldOutputSerializer,
+        description=(
+            "The job's gold lifecycle: per gold item how often it was shown and answered, "
+            "its accuracy and whether it was retired for being shown too often (paged, in "
+            "upload order); per class and over all, the same totals."
+        ),
+    )
+    def get(self, request: Request, job_id: int) -> Response:
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        items = job_gold_items(job=job, **filters.validated_data)
+        page = self.paginate_queryset(items)
+        paged = self.get_paginated_response(GoldItemOutputSerializer(page, many=True).data)
+        return Response({**job_gold_summary(job=job), **paged.data})
 
 
 class JobAggregateApi(APIView):

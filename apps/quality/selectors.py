@@ -1,17 +1,18 @@
-"""Quality reads: a worker's quality record and a job's agreement figures."""
+"""Quality reads: a worker's quality record, a job's agreement figures, its gold lifecycle."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from django.db.models import Avg, Count, Q
+from django.db.models import Avg, Count, F, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
 from apps.assignments.models import Label
-from apps.jobs.models import Job
+from apps.jobs.models import Item, Job
 from apps.quality import algorithms
 from apps.quality.models import AggregationRun, QualityDecision, WorkerJobQuality
-from apps.quality.services import job_label_arrays
+from apps.quality.services import job_label_arrays, quality_policy
 from apps.workforce.models import Worker
 
 
@@ -150,3 +151,69 @@ def _consensus_kappa(*, worker: Worker, job: Job) -> float | None:
 
 def latest_run(*, job: Job) -> AggregationRun | None:
     return AggregationRun.objects.filter(job=job).order_by("-id").first()
+
+
+def job_gold_items(
+    *, job: Job, gold_label: str | None = None, retired: bool | None = None
+) -> QuerySet[Item, dict[str, Any]]:
+    """The job's gold items with how often each was shown, answered and answered correctly,
+    and when it was retired (None: in use), in id order; optionally one class, or only
+    retired (True) or live (False) items. A gold item never shown has zero counts."""
+    qs = Item.objects.filter(job=job, gold_label__isnull=False)
+    if gold_label is not None:
+        qs = qs.filter(gold_label=gold_label)
+    if retired is not None:
+        qs = qs.filter(gold_exposure__retired_at__isnull=not retired)
+    return qs.order_by("id").values(
+        "id",
+        "external_id",
+        "gold_label",
+        shown=Coalesce(F("gold_exposure__shown"), 0),
+        answered=Coalesce(F("gold_exposure__answered"), 0),
+        correct=Coalesce(F("gold_exposure__correct"), 0),
+        retired_at=F("gold_exposure__retired_at"),
+    )
+
+
+def _gold_totals(row: dict[str, Any]) -> dict[str, Any]:
+    answered = row["answered"]
+    return {
+        "items": row["items"],
+        "live": row["items"] - row["retired"],
+        "retired": row["retired"],
+        "shown": row["shown"],
+        "answered": answered,
+        "correct": row["correct"],
+        "accuracy": round(row["correct"] / answered, 6) if answered else None,
+    }
+
+
+def job_gold_summary(*, job: Job) -> dict[str, Any]:
+    """Per gold class and over all: gold items, how many are live or retired, showings,
+    answers, correct answers and accuracy; plus the job's retirement threshold. One query.
+
+    Classes come in the job's class order, then any gold label outside the schema.
+    """
+    rows = (
+        Item.objects.filter(job=job, gold_label__isnull=False)
+        .values("gold_label")
+        .annotate(
+            items=Count("id"),
+            retired=Count("id", filter=Q(gold_exposure__retired_at__isnull=False)),
+            shown=Coalesce(Sum("gold_exposure__shown"), 0),
+            answered=Coalesce(Sum("gold_exposure__answered"), 0),
+            correct=Coalesce(Sum("gold_exposure__correct"), 0),
+        )
+        .order_by()
+    )
+    by_class = {row["gold_label"]: row for row in rows}
+    order = {name: i for i, name in enumerate(job.classes)}
+    names = sorted(by_class, key=lambda name: (order.get(name, len(order)), name))
+    keys = ("items", "retired", "shown", "answered", "correct")
+    total = {key: sum(row[key] for row in by_class.values()) for key in keys}
+    return {
+        "job": job.pk,
+        "max_exposures": int(quality_policy(job)["gold_max_exposures"]),
+        "classes": [{"gold_label": name, **_gold_totals(by_class[name])} for name in names],
+        "totals": _gold_totals(total),
+    }

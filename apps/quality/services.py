@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +16,10 @@ from typing import Any
 import numpy as np
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
-from apps.assignments.models import Label
+from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
 from apps.quality.models import AggregationRun, GoldExposure, QualityDecision, WorkerJobQuality
@@ -44,6 +45,15 @@ QUALITY_DEFAULTS: dict[str, Any] = {
     "suspended_label_weight": 0.0,
     # A gold item shown this often is retired (it leaks).
     "gold_max_exposures": 200,
+    # Adaptive gold rate: a worker with fewer than gold_min_answers gold answers in the job
+    # gets the job's gold_rate times this (capped at 1) ...
+    "gold_new_factor": 2.0,
+    # ... one with at least this many gold answers ...
+    "gold_proven_answers": 20,
+    # ... whose gold accuracy's lower Wilson bound reaches this (20 of 20 correct: 0.839) ...
+    "gold_proven_accuracy": 0.8,
+    # ... gets gold_rate times this; everyone else gets gold_rate itself.
+    "gold_proven_factor": 0.5,
 }
 INACTIVE = (Worker.Status.SUSPENDED, Worker.Status.BANNED)
 
@@ -86,13 +96,23 @@ class ItemDecision:
 
 
 def worker_confusions(
-    *, job: Job, worker_ids: list[int], tiers: dict[int, str] | None = None
+    *,
+    job: Job,
+    worker_ids: list[int],
+    tiers: dict[int, str] | None = None,
+    stored: dict[int, list] | None = None,
 ) -> dict[int, np.ndarray]:
     """Each worker's confusion matrix for this job: the job's estimate, else the worker's
     latest matrix from an earlier job with the same classes (history as a prior), else a
-    one-coin matrix at the policy's accuracy for a newcomer of that tier."""
+    one-coin matrix at the policy's accuracy for a newcomer of that tier.
+
+    `stored`, when given, is what the database holds for these workers (already read with
+    their answers), and no query is made.
+    """
     k = len(job.classes)
     policy = quality_policy(job)
+    if stored is not None:
+        return _matrices_or_newcomer(job, worker_ids, stored, tiers or {}, policy, k)
     # One query: this job's matrices and, for workers new to it, their history with the
     # same classes (the job's own row wins; otherwise the most recently updated).
     rows = (
@@ -109,7 +129,17 @@ def worker_confusions(
             own.add(worker_id)
         else:
             found.setdefault(worker_id, confusion)
-    tiers = tiers or {}
+    return _matrices_or_newcomer(job, worker_ids, found, tiers or {}, policy, k)
+
+
+def _matrices_or_newcomer(
+    job: Job,
+    worker_ids: list[int],
+    found: dict[int, list],
+    tiers: dict[int, str],
+    policy: dict[str, Any],
+    k: int,
+) -> dict[int, np.ndarray]:
     result = {}
     for worker_id in worker_ids:
         if worker_id in found:
@@ -189,6 +219,7 @@ def item_posterior_from_labels(
     answers: list[tuple[int, str, str]],
     statuses: dict[int, str] | None = None,
     item_id: int | None = None,
+    stored: dict[int, list] | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Posterior of one item from its (worker_id, value, tier) answers and stored matrices.
 
@@ -204,7 +235,7 @@ def item_posterior_from_labels(
     policy = quality_policy(job)
     statuses = statuses or {}
     tiers = {w: t for w, _, t in answers}
-    matrices = worker_confusions(job=job, worker_ids=list(tiers), tiers=tiers)
+    matrices = worker_confusions(job=job, worker_ids=list(tiers), tiers=tiers, stored=stored)
     prior = job_class_prior(job=job)
     if item_id is not None and _routing_on(job) is not None:
         from apps.routing.selectors import item_model_vote
@@ -241,6 +272,7 @@ def item_decide(
     labels_needed: int,
     statuses: dict[int, str] | None = None,
     item_id: int | None = None,
+    stored: dict[int, list] | None = None,
 ) -> ItemDecision:
     """Dynamic redundancy for one open item after a label: settle, ask for more, or escalate.
 
@@ -256,7 +288,7 @@ def item_decide(
     min_labels = int(policy["min_labels"])
     max_labels = max(int(policy["max_labels"]), min_labels)
     posterior, contributors = item_posterior_from_labels(
-        job=job, answers=answers, statuses=statuses, item_id=item_id
+        job=job, answers=answers, statuses=statuses, item_id=item_id, stored=stored
     )
     top = int(np.argmax(posterior))
     confidence = float(posterior[top])
@@ -431,10 +463,26 @@ def maybe_schedule_aggregation(*, job: Job) -> bool:
     every = int(quality_policy(job)["reaggregate_every"])
     if every <= 0 or labels_since_count(job_id=job.pk) % every:
         return False
+    # At most one queued re-aggregation per job: on a busy job the trigger fires faster
+    # than a run finishes, and a queued run reads every label there is when it starts.
+    if not cache.add(_aggregation_queued_key(job.pk), 1, timeout=AGGREGATION_QUEUED_TTL_S):
+        return False
     from workers.tasks_quality import aggregate_job
 
     transaction.on_commit(lambda: aggregate_job.delay(job.pk))
     return True
+
+
+AGGREGATION_QUEUED_TTL_S = 900
+
+
+def _aggregation_queued_key(job_id: int) -> str:
+    return f"concord:quality:aggregate-queued:{job_id}"
+
+
+def aggregation_dequeued(*, job_id: int) -> None:
+    """Called when a queued re-aggregation starts: labels from now on may queue another."""
+    cache.delete(_aggregation_queued_key(job_id))
 
 
 # --------------------------------------------------------------------------- job aggregation
@@ -580,41 +628,30 @@ def _warm_start(
 def _write_worker_qualities(
     *, job: Job, arrays: LabelArrays, result: algorithms.Aggregation
 ) -> None:
+    """Upsert each worker's matrix for the job: two aggregations of the same job racing
+    (a scheduled one and a label-triggered one) both write, neither fails; the later wins."""
     key = classes_key(job.classes)
     n_per_worker = np.bincount(arrays.workers, minlength=len(arrays.worker_ids))
-    existing = {
-        q.worker_id: q
-        for q in WorkerJobQuality.objects.filter(job=job, worker_id__in=arrays.worker_ids.tolist())
-    }
-    create, update = [], []
-    for i, worker_id in enumerate(arrays.worker_ids.tolist()):
-        confusion = np.round(result.confusions[i], 6).tolist()
-        skill = float(np.clip(result.skills[i], 0.0, 1.0))
-        row = existing.get(worker_id)
-        if row is None:
-            create.append(
-                WorkerJobQuality(
-                    worker_id=worker_id,
-                    job=job,
-                    classes_key=key,
-                    confusion=confusion,
-                    skill=skill,
-                    n_labels=int(n_per_worker[i]),
-                    source="aggregation",
-                )
-            )
-        else:
-            row.confusion, row.skill, row.n_labels, row.source = (
-                confusion,
-                skill,
-                int(n_per_worker[i]),
-                "aggregation",
-            )
-            row.updated_at = timezone.now()
-            update.append(row)
-    WorkerJobQuality.objects.bulk_create(create, batch_size=1000)
-    WorkerJobQuality.objects.bulk_update(
-        update, ["confusion", "skill", "n_labels", "source", "updated_at"], batch_size=1000
+    now = timezone.now()
+    rows = [
+        WorkerJobQuality(
+            worker_id=worker_id,
+            job=job,
+            classes_key=key,
+            confusion=np.round(result.confusions[i], 6).tolist(),
+            skill=float(np.clip(result.skills[i], 0.0, 1.0)),
+            n_labels=int(n_per_worker[i]),
+            source="aggregation",
+            updated_at=now,
+        )
+        for i, worker_id in enumerate(arrays.worker_ids.tolist())
+    ]
+    WorkerJobQuality.objects.bulk_create(
+        rows,
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["worker", "job"],
+        update_fields=["classes_key", "confusion", "skill", "n_labels", "source", "updated_at"],
     )
 
 
@@ -688,24 +725,113 @@ def _write_item_results(
 # --------------------------------------------------------------------------- gold and rules
 
 
-def gold_record_answer(*, item_id: int, job_id: int, correct: bool) -> None:
-    """Count a gold answer; retire the gold item once it was shown too often."""
-    exposure, _ = GoldExposure.objects.get_or_create(item_id=item_id, defaults={"job_id": job_id})
-    from django.db.models import F
+def gold_pick(*, job: Job, worker: Worker, rng: random.Random) -> Item | None:
+    """A gold item of the job for this worker, or None: not retired, never assigned to them.
 
-    GoldExposure.objects.filter(pk=exposure.pk).update(
-        answered=F("answered") + 1, correct=F("correct") + (1 if correct else 0)
+    Class-balanced: among the gold classes the worker can still get, the class they have
+    answered least often as gold in this job (ties broken by `rng`), then a uniformly random
+    candidate of that class, so that workers do not all meet gold in one order. At most
+    three queries; the item carries only id, external_id, payload, prediction, gold_label.
+    """
+    # NOT EXISTS in WHERE (not inside an aggregate) lets PostgreSQL plan an anti-join
+    # against the worker's assignments instead of probing once per gold item. A missing
+    # exposure row (LEFT JOIN) counts as not retired.
+    candidates = Item.objects.filter(
+        job_id=job.pk, gold_label__isnull=False, gold_exposure__retired_at__isnull=True
+    ).filter(~Exists(Assignment.objects.filter(item_id=OuterRef("pk"), worker_id=worker.pk)))
+    available = dict(candidates.values_list("gold_label").annotate(n=Count("id")).order_by())
+    if not available:
+        return None
+    chosen = next(iter(available))
+    if len(available) > 1:
+        answered = dict(
+            Label.objects.filter(job_id=job.pk, worker_id=worker.pk, is_gold=True)
+            .values_list("item__gold_label")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        fewest = min(answered.get(name, 0) for name in available)
+        chosen = rng.choice(sorted(n for n in available if answered.get(n, 0) == fewest))
+    offset = rng.randrange(available[chosen])
+    # Empty only if candidates were retired or taken since the count: no gold this time.
+    found = list(
+        candidates.filter(gold_label=chosen)
+        .order_by("id")
+        .only("id", "external_id", "payload", "prediction", "gold_label")[offset : offset + 1]
     )
+    return found[0] if found else None
+
+
+def gold_rate_for(*, job: Job, worker_id: int, base_rate: float) -> float:
+    """The worker's gold rate in this job (adaptive): more gold while they are new, less once
+    their gold accuracy is proven, the job's base rate otherwise. At most one query."""
+    if base_rate <= 0:
+        return 0.0
+    policy = quality_policy(job)
+    stats = Label.objects.filter(job_id=job.pk, worker_id=worker_id, is_gold=True).aggregate(
+        n=Count("id"), correct=Count("id", filter=Q(is_correct=True))
+    )
+    n = int(stats["n"])
+    if n < int(policy["gold_min_answers"]):
+        return min(1.0, base_rate * float(policy["gold_new_factor"]))
+    if n >= int(policy["gold_proven_answers"]):
+        low, _ = algorithms.wilson_interval(np.array([stats["correct"]]), np.array([n]))
+        if float(low[0]) >= float(policy["gold_proven_accuracy"]):
+            return min(1.0, base_rate * float(policy["gold_proven_factor"]))
+    return min(1.0, base_rate)
+
+
+def gold_rate_ceiling(*, job: Job, base_rate: float) -> float:
+    """The highest rate gold_rate_for can return for this job, without a query: a random
+    draw at or above it means no gold whoever the worker is."""
+    if base_rate <= 0:
+        return 0.0
+    policy = quality_policy(job)
+    factor = max(1.0, float(policy["gold_new_factor"]), float(policy["gold_proven_factor"]))
+    return min(1.0, base_rate * factor)
+
+
+def _gold_exposure_update(*, item_id: int, job_id: int, **changes: Any) -> None:
+    """Apply the changes to the item's exposure row, creating the row first if needed.
+
+    Safe under concurrency without a savepoint: the insert ignores a conflict on the
+    one-to-one (a concurrent first exposure won), and the update is a single atomic statement.
+    """
+    if GoldExposure.objects.filter(item_id=item_id).update(**changes):
+        return
+    GoldExposure.objects.bulk_create(
+        [GoldExposure(item_id=item_id, job_id=job_id)], ignore_conflicts=True
+    )
+    GoldExposure.objects.filter(item_id=item_id).update(**changes)
 
 
 def gold_record_shown(*, item_id: int, job_id: int, max_exposures: int) -> None:
-    from django.db.models import F
+    """Count one showing of a gold item (a lease); retire it at `max_exposures` showings,
+    since a gold item seen too often leaks. One query once the item was shown before."""
+    # Both expressions read the row's old values, so `shown + 1 >= max` is `shown >= max - 1`.
+    _gold_exposure_update(
+        item_id=item_id,
+        job_id=job_id,
+        shown=F("shown") + 1,
+        retired_at=Case(
+            When(
+                retired_at__isnull=True,
+                shown__gte=max(int(max_exposures), 1) - 1,
+                then=Value(timezone.now()),
+            ),
+            default=F("retired_at"),
+        ),
+    )
 
-    exposure, _ = GoldExposure.objects.get_or_create(item_id=item_id, defaults={"job_id": job_id})
-    GoldExposure.objects.filter(pk=exposure.pk).update(shown=F("shown") + 1)
-    GoldExposure.objects.filter(
-        pk=exposure.pk, shown__gte=max_exposures, retired_at__isnull=True
-    ).update(retired_at=timezone.now())
+
+def gold_record_answer(*, item_id: int, job_id: int, correct: bool) -> None:
+    """Count one answer to a gold item and whether it was correct."""
+    _gold_exposure_update(
+        item_id=item_id,
+        job_id=job_id,
+        answered=F("answered") + 1,
+        correct=F("correct") + (1 if correct else 0),
+    )
 
 
 def worker_rules_check(*, worker_id: int, job_id: int) -> QualityDecision | None:
@@ -838,13 +964,23 @@ def item_decide_after_label(*, job: Job, item: Item) -> ItemDecision:
 
     Precondition: the item's row is locked in the current transaction.
     """
-    answers, statuses = item_answers(item_id=item.pk)
+    from apps.assignments import fastpath
+
+    stored = None
+    if fastpath.enabled():
+        # PostgreSQL: answers, statuses and stored matrices in one query.
+        answers, statuses, stored = fastpath.item_answers_with_matrices(
+            item_id=item.pk, job_id=job.pk, classes_key=classes_key(job.classes)
+        )
+    else:
+        answers, statuses = item_answers(item_id=item.pk)
     return item_decide(
         job=job,
         answers=answers,
         labels_needed=item.labels_needed,
         statuses=statuses,
         item_id=item.pk,
+        stored=stored,
     )
 
 

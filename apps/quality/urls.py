@@ -7,5 +7,6 @@ urlpatterns = [
         "workers/<int:worker_id>/quality/", apis.WorkerQualityApi.as_view(), name="worker-quality"
     ),
     path("jobs/<int:job_id>/agreement/", apis.JobAgreementApi.as_view(), name="job-agreement"),
+    path("jobs/<int:job_id>/gold/", apis.JobGoldApi.as_view(), name="job-gold"),
     path("jobs/<int:job_id>/aggregate/", apis.JobAggregateApi.as_view(), name="job-aggregate"),
 ]

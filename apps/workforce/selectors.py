@@ -67,7 +67,14 @@ def worker_get_for_earnings(*, user: AbstractBaseUser, worker_id: int) -> Worker
 
 
 def worker_for_user(*, user: AbstractBaseUser) -> Worker | None:
-    """The user's worker record, with only the columns the assignment engine reads."""
+    """The user's worker record, with only the columns the assignment engine reads.
+
+    Token authentication loads it with the token (no query here); otherwise one query.
+    """
+    from apps.accounts.authentication import WORKER_ATTR
+
+    if hasattr(user, WORKER_ATTR):
+        return getattr(user, WORKER_ATTR)
     return Worker.objects.only("id", "tier", "status", "user_id").filter(user_id=user.pk).first()
 
 

@@ -16,7 +16,7 @@ class Answers:
     Python loops over answers, tasks or workers (the only loops are over the K classes).
     """
 
-    __slots__ = ("t", "w", "l", "wl", "n", "n_tasks", "n_workers", "k", "answered", "per_worker")
+    __slots__ = ("t", "w", "l", "wl", "n", "n_tasks", "n_workers", "k", "answered", "per_worker", "per_task")
 
     def __init__(
         self,
@@ -47,7 +47,8 @@ class Answers:
         self.n = int(t.size)
         self.n_tasks, self.n_workers, self.k = n_tasks, n_workers, int(n_classes)
         self.wl = w * self.k + lab
-        self.answered = np.bincount(t, minlength=n_tasks) > 0
+        self.per_task = np.bincount(t, minlength=n_tasks).astype(np.float64)
+        self.answered = self.per_task > 0
         self.per_worker = np.bincount(w, minlength=n_workers).astype(np.float64)
 
     def task_sum(self, by_class: FloatArray) -> FloatArray:

@@ -108,6 +108,26 @@ def _confusion_e_step(
     return post, float(lse[ans.answered].sum())
 
 
+def _confusion_scores(
+    ans: Answers, confusions: np.ndarray, class_prior: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task sums of answer log-likelihoods (n_tasks, K), and the log class prior."""
+    scores = ans.task_sum(ans.gather_wl(_confusion_log_table(confusions)))
+    return scores, np.log(np.clip(class_prior, _EPS, None))
+
+
+def _surrogate_elbo(
+    ans: Answers, post: np.ndarray, scores: np.ndarray, log_cp: np.ndarray
+) -> float:
+    """Crowd-Kit's per-answer loss: E_q[log p(answers | z)] + (answers per task) * E_q[log pi]
+    + H(q), divided by the number of answers."""
+    per_task = ans.per_task
+    q = post[ans.answered]
+    joint = (q * (scores[ans.answered] + per_task[ans.answered, None] * log_cp[None, :])).sum()
+    entropy = -(q * np.log(np.clip(q, _EPS, None))).sum()
+    return float((joint + entropy) / max(ans.n, 1))
+
+
 def _prior_array(prior: float | np.ndarray, n_workers: int, k: int) -> np.ndarray:
     arr = np.asarray(prior, dtype=np.float64)
     if arr.ndim == 0:
@@ -197,12 +217,13 @@ def dawid_skene(
     n_workers: int | None = None,
     init_confusions: np.ndarray | None = None,
     init_class_prior: np.ndarray | None = None,
-    prior: float | np.ndarray = 0.01,
+    prior: float | np.ndarray = 1e-10,
     shrinkage: float = 0.0,
     shrink_to: str = "pooled",
-    class_prior_smoothing: float = 1.0,
+    class_prior_smoothing: float = 0.0,
     max_iter: int = 100,
     tol: float = 1e-5,
+    stopping: str = "elbo",
 ) -> Aggregation:
     """Dawid-Skene EM with full per-worker confusion matrices.
 
@@ -217,9 +238,16 @@ def dawid_skene(
     hierarchical prior): workers with few answers are pulled toward the crowd's average
     behaviour instead of getting a noisy matrix of their own.
 
-    Converges when the per-answer change of the MAP objective falls below `tol` (the same
-    per-answer scale as Crowd-Kit's tol=1e-5).
+    `stopping` = "elbo" (the default) stops as Crowd-Kit's DawidSkene does: as soon as the
+    per-answer expected complete-data log-likelihood plus posterior entropy (with the class
+    prior counted once per answer, as Crowd-Kit counts it) rises by less than `tol`,
+    including when it falls; the returned posteriors are the E-step of the final parameters.
+    That surrogate is not monotone under EM, so on some crowds this stops after a couple of
+    steps from majority vote; `stopping="objective"` instead runs until the per-answer change
+    of the MAP objective falls below `tol`.
     """
+    if stopping not in ("elbo", "objective"):
+        raise ValueError("stopping must be 'elbo' or 'objective'")
     ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
     k = ans.k
     alpha = _prior_array(prior, ans.n_workers, k)
@@ -253,7 +281,18 @@ def dawid_skene(
             pseudo = alpha + shrinkage * _one_coin_confusions(acc, k)
         conf = _normalise_counts(counts + pseudo)
         cp = _class_prior_update(ans, post, class_prior_smoothing)
-        post, ll = _confusion_e_step(ans, conf, cp)
+        scores, log_cp = _confusion_scores(ans, conf, cp)
+        if stopping == "elbo":
+            new_objective = _surrogate_elbo(ans, post, scores, log_cp)
+            post, lse = softmax_rows(scores + log_cp[None, :])
+            ll = float(lse[ans.answered].sum())
+            if new_objective - objective < tol:
+                converged = True
+                break
+            objective = new_objective
+            continue
+        post, lse = softmax_rows(scores + log_cp[None, :])
+        ll = float(lse[ans.answered].sum())
         new_objective = ll + float((pseudo * np.log(np.clip(conf, _EPS, None))).sum())
         if abs(new_objective - objective) <= tol * max(ans.n, 1):
             converged = True
@@ -271,17 +310,21 @@ def one_coin_dawid_skene(
     n_tasks: int | None = None,
     n_workers: int | None = None,
     init_skills: np.ndarray | None = None,
-    skill_prior: tuple[float, float] = (0.5, 0.5),
-    class_prior_smoothing: float = 1.0,
+    skill_prior: tuple[float, float] = (0.0, 0.0),
+    class_prior_smoothing: float = 0.0,
     max_iter: int = 100,
-    tol: float = 1e-7,
+    tol: float = 1e-5,
+    stopping: str = "elbo",
 ) -> Aggregation:
     """Dawid-Skene with one accuracy per worker; errors spread evenly over the other classes.
 
     `skill_prior` = (a, b) are Beta pseudo-counts of correct / wrong answers added to every
-    worker, which keeps workers with a handful of answers away from 0 and 1; the default
-    (0.5, 0.5) is the Jeffreys prior.
+    worker, which keeps workers with a handful of answers away from 0 and 1 ((0.5, 0.5) is
+    the Jeffreys prior); the default (0, 0) is the plain maximum-likelihood update, as in
+    Crowd-Kit. `stopping` and `tol` work as in `dawid_skene`.
     """
+    if stopping not in ("elbo", "objective"):
+        raise ValueError("stopping must be 'elbo' or 'objective'")
     ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
     k = ans.k
     a, b = skill_prior
@@ -299,6 +342,17 @@ def one_coin_dawid_skene(
         correct = np.bincount(ans.w, weights=hit, minlength=ans.n_workers)
         skill = (correct + a) / (ans.per_worker + a + b)
         cp = _class_prior_update(ans, post, class_prior_smoothing)
+        if stopping == "elbo":
+            scores = _one_coin_scores(ans, skill)
+            log_cp = np.log(np.clip(cp, _EPS, None))
+            new_objective = _surrogate_elbo(ans, post, scores, log_cp)
+            post, lse = softmax_rows(scores + log_cp[None, :])
+            ll = float(lse[ans.answered].sum())
+            if new_objective - objective < tol:
+                converged = True
+                break
+            objective = new_objective
+            continue
         post, ll = _one_coin_e_step(ans, skill, cp)
         new_objective = ll + float(
             (
@@ -327,11 +381,15 @@ def _coin_scores(ans: Answers, log_right: np.ndarray, log_wrong: np.ndarray) -> 
     return base[:, None] + ans.vote_counts(weights=log_right - log_wrong)
 
 
+def _one_coin_scores(ans: Answers, skill: np.ndarray) -> np.ndarray:
+    s = np.clip(np.take(skill, ans.w), _EPS, 1 - _EPS)
+    return _coin_scores(ans, np.log(s), np.log((1 - s) / (ans.k - 1)))
+
+
 def _one_coin_e_step(
     ans: Answers, skill: np.ndarray, class_prior: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    s = np.clip(np.take(skill, ans.w), _EPS, 1 - _EPS)
-    scores = _coin_scores(ans, np.log(s), np.log((1 - s) / (ans.k - 1)))
+    scores = _one_coin_scores(ans, skill)
     scores += np.log(np.clip(class_prior, _EPS, None))[None, :]
     post, lse = softmax_rows(scores)
     return post, float(lse[ans.answered].sum())

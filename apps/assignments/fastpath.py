@@ -1,0 +1,381 @@
+"""PostgreSQL statements of the annotator hot path: one round trip per step.
+
+`next` and `submit` run all day for every annotator, so on PostgreSQL their steps are single
+SQL statements (data-modifying CTEs) instead of ORM queries: the lease is one statement that
+picks the item with `FOR UPDATE SKIP LOCKED`, takes its slot and records the assignment; the
+submit locks assignment and item with one statement and writes assignment, label and ledger
+credit with another. The rules are the same as the ORM path (which SQLite uses) and are still
+enforced by the database's constraints. Table names come from the models' metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any, TypeVar
+
+import orjson
+from django.db import connection, models
+
+from apps.assignments.models import Assignment, Label
+from apps.jobs.models import Item, Job
+from apps.workforce.models import LedgerEntry, Pool, Worker
+
+M = TypeVar("M", bound=models.Model)
+
+
+def enabled() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def _instance(model: type[M], data: dict[str, Any]) -> M:
+    """A model instance as if loaded from the database with only these columns (the rest
+    deferred: read lazily if ever touched, never silently a default)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in data]
+    return model.from_db("default", names, [data[name] for name in names])
+
+
+@cache
+def _tables() -> dict[str, str]:
+    return {
+        "item": Item._meta.db_table,
+        "job": Job._meta.db_table,
+        "assignment": Assignment._meta.db_table,
+        "label": Label._meta.db_table,
+        "ledger": LedgerEntry._meta.db_table,
+        "pool_jobs": Pool.jobs.through._meta.db_table,
+        "pool_members": Pool.members.through._meta.db_table,
+    }
+
+
+# --------------------------------------------------------------------------- next
+
+
+@cache
+def _open_jobs_sql(one_job: bool) -> str:
+    t = _tables()
+    return (
+        f"SELECT j.id, j.status, j.label_schema::text, j.instructions, j.policy::text, "
+        f"j.pricing::text, j.routing::text FROM {t['job']} j "
+        f"WHERE j.status = 'running' AND j.id IN ("
+        f"  SELECT pj.job_id FROM {t['pool_jobs']} pj "
+        f"  JOIN {t['pool_members']} pm ON pm.pool_id = pj.pool_id WHERE pm.worker_id = %s)"
+        + (" AND j.id = %s" if one_job else "")
+        + " ORDER BY j.id"
+    )
+
+
+def _job_from_row(row: tuple) -> Job:
+    return _instance(
+        Job,
+        {
+            "id": row[0],
+            "status": row[1],
+            "label_schema": _json(row[2]),
+            "instructions": row[3],
+            "policy": _json(row[4]),
+            "pricing": _json(row[5]),
+            "routing": _json(row[6]),
+        },
+    )
+
+
+def open_jobs(*, worker_id: int, job_id: int | None) -> list[Job]:
+    """Running jobs open to one of the worker's pools, in one query."""
+    params = [worker_id] if job_id is None else [worker_id, job_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_open_jobs_sql(job_id is not None), params)
+        return [_job_from_row(row) for row in cursor.fetchall()]
+
+
+@cache
+def _lease_sql() -> str:
+    t = _tables()
+    return f"""
+WITH c AS MATERIALIZED (
+    SELECT i.id, i.external_id, i.payload, i.prediction FROM {t["item"]} i
+    WHERE i.job_id = %(job)s AND i.state = %(state)s AND i.gold_label IS NULL
+      AND i.n_labels < i.labels_needed - i.n_leases
+      AND NOT EXISTS (
+          SELECT 1 FROM {t["assignment"]} a WHERE a.item_id = i.id AND a.worker_id = %(worker)s
+      )
+    ORDER BY i.priority DESC, i.id
+    LIMIT 1
+    FOR UPDATE OF i SKIP LOCKED
+), taken AS (
+    UPDATE {t["item"]} SET n_leases = n_leases + 1 FROM c WHERE {t["item"]}.id = c.id
+    RETURNING {t["item"]}.id
+), lease AS (
+    INSERT INTO {t["assignment"]}
+        (item_id, job_id, worker_id, state, is_gold, leased_at, expires_at, finished_at)
+    SELECT c.id, %(job)s, %(worker)s, 'leased', false, %(now)s, %(expires)s, NULL FROM c
+    RETURNING id, item_id, expires_at
+)
+SELECT lease.id, c.id, c.external_id, c.payload::text, c.prediction::text, lease.expires_at
+FROM lease JOIN c ON c.id = lease.item_id
+"""
+
+
+@dataclass(frozen=True)
+class Leased:
+    assignment_id: int
+    item: Item
+    expires_at: datetime
+
+
+def lease(
+    *, job_id: int, worker_id: int, state: str, now: datetime, expires: datetime
+) -> Leased | None:
+    """Pick, slot and lease the best free item of the state in one statement, or None.
+
+    Raises IntegrityError only when a concurrent request of the same worker leased the same
+    item (the (item, worker) constraint).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _lease_sql(),
+            {"job": job_id, "worker": worker_id, "state": state, "now": now, "expires": expires},
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    item = _instance(
+        Item,
+        {
+            "id": row[1],
+            "external_id": row[2],
+            "payload": _json(row[3]),
+            "prediction": _json(row[4]),
+        },
+    )
+    return Leased(assignment_id=row[0], item=item, expires_at=row[5])
+
+
+# --------------------------------------------------------------------------- submit
+
+
+@cache
+def _lock_sql() -> str:
+    t = _tables()
+    return (
+        "SELECT a.id, a.state, a.worker_id, a.item_id, a.is_gold, a.leased_at, a.expires_at, "
+        "i.gold_label, i.state, i.n_labels, i.labels_needed, i.vote_counts::text, "
+        "i.result_meta::text, "
+        "j.id, j.status, j.label_schema::text, j.instructions, j.policy::text, j.pricing::text, "
+        "j.routing::text "
+        f"FROM {t['assignment']} a JOIN {t['item']} i ON i.id = a.item_id "
+        f"JOIN {t['job']} j ON j.id = a.job_id "
+        "WHERE a.id = %s FOR UPDATE OF a, i"
+    )
+
+
+@dataclass(frozen=True)
+class Locked:
+    assignment: Assignment
+    item: Item
+
+
+def lock_for_submit(*, assignment_id: int) -> Locked | None:
+    """Lock the assignment and its item (in that order, as everywhere) with the job's columns.
+
+    Precondition: inside a transaction.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_sql(), [assignment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    job = _job_from_row(row[13:20])
+    assignment = _instance(
+        Assignment,
+        {
+            "id": row[0],
+            "state": row[1],
+            "worker_id": row[2],
+            "item_id": row[3],
+            "job_id": job.pk,
+            "is_gold": row[4],
+            "leased_at": row[5],
+            "expires_at": row[6],
+        },
+    )
+    assignment._state.fields_cache["job"] = job
+    item = _instance(
+        Item,
+        {
+            "id": row[3],
+            "job_id": job.pk,
+            "gold_label": row[7],
+            "state": row[8],
+            "n_labels": row[9],
+            "labels_needed": row[10],
+            "vote_counts": _json(row[11]),
+            "result_meta": _json(row[12]),
+        },
+    )
+    return Locked(assignment=assignment, item=item)
+
+
+@cache
+def _record_sql() -> str:
+    t = _tables()
+    return f"""
+WITH done AS (
+    UPDATE {t["assignment"]} SET state = 'submitted', finished_at = %(now)s
+    WHERE id = %(assignment)s RETURNING id
+), label AS (
+    INSERT INTO {t["label"]}
+        (assignment_id, item_id, job_id, worker_id, value, tier, duration_ms, is_gold,
+         is_correct, created_at)
+    SELECT done.id, %(item)s, %(job)s, %(worker)s, %(value)s, %(tier)s, %(duration)s,
+           %(is_gold)s, %(is_correct)s, %(now)s FROM done
+    RETURNING id
+), credit AS (
+    INSERT INTO {t["ledger"]}
+        (worker_id, job_id, label_id, kind, amount, idempotency_key, note, created_at)
+    SELECT %(worker)s, %(job)s, label.id, %(kind)s, %(amount)s, 'label:' || label.id, '',
+           %(now)s FROM label
+    RETURNING id
+)
+SELECT label.id, (SELECT count(*) FROM credit) FROM label
+"""
+
+
+def record_label(
+    *,
+    assignment_id: int,
+    item_id: int,
+    job_id: int,
+    worker_id: int,
+    value: str,
+    tier: str,
+    duration_ms: int | None,
+    gold_label: str | None,
+    amount: Decimal,
+    now: datetime,
+) -> Label:
+    """Mark the assignment submitted, store the label and credit it, in one statement.
+
+    Precondition: the assignment is locked, leased and the worker's (checked by the caller).
+    """
+    is_gold = gold_label is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _record_sql(),
+            {
+                "now": now,
+                "assignment": assignment_id,
+                "item": item_id,
+                "job": job_id,
+                "worker": worker_id,
+                "value": value,
+                "tier": tier,
+                "duration": duration_ms,
+                "is_gold": is_gold,
+                "is_correct": (value == gold_label) if is_gold else None,
+                "kind": LedgerEntry.Kind.LABEL.value,
+                "amount": amount,
+            },
+        )
+        label_id, credited = cursor.fetchone()
+    if credited != 1:  # pragma: no cover - the statement's inserts are all or nothing
+        raise RuntimeError(f"label {label_id} was not credited")
+    return _instance(
+        Label,
+        {
+            "id": label_id,
+            "assignment_id": assignment_id,
+            "item_id": item_id,
+            "job_id": job_id,
+            "worker_id": worker_id,
+            "value": value,
+            "tier": tier,
+            "duration_ms": duration_ms,
+            "is_gold": is_gold,
+            "is_correct": (value == gold_label) if is_gold else None,
+            "created_at": now,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- item decision
+
+
+@cache
+def _answers_sql() -> str:
+    from apps.quality.models import WorkerJobQuality
+
+    t = _tables()
+    quality = WorkerJobQuality._meta.db_table
+    worker = Worker._meta.db_table
+    # Each answer with its worker's status and stored matrix: this job's own estimate, else
+    # the latest from an earlier job with the same classes (history as a prior).
+    return f"""
+SELECT l.worker_id, l.value, l.tier, w.status, q.confusion::text
+FROM {t["label"]} l
+JOIN {worker} w ON w.id = l.worker_id
+LEFT JOIN LATERAL (
+    SELECT q.confusion FROM {quality} q
+    WHERE q.worker_id = l.worker_id
+      AND (q.job_id = %(job)s OR (q.classes_key = %(key)s AND q.source = 'aggregation'))
+    ORDER BY (q.job_id = %(job)s) DESC, q.updated_at DESC
+    LIMIT 1
+) q ON true
+WHERE l.item_id = %(item)s
+ORDER BY l.id
+"""
+
+
+def item_answers_with_matrices(
+    *, item_id: int, job_id: int, classes_key: str
+) -> tuple[list[tuple[int, str, str]], dict[int, str], dict[int, list]]:
+    """The item's (worker, value, tier) answers, those workers' statuses and their stored
+    confusion matrices (workers without one are absent), in one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(_answers_sql(), {"item": item_id, "job": job_id, "key": classes_key})
+        rows = cursor.fetchall()
+    answers = [(w, v, t) for w, v, t, _, _ in rows]
+    statuses = {w: s for w, _, _, s, _ in rows}
+    matrices = {w: orjson.loads(c) for w, _, _, _, c in rows if c is not None}
+    return answers, statuses, matrices
+
+
+@cache
+def _json_columns() -> frozenset[str]:
+    return frozenset(
+        f.column for f in Item._meta.concrete_fields if f.get_internal_type() == "JSONField"
+    )
+
+
+def item_update_after_label(*, item_id: int, values: dict[str, Any], expert_slot: bool) -> None:
+    """One label's update of its item: the lease slot becomes a label, plus `values`.
+
+    `expert_slot` sets labels_needed to one more than the item's labels and leases before
+    this update (one slot only an expert fills).
+    """
+    t = _tables()
+    json_columns = _json_columns()
+    sets = ["n_leases = n_leases - 1", "n_labels = n_labels + 1"]
+    params: list[Any] = []
+    if expert_slot:
+        sets.append("labels_needed = n_labels + n_leases + 1")
+    for column, value in values.items():
+        if column in json_columns:
+            sets.append(f"{column} = %s::jsonb")
+            params.append(
+                None
+                if value is None
+                else orjson.dumps(value, default=float, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            )
+        else:
+            sets.append(f"{column} = %s")
+            params.append(value)
+    params.append(item_id)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {t['item']} SET {', '.join(sets)} WHERE id = %s", params)
