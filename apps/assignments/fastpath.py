@@ -102,6 +102,7 @@ WITH c AS MATERIALIZED (
     SELECT i.id, i.external_id, i.payload, i.prediction FROM {t["item"]} i
     WHERE i.job_id = %(job)s AND i.state = %(state)s AND i.gold_label IS NULL
       AND i.n_labels < i.labels_needed - i.n_leases
+      AND (i.n_leases = 0 OR NOT %(spread)s)
       AND NOT EXISTS (
           SELECT 1 FROM {t["assignment"]} a WHERE a.item_id = i.id AND a.worker_id = %(worker)s
       )
@@ -130,9 +131,13 @@ class Leased:
 
 
 def lease(
-    *, job_id: int, worker_id: int, state: str, now: datetime, expires: datetime
+    *, job_id: int, worker_id: int, state: str, now: datetime, expires: datetime, spread: bool
 ) -> Leased | None:
     """Pick, slot and lease the best free item of the state in one statement, or None.
+
+    With `spread`, only items nobody else holds a lease on: concurrent annotators then work
+    on different items, so their submits do not queue on one item's row lock, and each
+    label is decided (dynamic redundancy) before the item's next lease.
 
     Raises IntegrityError only when a concurrent request of the same worker leased the same
     item (the (item, worker) constraint).
@@ -140,7 +145,14 @@ def lease(
     with connection.cursor() as cursor:
         cursor.execute(
             _lease_sql(),
-            {"job": job_id, "worker": worker_id, "state": state, "now": now, "expires": expires},
+            {
+                "job": job_id,
+                "worker": worker_id,
+                "state": state,
+                "now": now,
+                "expires": expires,
+                "spread": spread,
+            },
         )
         row = cursor.fetchone()
     if row is None:

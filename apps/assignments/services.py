@@ -4,6 +4,8 @@ the label decision (vote tally) that the quality engine will replace."""
 from __future__ import annotations
 
 import enum
+import functools
+import itertools
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -226,19 +228,25 @@ def _wants_gold(*, job: Job, worker: Worker, rng: random.Random) -> bool:
 def _try_lease_fast(*, job: Job, worker: Worker, states: list[str], now: datetime) -> Task | None:
     """The PostgreSQL lease: one statement per state tried (see apps.assignments.fastpath)."""
     expires = now + timedelta(seconds=int(job.effective_policy["lease_seconds"]))
-    for state in states:
+    # First an item nobody holds (spread), then any item with a free slot.
+    for state, spread in itertools.product(states, (True, False)):
+        lease = functools.partial(
+            fastpath.lease,
+            job_id=job.pk,
+            worker_id=worker.pk,
+            state=state,
+            now=now,
+            expires=expires,
+            spread=spread,
+        )
         # In a caller's transaction (tests, nested services) a savepoint keeps a lost race
         # on the (item, worker) constraint from poisoning it; in autocommit the statement is
         # its own transaction.
         if connection.in_atomic_block:
             with transaction.atomic():
-                leased = fastpath.lease(
-                    job_id=job.pk, worker_id=worker.pk, state=state, now=now, expires=expires
-                )
+                leased = lease()
         else:
-            leased = fastpath.lease(
-                job_id=job.pk, worker_id=worker.pk, state=state, now=now, expires=expires
-            )
+            leased = lease()
         if leased is not None:
             item = leased.item
             return Task(

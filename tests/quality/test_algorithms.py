@@ -267,16 +267,35 @@ def test_accuracy_not_below_crowdkit(method, crowdkit):
     names = [n for n in ALL if not (method == "onecoin" and n == "relevance")]  # 40 s in Crowd-Kit
     worst = []
     for name in names:
-        ref, model = crowdkit(method, name)
-        if method in ("ds", "onecoin") and len(model.loss_history_) <= 3:
-            # Crowd-Kit stops when its ELBO estimate drops, which on the zencrowd sets happens
-            # after 2 steps, long before EM converges (0.8387 there vs 0.82 converged); compare
-            # with its own run to convergence on those sets.
-            ref, _ = crowdkit(f"{method}_full", name)
+        # Our DS / one-coin stop as Crowd-Kit does by default (when its per-answer ELBO
+        # surrogate stops rising, which on the zencrowd sets and web is after 2-3 steps), so
+        # they are compared with Crowd-Kit's default runs.
+        ref, _ = crowdkit(method, name)
         worst.append((_ours(method, name) - ref) * 100)
     assert min(worst) >= -TOLERANCE_PTS, str(
         dict(zip(names, np.round(worst, 2).tolist(), strict=True))
     )
+
+
+@pytest.mark.parametrize("name", ["zencrowd_us", "web"], ids=["zencrowd_us", "web"])
+def test_run_to_convergence_matches_crowdkit_run_to_convergence(name, crowdkit):
+    """With stopping="objective" EM runs to convergence; so does Crowd-Kit with tol=-inf."""
+    d = load(name)
+    for method, fn in (("ds", dawid_skene), ("onecoin", one_coin_dawid_skene)):
+        ref, _ = crowdkit(f"{method}_full", name)
+        r = fn(
+            d.tasks,
+            d.workers,
+            d.labels,
+            d.n_classes,
+            n_tasks=d.n_tasks,
+            n_workers=d.n_workers,
+            stopping="objective",
+            tol=1e-9,
+            max_iter=500,
+        )
+        assert r.converged
+        assert (d.accuracy(r.labels) - ref) * 100 >= -TOLERANCE_PTS, method
 
 
 @pytest.mark.parametrize("method", ["glad", "mace"], ids=["glad", "mace"])
@@ -297,10 +316,26 @@ def test_default_beats_crowdkit_best_fast_method_mean(crowdkit):
     assert ours >= 0.855
 
 
-@pytest.mark.xfail(strict=True, reason="target not reached: default mean is +0.4 pt, not +1 pt")
+@pytest.mark.xfail(strict=True, reason="target not reached: default mean is +0.5 pt, not +1 pt")
 def test_default_reaches_one_point_above_crowdkit_best(crowdkit):
     best = max(np.mean([crowdkit(m, n)[0] for n in ALL]) for m in ["mv", "wmv", "ds"])
     assert np.mean([_ours("default", n) for n in ALL]) >= best + 0.01
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="target not reached: default is 6.3 pts below one-coin on zencrowd_us, 5.6 on "
+    "zencrowd_all and 2 below majority vote on ws_cf",
+)
+def test_default_within_two_points_of_crowdkit_best_on_every_dataset(crowdkit):
+    """Against the best of Crowd-Kit's MV / Wawa / DS / OneCoin per dataset (GLAD and MACE
+    are not swept here for time; bench/aggregation.py includes them where it runs them)."""
+    gaps = {}
+    for name in ALL:
+        methods = ["mv", "wmv", "ds"] + ([] if name == "relevance" else ["onecoin"])
+        best = max(crowdkit(m, name)[0] for m in methods)
+        gaps[name] = round((_ours("default", name) - best) * 100, 2)
+    assert min(gaps.values()) >= -2.0, gaps
 
 
 # ----------------------------------------------------------------------------- agreement

@@ -16,7 +16,19 @@ class Answers:
     Python loops over answers, tasks or workers (the only loops are over the K classes).
     """
 
-    __slots__ = ("t", "w", "l", "wl", "n", "n_tasks", "n_workers", "k", "answered", "per_worker", "per_task")
+    __slots__ = (
+        "t",
+        "w",
+        "l",
+        "wl",
+        "n",
+        "n_tasks",
+        "n_workers",
+        "k",
+        "answered",
+        "per_worker",
+        "per_task",
+    )
 
     def __init__(
         self,

@@ -639,9 +639,16 @@ def default_aggregation(
     one-coin matrix (same accuracy on every class). Sparse workers therefore behave like a
     one-coin model, which is what wins on crowds of many light workers (ws_cf, zencrowd),
     while workers with plenty of answers still earn the class-specific biases full
-    Dawid-Skene needs (duck, dog, relevance). Uses the answers only, never gold.
+    Dawid-Skene needs (duck, dog, relevance). EM runs until the MAP objective converges
+    (not Crowd-Kit's early stop). Uses the answers only, never gold.
     """
-    params: dict[str, object] = {"shrinkage": 5.0, "shrink_to": "onecoin"}
+    params: dict[str, object] = {
+        "shrinkage": 5.0,
+        "shrink_to": "onecoin",
+        "prior": 0.01,
+        "class_prior_smoothing": 1.0,
+        "stopping": "objective",
+    }
     params.update(options)
     result = dawid_skene(
         tasks,
