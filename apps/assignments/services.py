@@ -20,14 +20,20 @@ from apps.assignments import fastpath
 from apps.assignments.models import Assignment, Label
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
-from apps.quality.services import item_decide_after_label, quality_after_label
+from apps.quality.services import (
+    gold_pick,
+    gold_rate_ceiling,
+    gold_rate_for,
+    gold_record_shown,
+    item_decide_after_label,
+    quality_after_label,
+    quality_policy,
+)
 from apps.workforce.models import Pool, Worker
 from apps.workforce.services import label_price, ledger_credit_label
 
 # The columns of a job the engine reads; everything else stays in the database.
 JOB_COLUMNS = ("id", "status", "label_schema", "instructions", "policy", "pricing", "routing")
-# How many gold candidates to draw from, so that workers do not all meet gold in one order.
-GOLD_SAMPLE = 16
 LIVE_STATES = (Assignment.State.LEASED, Assignment.State.SUBMITTED)
 
 
@@ -158,17 +164,6 @@ def _candidate(*, job: Job, worker: Worker, state: str) -> Item | None:
     )
 
 
-def _gold_candidate(*, job: Job, worker: Worker, rng: random.Random) -> Item | None:
-    """A control item the worker has never seen, or None (gold has no label budget)."""
-    rows = list(
-        Item.objects.filter(job_id=job.pk, gold_label__isnull=False)
-        .filter(~_not_seen_by(worker.pk))
-        .order_by("id")
-        .only("id", "external_id", "payload", "prediction")[:GOLD_SAMPLE]
-    )
-    return rng.choice(rows) if rows else None
-
-
 def _prelabel(*, job: Job, item: Item) -> str | None:
     """The suggestion shown with the task, or None.
 
@@ -220,9 +215,19 @@ def _lease(*, job: Job, worker: Worker, item: Item, is_gold: bool, now: datetime
 
 
 def _wants_gold(*, job: Job, worker: Worker, rng: random.Random) -> bool:
-    """Draw whether this lease should be a control item, at the job's gold rate."""
-    rate = float(job.effective_policy.get("gold_rate") or 0.0)
-    return rate > 0 and rng.random() < rate
+    """Draw whether this lease should be a control item, at the worker's adaptive rate.
+
+    The job's gold rate, raised for new or uncertain workers and lowered for proven ones
+    (apps.quality); the worker's gold record is read only when the draw falls below the
+    highest rate anyone could have.
+    """
+    base = float(job.effective_policy.get("gold_rate") or 0.0)
+    if base <= 0:
+        return False
+    draw = rng.random()
+    if draw >= gold_rate_ceiling(job=job, base_rate=base):
+        return False
+    return draw < gold_rate_for(job=job, worker_id=worker.pk, base_rate=base)
 
 
 def _try_lease_fast(*, job: Job, worker: Worker, states: list[str], now: datetime) -> Task | None:
@@ -281,9 +286,16 @@ def _try_lease_in_job(
             if item is None:
                 continue
             if want_gold:
-                gold = _gold_candidate(job=job, worker=worker, rng=rng)
+                # Class-balanced, never retired, never one the worker has had.
+                gold = gold_pick(job=job, worker=worker, rng=rng)
                 if gold is not None:
-                    return _lease(job=job, worker=worker, item=gold, is_gold=True, now=now)
+                    task = _lease(job=job, worker=worker, item=gold, is_gold=True, now=now)
+                    gold_record_shown(
+                        item_id=gold.pk,
+                        job_id=job.pk,
+                        max_exposures=int(quality_policy(job)["gold_max_exposures"]),
+                    )
+                    return task
             return _lease(job=job, worker=worker, item=item, is_gold=False, now=now)
     return None
 

@@ -49,6 +49,33 @@ class PolicySerializer(serializers.Serializer):
     gold_proven_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     gold_proven_factor = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
 
+    # Quality engine (apps.quality.services.QUALITY_DEFAULTS).
+    reaggregate_every = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    new_worker_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    new_expert_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    history_strength = serializers.FloatField(min_value=0.0, max_value=10_000.0, required=False)
+    gold_min_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    gold_min_answers = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
+    gold_max_exposures = serializers.IntegerField(min_value=1, required=False)
+    min_median_duration_ms = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    speed_window = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
+    suspended_label_weight = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    # QC review and expert escalation (apps.reviews).
+    escalation = serializers.DictField(
+        child=serializers.ChoiceField(choices=["expert", "qc", "auto"]),
+        required=False,
+        help_text='Where disputed items go first: {"disagreement"|"low_posterior": '
+        '"expert"|"qc"|"auto"}.',
+    )
+    expert_weight = serializers.FloatField(min_value=0.0, max_value=100.0, required=False)
+    expert_timeout_seconds = serializers.IntegerField(min_value=60, required=False)
+
+    def validate_escalation(self, value: dict) -> dict:
+        unknown = sorted(set(value) - {"disagreement", "low_posterior", "low_confidence"})
+        if unknown:
+            raise serializers.ValidationError(f"Unknown reasons: {', '.join(unknown)}.")
+        return value
+
     class Meta:
         # Later features add policy knobs; unknown keys are kept, known ones are checked.
         extra = "allow"

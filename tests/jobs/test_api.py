@@ -66,6 +66,13 @@ def test_client_creates_draft_job_with_merged_policy(client_actor):
         pytest.param({"label_schema": {"kind": "boxes"}}, "label_schema", id="unknown-kind"),
         pytest.param({"name": ""}, "name", id="empty-name"),
         pytest.param({"routing": {"mode": "magic"}}, "routing", id="bad-routing-mode"),
+        pytest.param({"policy": {"gold_min_accuracy": 1.5}}, "policy", id="gold-accuracy-above-1"),
+        pytest.param({"policy": {"reaggregate_every": -1}}, "policy", id="negative-reaggregate"),
+        pytest.param(
+            {"policy": {"escalation": {"disagreement": "oracle"}}}, "policy", id="bad-route"
+        ),
+        pytest.param({"policy": {"escalation": {"typo": "qc"}}}, "policy", id="bad-reason"),
+        pytest.param({"policy": {"expert_weight": -1}}, "policy", id="negative-expert-weight"),
     ],
 )
 def test_invalid_job_spec_is_a_400_naming_the_field(client_actor, overrides, field):

@@ -174,3 +174,83 @@ def test_quality_and_agreement_apis(make_actor, client_actor, ops_actor):
     assert other.client.get(f"/api/v1/jobs/{job.pk}/agreement/").status_code == 404
     annotator = make_actor("annotator")
     assert annotator.client.get(f"/api/v1/workers/{crowd[0].pk}/quality/").status_code == 404
+
+
+def test_suspension_drops_the_workers_labels_and_reopens_what_they_settled():
+    from apps.quality.services import worker_quality_suspend
+
+    # min 2 labels: a spammer and one honest worker settle "dog" on the item.
+    job, (first,), crowd = _job(1, workers=3)
+    spammer, honest, third = crowd
+    _label(spammer, "dog", job_id=job.pk)
+    _label(honest, "dog", job_id=job.pk)
+    first.refresh_from_db()
+    assert (first.state, first.label) == ("settled", "dog")
+
+    decision = worker_quality_suspend(
+        worker=spammer, job=job, reason=QualityDecision.Reason.GOLD_ACCURACY, details={"x": 1}
+    )
+
+    spammer.refresh_from_db()
+    assert spammer.status == "suspended"
+    first.refresh_from_db()
+    # One newcomer's label alone (0.7) is below the target (0.9): back to the queue.
+    assert (first.state, first.label, first.source) == ("open", None, None)
+    assert first.labels_needed == first.n_labels + first.n_leases + 1 == 3
+    weights = {w["worker"]: w["weight"] for w in first.result_meta["workers"]}
+    assert weights[spammer.pk] == 0.0 and weights[honest.pk] > 0
+    reopen = QualityDecision.objects.get(worker=spammer, action="reopen")
+    assert first.pk in reopen.details["items"]
+    assert decision.reason == "gold_accuracy"
+    # The reopened item is offered again, to someone who has not labeled it.
+    task = assignment_next(worker=third, job_id=job.pk)
+    assert isinstance(task, Task) and task.item == first.pk
+    # The suspended worker gets nothing.
+    assert assignment_next(worker=spammer, job_id=job.pk).reason == "worker_suspended"
+
+
+def test_gold_through_the_engine_is_counted_retired_and_never_repeated():
+    from apps.quality.models import GoldExposure
+
+    gold = ["cat", "dog", "bird"]
+    job, items, crowd = _job(
+        6, workers=4, gold=gold, policy={"gold_rate": 1.0, "gold_max_exposures": 2}
+    )
+    gold_ids = {i.pk for i in items if i.gold_label}
+    seen: dict[int, set[int]] = {w.pk: set() for w in crowd}
+    for worker in crowd:
+        for _ in range(3):
+            task = assignment_next(worker=worker, job_id=job.pk)
+            assert isinstance(task, Task)
+            if task.item in gold_ids:
+                assert task.item not in seen[worker.pk]
+                seen[worker.pk].add(task.item)
+            assignment_submit(worker=worker, assignment_id=task.id, label="cat")
+
+    exposures = {e.item_id: e for e in GoldExposure.objects.filter(job=job)}
+    # Each gold item was shown at most twice, then retired; four workers at rate 1 with
+    # three gold items at two showings each: six gold tasks in all.
+    assert sum(e.shown for e in exposures.values()) == 6
+    assert all(e.shown == 2 and e.retired_at is not None for e in exposures.values())
+    assert sum(e.answered for e in exposures.values()) == 6
+    assert {e.item_id: e.correct for e in exposures.values()} == {
+        i.pk: 2 if i.gold_label == "cat" else 0 for i in items if i.gold_label
+    }
+
+
+def test_label_trigger_queues_one_re_aggregation_at_a_time(django_capture_on_commit_callbacks):
+    from django.core.cache import cache
+
+    from apps.quality.services import aggregation_dequeued, maybe_schedule_aggregation
+
+    job, _, _ = _job(0, policy={"reaggregate_every": 2})
+    cache.delete(f"concord:quality:new-labels:{job.pk}")
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        fired = [maybe_schedule_aggregation(job=job) for _ in range(6)]
+    # Every second label triggers, but only the first trigger queues while it is pending.
+    assert fired == [False, True, False, False, False, False]
+    assert len(queued) == 1
+    aggregation_dequeued(job_id=job.pk)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        fired = [maybe_schedule_aggregation(job=job) for _ in range(2)]
+    assert fired == [False, True] and len(queued) == 1
