@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from django.core.cache import cache
 from django.db.models import QuerySet
 from django.db.models.fields.json import KT
@@ -280,6 +279,8 @@ def job_evaluate_strategy(
             f"Unknown strategy {strategy!r}.", details={"strategy": list(algorithms.STRATEGIES)}
         )
     # Tiny models: extra intra-op threads only add synchronization (see bench/routing.py).
+    import torch  # lazily: the web process does not load torch until it trains
+
     torch.set_num_threads(1)
     rounds = max(1, min(int(rounds), EVALUATE_MAX_ROUNDS))
     batch = max(1, min(int(batch), EVALUATE_MAX_BATCH))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Max
@@ -298,6 +297,8 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     the active version on the same unseen held-out items. Then every open item is routed
     with the active version (job_route). Safe to run twice: the second run adds a version.
     """
+    import torch  # lazily: the web process does not load torch until it trains
+
     torch.set_num_threads(TORCH_THREADS)
     started = time.perf_counter()
     job = Job.objects.get(pk=job_id)
@@ -536,6 +537,8 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
     on go to an expert. Every scored item keeps its calibrated probabilities (ItemScore) for
     the model-as-voter.
     """
+    import torch  # lazily: the web process does not load torch until it trains
+
     torch.set_num_threads(TORCH_THREADS)
     version = ModelVersion.objects.filter(job=job, is_active=True).first()
     if version is None:
