@@ -236,7 +236,21 @@ def lock_for_submit(*, assignment_id: int) -> Locked | None:
 
 @cache
 def _record_sql() -> str:
+    from apps.quality.models import WorkerJobQuality
+
     t = _tables()
+    quality = WorkerJobQuality._meta.db_table
+    worker = Worker._meta.db_table
+    # A worker's stored matrix: this job's own estimate, else the latest from an earlier job
+    # with the same classes (history as a prior).
+    best_matrix = f"""
+        SELECT q.confusion FROM {quality} q
+        WHERE q.worker_id = {{worker}}
+          AND (q.job_id = %(job)s OR (q.classes_key = %(key)s AND q.source = 'aggregation'))
+        ORDER BY (q.job_id = %(job)s) DESC, q.updated_at DESC
+        LIMIT 1"""
+    # The item's earlier answers are read from the statement's snapshot, which does not
+    # include the label this statement inserts: the caller appends that one.
     return f"""
 WITH done AS (
     UPDATE {t["assignment"]} SET state = 'submitted', finished_at = %(now)s
@@ -254,9 +268,30 @@ WITH done AS (
     SELECT %(worker)s, %(job)s, label.id, %(kind)s, %(amount)s, 'label:' || label.id, '',
            %(now)s FROM label
     RETURNING id
+), earlier AS (
+    SELECT l.id, l.worker_id, l.value, l.tier, w.status, m.confusion
+    FROM {t["label"]} l
+    JOIN {worker} w ON w.id = l.worker_id
+    LEFT JOIN LATERAL ({best_matrix.format(worker="l.worker_id")}) m ON true
+    WHERE l.item_id = %(item)s
 )
-SELECT label.id, (SELECT count(*) FROM credit) FROM label
+SELECT label.id,
+       (SELECT count(*) FROM credit),
+       (SELECT json_agg(json_build_array(e.worker_id, e.value, e.tier, e.status, e.confusion)
+                        ORDER BY e.id) FROM earlier e)::text,
+       ({best_matrix.format(worker="%(worker)s")})::text
+FROM label
 """
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The stored label, and the item's answers including it (for the label decision)."""
+
+    label: Label
+    answers: list[tuple[int, str, str]]
+    statuses: dict[int, str]
+    matrices: dict[int, list]
 
 
 def record_label(
@@ -265,16 +300,20 @@ def record_label(
     item_id: int,
     job_id: int,
     worker_id: int,
+    worker_status: str,
     value: str,
     tier: str,
     duration_ms: int | None,
     gold_label: str | None,
     amount: Decimal,
+    classes_key: str,
     now: datetime,
-) -> Label:
-    """Mark the assignment submitted, store the label and credit it, in one statement.
+) -> Recorded:
+    """Mark the assignment submitted, store the label and credit it, and read the item's
+    answers with the workers' stored matrices, in one statement.
 
-    Precondition: the assignment is locked, leased and the worker's (checked by the caller).
+    Precondition: the assignment and item are locked, the lease is live and the worker's
+    (checked by the caller).
     """
     is_gold = gold_label is not None
     with connection.cursor() as cursor:
@@ -293,12 +332,17 @@ def record_label(
                 "is_correct": (value == gold_label) if is_gold else None,
                 "kind": LedgerEntry.Kind.LABEL.value,
                 "amount": amount,
+                "key": classes_key,
             },
         )
-        label_id, credited = cursor.fetchone()
+        label_id, credited, earlier, mine = cursor.fetchone()
     if credited != 1:  # pragma: no cover - the statement's inserts are all or nothing
         raise RuntimeError(f"label {label_id} was not credited")
-    return _instance(
+    rows = [
+        *(orjson.loads(earlier) if earlier else []),
+        [worker_id, value, tier, worker_status, _json(mine)],
+    ]
+    label = _instance(
         Label,
         {
             "id": label_id,
@@ -314,48 +358,15 @@ def record_label(
             "created_at": now,
         },
     )
+    return Recorded(
+        label=label,
+        answers=[(w, v, t) for w, v, t, _, _ in rows],
+        statuses={w: st for w, _, _, st, _ in rows},
+        matrices={w: m for w, _, _, _, m in rows if m is not None},
+    )
 
 
 # --------------------------------------------------------------------------- item decision
-
-
-@cache
-def _answers_sql() -> str:
-    from apps.quality.models import WorkerJobQuality
-
-    t = _tables()
-    quality = WorkerJobQuality._meta.db_table
-    worker = Worker._meta.db_table
-    # Each answer with its worker's status and stored matrix: this job's own estimate, else
-    # the latest from an earlier job with the same classes (history as a prior).
-    return f"""
-SELECT l.worker_id, l.value, l.tier, w.status, q.confusion::text
-FROM {t["label"]} l
-JOIN {worker} w ON w.id = l.worker_id
-LEFT JOIN LATERAL (
-    SELECT q.confusion FROM {quality} q
-    WHERE q.worker_id = l.worker_id
-      AND (q.job_id = %(job)s OR (q.classes_key = %(key)s AND q.source = 'aggregation'))
-    ORDER BY (q.job_id = %(job)s) DESC, q.updated_at DESC
-    LIMIT 1
-) q ON true
-WHERE l.item_id = %(item)s
-ORDER BY l.id
-"""
-
-
-def item_answers_with_matrices(
-    *, item_id: int, job_id: int, classes_key: str
-) -> tuple[list[tuple[int, str, str]], dict[int, str], dict[int, list]]:
-    """The item's (worker, value, tier) answers, those workers' statuses and their stored
-    confusion matrices (workers without one are absent), in one query."""
-    with connection.cursor() as cursor:
-        cursor.execute(_answers_sql(), {"item": item_id, "job": job_id, "key": classes_key})
-        rows = cursor.fetchall()
-    answers = [(w, v, t) for w, v, t, _, _ in rows]
-    statuses = {w: s for w, _, _, s, _ in rows}
-    matrices = {w: orjson.loads(c) for w, _, _, _, c in rows if c is not None}
-    return answers, statuses, matrices
 
 
 @cache

@@ -21,6 +21,7 @@ from apps.assignments.models import Assignment, Label
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
 from apps.quality.services import (
+    classes_key,
     gold_pick,
     gold_rate_ceiling,
     gold_rate_for,
@@ -444,12 +445,21 @@ def decide_by_votes(
 
 
 def item_apply_label(
-    *, item: Item, job: Job, value: str, tier: str, worker_id: int, now: datetime
+    *,
+    item: Item,
+    job: Job,
+    value: str,
+    tier: str,
+    worker_id: int,
+    now: datetime,
+    known: tuple[list, dict, dict] | None = None,
 ) -> Decision | None:
     """Turn one lease slot of the item into a label: count the vote and decide the item.
 
     Precondition: the item's row is locked in the current transaction and the label's lease
     is counted in item.n_leases. Returns the decision for non-gold items, None for gold.
+    `known`: the item's (answers, worker statuses, stored matrices) including this label,
+    when the caller already read them (else the quality engine reads them).
     """
     votes = dict(item.vote_counts or {})
     votes[value] = votes.get(value, 0) + 1
@@ -468,7 +478,7 @@ def item_apply_label(
             )
         elif item.state == Item.State.OPEN and job.effective_policy.get("aggregation") != "mv":
             # The quality engine: a posterior from the workers' confusion matrices.
-            decision = item_decide_after_label(job=job, item=item)
+            decision = item_decide_after_label(job=job, item=item, known=known)
         elif item.state == Item.State.OPEN:
             decision = decide_by_votes(
                 vote_counts=votes,
@@ -647,19 +657,24 @@ def assignment_submit(
             )
         if duration_ms is None:
             duration_ms = int((now - assignment.leased_at).total_seconds() * 1000)
+        known = None
         if item is not None:
-            stored = fastpath.record_label(
+            recorded = fastpath.record_label(
                 assignment_id=assignment.pk,
                 item_id=item.pk,
                 job_id=job.pk,
                 worker_id=worker.pk,
+                worker_status=worker.status,
                 value=label,
                 tier=worker.tier,
                 duration_ms=duration_ms,
                 gold_label=item.gold_label,
                 amount=label_price(pricing=job.effective_pricing, tier=worker.tier),
+                classes_key=classes_key(job.classes),
                 now=now,
             )
+            stored = recorded.label
+            known = (recorded.answers, recorded.statuses, recorded.matrices)
         else:
             item, stored = _record_label_orm(
                 assignment=assignment,
@@ -670,7 +685,13 @@ def assignment_submit(
                 now=now,
             )
         decision = item_apply_label(
-            item=item, job=job, value=label, tier=worker.tier, worker_id=worker.pk, now=now
+            item=item,
+            job=job,
+            value=label,
+            tier=worker.tier,
+            worker_id=worker.pk,
+            now=now,
+            known=known,
         )
         if decision is not None and decision.settled:
             transaction.on_commit(lambda: job_complete_if_done(job_id=job.pk))

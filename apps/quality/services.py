@@ -959,21 +959,20 @@ def items_reconsider_without(*, worker_id: int, job: Job) -> list[int]:
 # --------------------------------------------------------------------------- engine hooks
 
 
-def item_decide_after_label(*, job: Job, item: Item) -> ItemDecision:
+def item_decide_after_label(
+    *, job: Job, item: Item, known: tuple[list, dict, dict] | None = None
+) -> ItemDecision:
     """The decision for an open item whose newest label is already stored.
 
+    `known`: the item's (answers, worker statuses, stored matrices) when the caller already
+    read them with the label's write (the PostgreSQL hot path); otherwise read here.
     Precondition: the item's row is locked in the current transaction.
     """
-    from apps.assignments import fastpath
-
-    stored = None
-    if fastpath.enabled():
-        # PostgreSQL: answers, statuses and stored matrices in one query.
-        answers, statuses, stored = fastpath.item_answers_with_matrices(
-            item_id=item.pk, job_id=job.pk, classes_key=classes_key(job.classes)
-        )
+    if known is not None:
+        answers, statuses, stored = known
     else:
         answers, statuses = item_answers(item_id=item.pk)
+        stored = None
     return item_decide(
         job=job,
         answers=answers,

@@ -222,10 +222,10 @@ def test_next_and_submit_query_counts(make_actor, job, django_assert_max_num_que
     with django_assert_max_num_queries(5 if postgres else 8):
         task = actor.client.post(NEXT).json()
     # PostgreSQL: token with worker, locked assignment with item and job, one statement for
-    # assignment + label + ledger, answers with matrices, item update (+ 2).
+    # assignment + label + ledger + the item's answers with matrices, item update (+ 2).
     # SQLite: token, worker, assignment, item, assignment update, label, ledger, answers,
     # matrices, item update (+ 2).
-    with django_assert_max_num_queries(7 if postgres else 12):
+    with django_assert_max_num_queries(6 if postgres else 12):
         actor.client.post(
             f"/api/v1/assignments/{task['id']}/submit/", {"label": "cat"}, format="json"
         )

@@ -449,9 +449,23 @@ def test_the_job_completes_when_every_non_gold_item_is_settled(django_capture_on
     assert job.completed_at is not None
 
 
-def test_gold_is_mixed_in_at_the_rate_and_never_twice_per_worker():
+@pytest.mark.parametrize(
+    ("new_factor", "rate"),
+    [
+        pytest.param(1.0, 0.2, id="the-jobs-rate"),
+        # A worker with no gold answers yet gets more gold (adaptive rate, apps.quality).
+        pytest.param(2.0, 0.4, id="new-worker-double"),
+    ],
+)
+def test_gold_is_mixed_in_at_the_rate_and_never_twice_per_worker(new_factor, rate):
     job = JobFactory(
-        policy={"min_labels": 1, "max_labels": 1, "gold_rate": 0.2, "aggregation": "mv"}
+        policy={
+            "min_labels": 1,
+            "max_labels": 1,
+            "gold_rate": 0.2,
+            "gold_new_factor": new_factor,
+            "aggregation": "mv",
+        }
     )
     make_items(job, 400, gold=["cat"] * 150)
     worker = make_worker()
@@ -462,8 +476,9 @@ def test_gold_is_mixed_in_at_the_rate_and_never_twice_per_worker():
 
     gold = Assignment.objects.filter(worker=worker, is_gold=True)
     assert all(isinstance(task, Task) for task in tasks)
-    # 300 draws at p=0.2: mean 60, sd 6.9; +-3 sd.
-    assert 39 <= gold.count() <= 81
+    # 300 draws at p: +-3 sd (p=0.2: 60 +- 21; p=0.4: 120 +- 25).
+    mean, sd = 300 * rate, (300 * rate * (1 - rate)) ** 0.5
+    assert mean - 3 * sd <= gold.count() <= mean + 3 * sd
     assert gold.values("item_id").distinct().count() == gold.count()
 
 
