@@ -74,3 +74,14 @@ def _celery_eager():
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
     return
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Cached per-job values (class priors, counters, locks) must not leak between tests:
+    rolled-back tests reuse ids on SQLite."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
