@@ -103,3 +103,29 @@ def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
         HTTP_AUTHORIZATION=f"Token {tokens['demo-annotator']}",
     )
     assert response.status_code == 200, response.content
+
+
+def test_the_web_process_does_not_import_torch_until_it_trains():
+    """torch costs ~2 s and ~180 MB per process; only routing's training and scoring need it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
+        "from config.wsgi import application\n"
+        "from django.urls import resolve\n"
+        "resolve('/api/v1/jobs/1/evaluate-strategy/')\n"
+        "assert 'torch' not in sys.modules, 'torch imported at startup'\n"
+        "from apps.routing import algorithms\n"
+        "algorithms.train_routing_model\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "DEBUG": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from apps.routing.algorithms.names import STRATEGIES
 from apps.routing.algorithms.threshold import (
     ThresholdChoice,
     choose_threshold,
@@ -43,7 +44,6 @@ _LAZY = {
     "predict_logits": "model",
     "predict_proba": "model",
     "train_routing_model": "model",
-    "STRATEGIES": "replay",
     "LearningCurves": "replay",
     "query_scores": "replay",
     "replay_learning_curves": "replay",

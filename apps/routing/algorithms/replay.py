@@ -19,17 +19,6 @@ from apps.routing.algorithms.strategies import (
     select_batch,
 )
 
-STRATEGIES = (
-    "fifo",
-    "random",
-    "least_confidence",
-    "margin",
-    "entropy",
-    "medium_mix",
-    "density",
-    "committee",
-)
-
 
 def query_scores(
     strategy: str,
