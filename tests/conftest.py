@@ -82,6 +82,10 @@ def _fresh_cache():
     rolled-back tests reuse ids on SQLite."""
     from django.core.cache import cache
 
+    from apps.quality.services import local_caches_clear
+
     cache.clear()
+    local_caches_clear()
     yield
     cache.clear()
+    local_caches_clear()

@@ -85,7 +85,8 @@ def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
 
     job = Job.objects.get(name="Demo: animal photos")
     assert job.status == Job.Status.RUNNING
-    assert Job.objects.count() == 1 and Item.objects.filter(job=job).count() == 45
+    assert Job.objects.count() == 1
+    assert Item.objects.filter(job=job).count() == 45
     assert Item.objects.filter(job=job, n_labels__gt=0).exists()
     assert invariant_violations(job_id=job.pk) == []
     tokens = dict(

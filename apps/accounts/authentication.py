@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
@@ -15,6 +17,7 @@ from apps.accounts.services import token_digest
 WORKER_ATTR = "_concord_worker"
 
 
+@functools.cache
 def _token_sql() -> str:
     from apps.workforce.models import Worker
 

@@ -38,6 +38,10 @@ JOB_COLUMNS = ("id", "status", "label_schema", "instructions", "policy", "pricin
 LIVE_STATES = (Assignment.State.LEASED, Assignment.State.SUBMITTED)
 
 
+# Seeding a Random per request reads os.urandom; one per process is enough for gold draws.
+_RNG = random.Random()
+
+
 class IdleReason(enum.StrEnum):
     """Why a worker got no task: the `Concord-Idle-Reason` header of a 204."""
 
@@ -353,7 +357,7 @@ def assignment_next(
     if worker.status == Worker.Status.SUSPENDED:
         return Idle(IdleReason.WORKER_SUSPENDED)
     now = now or timezone.now()
-    rng = rng or random.Random()
+    rng = rng or _RNG
     jobs = worker_open_jobs(worker=worker, job_id=job_id)
     if not jobs:
         return Idle(IdleReason.NO_OPEN_JOB, retry_after=NO_OPEN_JOB_RETRY_S)

@@ -174,21 +174,39 @@ def _prior_cache_key(job_id: int) -> str:
     return f"concord:quality:class-prior:{job_id}"
 
 
+# A per-process copy of each job's class prior for a few seconds: it is read on every
+# submit and changes once per aggregation run, so the shared cache is asked rarely.
+_LOCAL_PRIORS: dict[int, tuple[float, list]] = {}
+_LOCAL_PRIOR_SECONDS = 10.0
+
+
+def local_caches_clear() -> None:
+    """Forget the per-process copies (tests; a process that must see a change at once)."""
+    _LOCAL_PRIORS.clear()
+
+
 def job_class_prior(*, job: Job) -> np.ndarray:
     """The class frequencies of the job's latest aggregation (uniform before the first).
 
-    Cached for a minute: it is read on every submit and changes only per aggregation run.
+    Cached for a minute (and per process for a few seconds): it is read on every submit and
+    changes only per aggregation run.
     """
     k = len(job.classes)
-    prior = cache.get(_prior_cache_key(job.pk))
-    if prior is None:
-        prior = (
-            AggregationRun.objects.filter(job=job)
-            .order_by("-id")
-            .values_list("class_prior", flat=True)
-            .first()
-        ) or []
-        cache.set(_prior_cache_key(job.pk), prior, timeout=60)
+    now = time.monotonic()
+    local = _LOCAL_PRIORS.get(job.pk)
+    if local is not None and local[0] > now:
+        prior = local[1]
+    else:
+        prior = cache.get(_prior_cache_key(job.pk))
+        if prior is None:
+            prior = (
+                AggregationRun.objects.filter(job=job)
+                .order_by("-id")
+                .values_list("class_prior", flat=True)
+                .first()
+            ) or []
+            cache.set(_prior_cache_key(job.pk), prior, timeout=60)
+        _LOCAL_PRIORS[job.pk] = (now + _LOCAL_PRIOR_SECONDS, prior)
     if len(prior) == k:
         return np.asarray(prior, dtype=np.float64)
     return np.full(k, 1.0 / k)
@@ -595,6 +613,7 @@ def job_aggregate(
         _write_worker_qualities(job=job, arrays=arrays, result=result)
         _write_item_results(job=job, arrays=arrays, result=result, agreement=agreement, run=run)
         cache.set(_prior_cache_key(job.pk), run.class_prior, timeout=60)
+        _LOCAL_PRIORS.pop(job.pk, None)
         run.seconds = time.perf_counter() - started
         run.save(update_fields=["seconds"])
     return run

@@ -198,13 +198,15 @@ def test_suspension_drops_the_workers_labels_and_reopens_what_they_settled():
     assert (first.state, first.label, first.source) == ("open", None, None)
     assert first.labels_needed == first.n_labels + first.n_leases + 1 == 3
     weights = {w["worker"]: w["weight"] for w in first.result_meta["workers"]}
-    assert weights[spammer.pk] == 0.0 and weights[honest.pk] > 0
+    assert weights[spammer.pk] == 0.0
+    assert weights[honest.pk] > 0
     reopen = QualityDecision.objects.get(worker=spammer, action="reopen")
     assert first.pk in reopen.details["items"]
     assert decision.reason == "gold_accuracy"
     # The reopened item is offered again, to someone who has not labeled it.
     task = assignment_next(worker=third, job_id=job.pk)
-    assert isinstance(task, Task) and task.item == first.pk
+    assert isinstance(task, Task)
+    assert task.item == first.pk
     # The suspended worker gets nothing.
     assert assignment_next(worker=spammer, job_id=job.pk).reason == "worker_suspended"
 
@@ -253,4 +255,5 @@ def test_label_trigger_queues_one_re_aggregation_at_a_time(django_capture_on_com
     aggregation_dequeued(job_id=job.pk)
     with django_capture_on_commit_callbacks(execute=False) as queued:
         fired = [maybe_schedule_aggregation(job=job) for _ in range(2)]
-    assert fired == [False, True] and len(queued) == 1
+    assert fired == [False, True]
+    assert len(queued) == 1
