@@ -130,3 +130,38 @@ def test_the_web_process_does_not_import_torch_until_it_trains():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prepared_statements_are_planned_once_per_session_and_survive_rollbacks():
+    from django.db import connection, transaction
+
+    from apps.common.prepared import Prepared
+
+    if connection.vendor != "postgresql":
+        pytest.skip("server-side prepared statements are PostgreSQL's")
+    statement = Prepared(
+        "concord_test_add", "SELECT %(a)s + %(b)s + %(a)s", {"a": "int", "b": "int"}
+    )
+    with connection.cursor() as cursor:
+        statement.execute(cursor, {"a": 1, "b": 10})
+        assert cursor.fetchone() == (12,)
+    # Prepared inside a transaction that rolls back: the session keeps the statement.
+    other = Prepared("concord_test_mul", "SELECT %(a)s * %(b)s", {"a": "int", "b": "int"})
+    with transaction.atomic(), connection.cursor() as cursor:
+        other.execute(cursor, {"a": 2, "b": 20})
+        transaction.set_rollback(True)
+    with connection.cursor() as cursor:
+        other.execute(cursor, {"a": 3, "b": 30})
+        assert cursor.fetchone() == (90,)
+        statement.execute(cursor, {"a": 3, "b": 30})
+        assert cursor.fetchone() == (36,)
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = %s", ["concord_test_add"]
+        )
+        assert cursor.fetchone() == (1,)
+    # A new session prepares it again.
+    connection.close()
+    with connection.cursor() as cursor:
+        statement.execute(cursor, {"a": 4, "b": 40})
+        assert cursor.fetchone() == (48,)

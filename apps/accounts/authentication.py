@@ -11,6 +11,7 @@ from rest_framework import authentication, exceptions
 
 from apps.accounts.models import ApiToken
 from apps.accounts.services import token_digest
+from apps.common.prepared import Prepared
 
 # The user's worker record travels with the token: annotators call `next` and `submit` all
 # day, and one query per request for both is the difference on the hot path.
@@ -29,8 +30,13 @@ def _token_sql() -> str:
         f"FROM {ApiToken._meta.db_table} t "
         f"JOIN {user_model._meta.db_table} u ON u.id = t.user_id "
         f"LEFT JOIN {Worker._meta.db_table} w ON w.user_id = u.id "
-        f"WHERE t.digest = %s AND t.revoked_at IS NULL"
+        f"WHERE t.digest = %(digest)s AND t.revoked_at IS NULL"
     )
+
+
+@functools.cache
+def _token_statement() -> Prepared:
+    return Prepared("concord_token", _token_sql(), {"digest": "text"})
 
 
 class HashedTokenAuthentication(authentication.TokenAuthentication):
@@ -43,7 +49,7 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
             return self._authenticate_orm(key)
         user_model = get_user_model()
         with connection.cursor() as cursor:
-            cursor.execute(_token_sql(), [token_digest(key)])
+            _token_statement().execute(cursor, {"digest": token_digest(key)})
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")

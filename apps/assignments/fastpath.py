@@ -20,6 +20,7 @@ import orjson
 from django.db import connection, models
 
 from apps.assignments.models import Assignment, Label
+from apps.common.prepared import Prepared
 from apps.jobs.models import Item, Job
 from apps.workforce.models import LedgerEntry, Pool, Worker
 
@@ -71,6 +72,14 @@ def _open_jobs_sql(one_job: bool) -> str:
     )
 
 
+@cache
+def _open_jobs_statement(one_job: bool) -> Prepared:
+    sql = _open_jobs_sql(one_job).replace("%s", "%(worker)s", 1).replace("%s", "%(job)s", 1)
+    return Prepared(
+        f"concord_open_jobs{'_one' if one_job else ''}", sql, {"worker": "bigint", "job": "bigint"}
+    )
+
+
 def _job_from_row(row: tuple) -> Job:
     return _instance(
         Job,
@@ -88,9 +97,10 @@ def _job_from_row(row: tuple) -> Job:
 
 def open_jobs(*, worker_id: int, job_id: int | None) -> list[Job]:
     """Running jobs open to one of the worker's pools, in one query."""
-    params = [worker_id] if job_id is None else [worker_id, job_id]
     with connection.cursor() as cursor:
-        cursor.execute(_open_jobs_sql(job_id is not None), params)
+        _open_jobs_statement(job_id is not None).execute(
+            cursor, {"worker": worker_id, "job": job_id}
+        )
         return [_job_from_row(row) for row in cursor.fetchall()]
 
 
@@ -123,6 +133,19 @@ FROM lease JOIN c ON c.id = lease.item_id
 """
 
 
+@cache
+def _lease_statement() -> Prepared:
+    types = {
+        "job": "bigint",
+        "state": "text",
+        "worker": "bigint",
+        "spread": "boolean",
+        "now": "timestamptz",
+        "expires": "timestamptz",
+    }
+    return Prepared("concord_lease", _lease_sql(), types)
+
+
 @dataclass(frozen=True)
 class Leased:
     assignment_id: int
@@ -143,8 +166,8 @@ def lease(
     item (the (item, worker) constraint).
     """
     with connection.cursor() as cursor:
-        cursor.execute(
-            _lease_sql(),
+        _lease_statement().execute(
+            cursor,
             {
                 "job": job_id,
                 "worker": worker_id,
@@ -187,6 +210,15 @@ def _lock_sql() -> str:
     )
 
 
+@cache
+def _lock_statement() -> Prepared:
+    return Prepared(
+        "concord_lock_for_submit",
+        _lock_sql().replace("%s", "%(assignment)s"),
+        {"assignment": "bigint"},
+    )
+
+
 @dataclass(frozen=True)
 class Locked:
     assignment: Assignment
@@ -199,7 +231,7 @@ def lock_for_submit(*, assignment_id: int) -> Locked | None:
     Precondition: inside a transaction.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_lock_sql(), [assignment_id])
+        _lock_statement().execute(cursor, {"assignment": assignment_id})
         row = cursor.fetchone()
     if row is None:
         return None
@@ -284,6 +316,26 @@ FROM label
 """
 
 
+@cache
+def _record_statement() -> Prepared:
+    types = {
+        "now": "timestamptz",
+        "assignment": "bigint",
+        "item": "bigint",
+        "job": "bigint",
+        "worker": "bigint",
+        "value": "text",
+        "tier": "text",
+        "duration": "integer",
+        "is_gold": "boolean",
+        "is_correct": "boolean",
+        "kind": "text",
+        "amount": "numeric",
+        "key": "text",
+    }
+    return Prepared("concord_record_label", _record_sql(), types)
+
+
 @dataclass(frozen=True)
 class Recorded:
     """The stored label, and the item's answers including it (for the label decision)."""
@@ -317,8 +369,8 @@ def record_label(
     """
     is_gold = gold_label is not None
     with connection.cursor() as cursor:
-        cursor.execute(
-            _record_sql(),
+        _record_statement().execute(
+            cursor,
             {
                 "now": now,
                 "assignment": assignment_id,

@@ -214,7 +214,10 @@ def test_experts_use_the_same_api(make_actor, job):
 
 def test_next_and_submit_query_counts(make_actor, job, django_assert_max_num_queries):
     actor, _ = _annotator(make_actor, job)
-    actor.client.post(NEXT)  # warm the token's last_used_at
+    # Warm up: the token's last_used_at, and on PostgreSQL the per-session prepared
+    # statements (planned once per connection, then only executed).
+    warm = actor.client.post(NEXT).json()
+    actor.client.post(f"/api/v1/assignments/{warm['id']}/submit/", {"label": "cat"}, format="json")
 
     # PostgreSQL: token with worker, open jobs, one lease statement (+ savepoint pair in
     # tests). SQLite: token, worker, open jobs, candidate, lease count, insert (+ 2).
