@@ -82,10 +82,13 @@ def _fresh_cache():
     rolled-back tests reuse ids on SQLite."""
     from django.core.cache import cache
 
+    from apps.accounts.authentication import forget_cached_credentials
     from apps.quality.services import local_caches_clear
 
     cache.clear()
     local_caches_clear()
+    forget_cached_credentials()
     yield
     cache.clear()
     local_caches_clear()
+    forget_cached_credentials()

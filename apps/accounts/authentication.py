@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -34,6 +35,21 @@ def _token_sql() -> str:
     )
 
 
+# Credentials looked up on PostgreSQL are kept per process for a few seconds: annotators
+# send two requests per label all day, and the lookup was a fifth of a request's time.
+# A revoked token, a deactivated user or a worker's new status is seen within that time
+# (at once in the process that made the change, which calls forget_cached_credentials);
+# leases check the worker's status in the database themselves, so a banned or suspended
+# worker never gets a task.
+CREDENTIALS_TTL_S = 5.0
+CREDENTIALS_MAX = 10_000
+_CREDENTIALS: dict[str, tuple[float, tuple | None]] = {}
+
+
+def forget_cached_credentials() -> None:
+    _CREDENTIALS.clear()
+
+
 @functools.cache
 def _token_statement() -> Prepared:
     return Prepared("concord_token", _token_sql(), {"digest": "text"})
@@ -48,9 +64,18 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         if connection.vendor != "postgresql":
             return self._authenticate_orm(key)
         user_model = get_user_model()
-        with connection.cursor() as cursor:
-            _token_statement().execute(cursor, {"digest": token_digest(key)})
-            row = cursor.fetchone()
+        digest = token_digest(key)
+        now = time.monotonic()
+        cached = _CREDENTIALS.get(digest)
+        if cached is not None and cached[0] > now:
+            row = cached[1]
+        else:
+            with connection.cursor() as cursor:
+                _token_statement().execute(cursor, {"digest": digest})
+                row = cursor.fetchone()
+            if len(_CREDENTIALS) >= CREDENTIALS_MAX:
+                _CREDENTIALS.clear()
+            _CREDENTIALS[digest] = (now + CREDENTIALS_TTL_S, row)
         if row is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         user_fields = [f.attname for f in user_model._meta.concrete_fields]
@@ -90,4 +115,5 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         now = timezone.now()
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            forget_cached_credentials()
         return user, token

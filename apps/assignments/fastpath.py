@@ -107,12 +107,17 @@ def open_jobs(*, worker_id: int, job_id: int | None) -> list[Job]:
 @cache
 def _lease_sql() -> str:
     t = _tables()
+    worker = Worker._meta.db_table
     return f"""
 WITH c AS MATERIALIZED (
     SELECT i.id, i.external_id, i.payload, i.prediction FROM {t["item"]} i
     WHERE i.job_id = %(job)s AND i.state = %(state)s AND i.gold_label IS NULL
       AND i.n_labels < i.labels_needed - i.n_leases
       AND (i.n_leases = 0 OR NOT %(spread)s)
+      -- The worker's status is read here, not trusted from the request's credentials.
+      AND EXISTS (
+          SELECT 1 FROM {worker} ww WHERE ww.id = %(worker)s AND ww.status = 'active'
+      )
       AND NOT EXISTS (
           SELECT 1 FROM {t["assignment"]} a WHERE a.item_id = i.id AND a.worker_id = %(worker)s
       )

@@ -273,3 +273,36 @@ def test_hot_path_bodies_match_their_documented_serializers(make_actor, job):
         f"/api/v1/assignments/{body['id']}/submit/", {"label": body["classes"][1]}, format="json"
     )
     assert again.json() == label
+
+
+def test_a_worker_banned_behind_the_credentials_cache_still_gets_no_task(make_actor, job):
+    """Credentials are cached per process for a few seconds; the lease itself reads the
+    worker's status, so a ban made elsewhere (another process, here a bare UPDATE that no
+    cache hears of) stops new leases at once."""
+    from apps.accounts.authentication import forget_cached_credentials
+
+    actor, worker = _annotator(make_actor, job)
+    first = actor.client.post(NEXT)
+    assert first.status_code == 200
+    Worker.objects.filter(pk=worker.pk).update(status=Worker.Status.BANNED)
+
+    response = actor.client.post(NEXT)
+
+    assert response.status_code == 204
+    assert Assignment.objects.filter(worker=worker).count() == 1
+    # Once the cached credentials lapse, the worker is told why.
+    forget_cached_credentials()
+    response = actor.client.post(NEXT)
+    assert response["Concord-Idle-Reason"] == "worker_banned"
+
+
+def test_a_revoked_token_stops_working_once_its_cached_credentials_lapse(make_actor, job):
+    from apps.accounts.authentication import forget_cached_credentials
+    from apps.accounts.models import ApiToken
+
+    actor, _ = _annotator(make_actor, job)
+    assert actor.client.post(NEXT).status_code == 200
+    ApiToken.objects.filter(user=actor.user).update(revoked_at=timezone.now())
+    forget_cached_credentials()  # what the TTL does within seconds in every process
+
+    assert actor.client.post(NEXT).status_code == 401
