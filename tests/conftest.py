@@ -83,12 +83,15 @@ def _fresh_cache():
     from django.core.cache import cache
 
     from apps.accounts.authentication import forget_cached_credentials
+    from apps.assignments.fastpath import forget_open_jobs
     from apps.quality.services import local_caches_clear
 
-    cache.clear()
-    local_caches_clear()
-    forget_cached_credentials()
+    def forget() -> None:
+        cache.clear()
+        local_caches_clear()
+        forget_cached_credentials()
+        forget_open_jobs()
+
+    forget()
     yield
-    cache.clear()
-    local_caches_clear()
-    forget_cached_credentials()
+    forget()

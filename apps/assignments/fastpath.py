@@ -10,6 +10,7 @@ enforced by the database's constraints. Table names come from the models' metada
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -95,8 +96,35 @@ def _job_from_row(row: tuple) -> Job:
     )
 
 
+# The jobs open to each worker, kept per process for a moment: a worker asks for work all
+# day and this rarely changes. A change through the ORM in this process (pool members,
+# pool jobs, a job saved) clears it at once (apps.assignments.apps connects the signals);
+# other processes see it within OPEN_JOBS_TTL_S. A paused or stopped job is never leased
+# from a stale list: the lease statement checks the job's status itself.
+OPEN_JOBS_TTL_S = 2.0
+OPEN_JOBS_MAX = 50_000
+_OPEN_JOBS: dict[tuple[int, int | None], tuple[float, list[Job]]] = {}
+
+
+def forget_open_jobs(**_: Any) -> None:
+    _OPEN_JOBS.clear()
+
+
 def open_jobs(*, worker_id: int, job_id: int | None) -> list[Job]:
-    """Running jobs open to one of the worker's pools, in one query."""
+    """Running jobs open to one of the worker's pools (one query, then cached briefly)."""
+    key = (worker_id, job_id)
+    now = time.monotonic()
+    cached = _OPEN_JOBS.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    jobs = _open_jobs_query(worker_id=worker_id, job_id=job_id)
+    if len(_OPEN_JOBS) >= OPEN_JOBS_MAX:
+        _OPEN_JOBS.clear()
+    _OPEN_JOBS[key] = (now + OPEN_JOBS_TTL_S, jobs)
+    return jobs
+
+
+def _open_jobs_query(*, worker_id: int, job_id: int | None) -> list[Job]:
     with connection.cursor() as cursor:
         _open_jobs_statement(job_id is not None).execute(
             cursor, {"worker": worker_id, "job": job_id}
@@ -114,6 +142,7 @@ WITH c AS MATERIALIZED (
     WHERE i.job_id = %(job)s AND i.state = %(state)s AND i.gold_label IS NULL
       AND i.n_labels < i.labels_needed - i.n_leases
       AND (i.n_leases = 0 OR NOT %(spread)s)
+      AND EXISTS (SELECT 1 FROM {t["job"]} jj WHERE jj.id = %(job)s AND jj.status = 'running')
       -- The worker's status is read here, not trusted from the request's credentials.
       AND EXISTS (
           SELECT 1 FROM {worker} ww WHERE ww.id = %(worker)s AND ww.status = 'active'

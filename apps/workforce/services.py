@@ -208,12 +208,21 @@ def pool_job_open(*, pool: Pool, job: Job) -> bool:
     except IntegrityError:
         # A concurrent open won the race; the job is open either way.
         created = False
+    _forget_open_jobs()
     return created
+
+
+def _forget_open_jobs() -> None:
+    """Through-table rows written directly send no signals: tell the engine's cache."""
+    from apps.assignments.fastpath import forget_open_jobs
+
+    forget_open_jobs()
 
 
 def pool_job_close(*, pool: Pool, job: Job) -> bool:
     """Close the job to the pool; live leases run out normally. True if it was open."""
     deleted, _ = Pool.jobs.through.objects.filter(pool_id=pool.pk, job_id=job.pk).delete()
+    _forget_open_jobs()
     return deleted > 0
 
 

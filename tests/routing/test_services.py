@@ -13,6 +13,7 @@ from django.core.cache import cache as django_cache
 from django.utils import timezone
 from sklearn.datasets import load_digits
 
+from apps.assignments.fastpath import forget_open_jobs
 from apps.assignments.services import assignment_next, assignment_submit
 from apps.jobs.models import Item, Job
 from apps.quality.services import item_decide, item_posterior_from_labels, one_coin_confusion
@@ -558,11 +559,14 @@ def test_prelabels_show_the_model_suggestion_and_are_measured_on_gold():
 
     # A gold answer with a pre-label and one without (the switch turned off meanwhile).
     Job.objects.filter(pk=job.pk).update(policy={**job.policy, "gold_rate": 1.0})
+    # A bare UPDATE reaches the engine's per-process job cache within a moment; now here.
+    forget_open_jobs()
     gold_task = assignment_next(worker=shown, rng=random.Random(0))
     assert gold_task.item == gold.pk
     assignment_submit(worker=shown, assignment_id=gold_task.id, label="dog")
     Job.objects.filter(pk=job.pk).update(routing={**job.routing, "prelabels": False})
     django_cache.clear()
+    forget_open_jobs()
     plain_task = assignment_next(worker=plain, rng=random.Random(0))
     assert plain_task.item == gold.pk
     assert plain_task.prelabel is None

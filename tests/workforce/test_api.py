@@ -210,7 +210,8 @@ def test_open_a_job_to_a_pool_lets_its_workers_work(ops_actor):
     assert (opened.status_code, opened.json()) == (201, {"job": job.pk, "pools": [pool.pk]})
     assert again.status_code == 200
     assert list(Pool.objects.get().jobs.all()) == [job]
-    assert assignment_next(worker=worker).job == job.pk
+    task = assignment_next(worker=worker)
+    assert getattr(task, "job", None) == job.pk, task
     assert ops_actor.client.get(f"/api/v1/jobs/{job.pk}/pools/").json() == {
         "job": job.pk,
         "pools": [pool.pk],
