@@ -102,7 +102,7 @@ def _job_from_row(row: tuple) -> Job:
 # other processes see it within OPEN_JOBS_TTL_S. A paused or stopped job is never leased
 # from a stale list: the lease statement checks the job's status itself.
 OPEN_JOBS_TTL_S = 2.0
-OPEN_JOBS_MAX = 50_000
+OPEN_JOBS_MAX = 5_000  # entries (workers seen in the last moments); then start over
 _OPEN_JOBS: dict[tuple[int, int | None], tuple[float, list[Job]]] = {}
 
 
