@@ -206,8 +206,13 @@ def _lease(*, job: Job, worker: Worker, item: Item, is_gold: bool, now: datetime
         leased_at=now,
         expires_at=now + timedelta(seconds=lease_seconds),
     )
+    return _task(job=job, item=item, assignment_id=assignment.pk, expires_at=assignment.expires_at)
+
+
+def _task(*, job: Job, item: Item, assignment_id: int, expires_at: datetime) -> Task:
+    """The leased item as the annotator sees it (with its pre-label, recorded if shown)."""
     return Task(
-        id=assignment.pk,
+        id=assignment_id,
         job=job.pk,
         item=item.pk,
         external_id=item.external_id,
@@ -215,7 +220,7 @@ def _lease(*, job: Job, worker: Worker, item: Item, is_gold: bool, now: datetime
         classes=job.classes,
         instructions=job.instructions,
         prelabel=_prelabel(job=job, item=item),
-        expires_at=assignment.expires_at,
+        expires_at=expires_at,
     )
 
 
@@ -258,16 +263,10 @@ def _try_lease_fast(*, job: Job, worker: Worker, states: list[str], now: datetim
         else:
             leased = lease()
         if leased is not None:
-            item = leased.item
-            return Task(
-                id=leased.assignment_id,
-                job=job.pk,
-                item=item.pk,
-                external_id=item.external_id,
-                payload=item.payload,
-                classes=job.classes,
-                instructions=job.instructions,
-                prelabel=_prelabel(job=job, item=item),
+            return _task(
+                job=job,
+                item=leased.item,
+                assignment_id=leased.assignment_id,
                 expires_at=leased.expires_at,
             )
     return None

@@ -6,17 +6,12 @@ from typing import Any
 
 from rest_framework import serializers
 
-AGGREGATION_METHODS = ("default", "mv", "wmv", "ds", "one_coin", "glad", "mace")
-ROUTING_STRATEGIES = (
-    "fifo",
-    "random",
-    "least_confidence",
-    "margin",
-    "entropy",
-    "medium_mix",
-    "density",
-    "committee",
-)
+from apps.quality.algorithms.aggregation import METHODS as AGGREGATORS
+from apps.routing.algorithms.names import STRATEGIES
+
+# The names the kernels know, so that a policy can only name a method that exists.
+AGGREGATION_METHODS = tuple(AGGREGATORS)
+ROUTING_STRATEGIES = STRATEGIES
 
 
 class LabelSchemaSerializer(serializers.Serializer):

@@ -73,6 +73,7 @@ def test_client_creates_draft_job_with_merged_policy(client_actor):
         ),
         pytest.param({"policy": {"escalation": {"typo": "qc"}}}, "policy", id="bad-reason"),
         pytest.param({"policy": {"expert_weight": -1}}, "policy", id="negative-expert-weight"),
+        pytest.param({"policy": {"aggregation": "one_coin"}}, "policy", id="unknown-method"),
     ],
 )
 def test_invalid_job_spec_is_a_400_naming_the_field(client_actor, overrides, field):
@@ -438,3 +439,16 @@ def test_unknown_job_is_404_in_error_shape(client_actor):
     response = client_actor.client.get("/api/v1/jobs/999999/")
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+@pytest.mark.parametrize("method", ["default", "mv", "wmv", "ds", "onecoin", "glad", "mace"])
+def test_every_aggregation_method_a_policy_may_name_runs(client_actor, method):
+    from apps.quality.algorithms import aggregate
+
+    response = client_actor.client.post(
+        "/api/v1/jobs/", job_spec(policy={"aggregation": method}), format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["policy"]["aggregation"] == method
+    result = aggregate([0, 0, 1], [0, 1, 0], [1, 1, 2], 3, method=method)
+    assert result.posteriors.shape == (2, 3)

@@ -21,26 +21,18 @@ from apps.quality.services import (
     gold_record_shown,
 )
 from apps.workforce.models import Worker
-from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
+from tests.quality.test_services import _job as crowd_job
+from tests.workforce.factories import make_worker
 
 pytestmark = pytest.mark.django_db
 CLASSES = ["cat", "dog", "bird"]
 
 
 def _job(n_items=2, *, workers=1, policy=None, gold=()):
-    job = JobFactory(
-        policy={
-            "min_labels": 2,
-            "max_labels": 4,
-            "gold_rate": 0.1,
-            "target_confidence": 0.9,
-            **(policy or {}),
-        }
+    """The quality tests' job, with some gold mixed in by default."""
+    return crowd_job(
+        n_items, workers=workers, policy={"gold_rate": 0.1, **(policy or {})}, gold=gold
     )
-    items = make_items(job, n_items, gold=gold)
-    crowd = [make_worker() for _ in range(workers)]
-    make_pool(jobs=[job], workers=crowd)
-    return job, items, crowd
 
 
 def _gold(items: list[Item]) -> list[Item]:
