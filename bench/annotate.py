@@ -304,6 +304,58 @@ def run(target, args_for, clients: int, seconds: float) -> tuple[Stats, float]:
     return stats, time.monotonic() - started
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+
+def _children(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for kid in kids:
+            found += _children(int(kid))
+    return found
+
+
+def cpu_snapshot(server: subprocess.Popen, worker: subprocess.Popen) -> dict[str, dict[int, float]]:
+    """CPU seconds used so far by each process on each side of the benchmark (Linux /proc):
+    the web server, the Celery worker, PostgreSQL's processes and this client. Gives the
+    cost per label, which other load on a shared machine disturbs far less than throughput."""
+    postgres: dict[int, float] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() == "postgres":
+                postgres[int(proc.name)] = _cpu_seconds(int(proc.name))
+        except OSError:
+            continue
+    return {
+        "web": {p: _cpu_seconds(p) for p in _children(server.pid)},
+        "celery": {p: _cpu_seconds(p) for p in _children(worker.pid)},
+        "postgres": postgres,
+        "client": {os.getpid(): _cpu_seconds(os.getpid())},
+    }
+
+
+def _cpu_delta(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> dict[str, float]:
+    """Seconds per side between two snapshots (processes that exited in between are lost)."""
+    return {
+        side: sum(max(0.0, t - before[side].get(pid, 0.0)) for pid, t in after[side].items())
+        for side in after
+    }
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -345,11 +397,15 @@ def main() -> None:
         # A short warm-up of each loop first: connections, imports and caches.
         warm = max(3.0, args.seconds / 10)
         run(floor_client, lambda i: (port, job_id), args.clients, warm)
+        before = cpu_snapshot(server, worker)
         floor, floor_s = run(floor_client, lambda i: (port, job_id), args.clients, args.seconds)
+        floor_cpu = _cpu_delta(before, cpu_snapshot(server, worker))
         run(concord_client, lambda i: (port, tokens[i]), args.clients, warm)
+        before = cpu_snapshot(server, worker)
         concord, concord_s = run(
             concord_client, lambda i: (port, tokens[i]), args.clients, args.seconds
         )
+        concord_cpu = _cpu_delta(before, cpu_snapshot(server, worker))
     finally:
         server.terminate()
         worker.terminate()
@@ -366,6 +422,15 @@ def main() -> None:
             f"{pct(stats.second, 50):8.1f} {pct(stats.second, 95):8.1f}"
         )
     print("(concord: 1st = next, 2nd = submit; floor: two identical SELECT+INSERT requests; ms)")
+    print()
+    print("CPU ms per label (all cores; steadier than throughput on a shared machine):")
+    print(f"{'':10} {'web':>7} {'celery':>7} {'postgres':>9} {'client':>7} {'total':>7}")
+    for name, cpu, stats in (("floor", floor_cpu, floor), ("concord", concord_cpu, concord)):
+        per = {k: v * 1000 / max(stats.labels, 1) for k, v in cpu.items()}
+        print(
+            f"{name:10} {per['web']:7.2f} {per['celery']:7.2f} {per['postgres']:9.2f} "
+            f"{per['client']:7.2f} {sum(per.values()):7.2f}"
+        )
     print(
         f"concord idle answers: {concord.idle}; errors: {len(floor.errors) + len(concord.errors)}"
     )

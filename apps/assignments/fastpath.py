@@ -230,26 +230,124 @@ def lease(
 
 
 @cache
+def _best_matrix_sql() -> str:
+    """A worker's stored matrix: this job's own estimate, else the latest from an earlier job
+    with the same classes (history as a prior). `{worker}`, `{job}` and `{key}` are SQL."""
+    from apps.quality.models import WorkerJobQuality
+
+    quality = WorkerJobQuality._meta.db_table
+    return f"""
+        SELECT q.confusion FROM {quality} q
+        WHERE q.worker_id = {{worker}}
+          AND (q.job_id = {{job}} OR (q.classes_key = {{key}} AND q.source = 'aggregation'))
+        ORDER BY (q.job_id = {{job}}) DESC, q.updated_at DESC
+        LIMIT 1"""
+
+
+@cache
 def _lock_sql() -> str:
     t = _tables()
-    return (
-        "SELECT a.id, a.state, a.worker_id, a.item_id, a.is_gold, a.leased_at, a.expires_at, "
-        "i.gold_label, i.state, i.n_labels, i.labels_needed, i.vote_counts::text, "
-        "i.result_meta::text, "
-        "j.id, j.status, j.label_schema::text, j.instructions, j.policy::text, j.pricing::text, "
-        "j.routing::text "
-        f"FROM {t['assignment']} a JOIN {t['item']} i ON i.id = a.item_id "
-        f"JOIN {t['job']} j ON j.id = a.job_id "
-        "WHERE a.id = %s FOR UPDATE OF a, i"
+    worker = Worker._meta.db_table
+    best = _best_matrix_sql()
+    # The classes key as apps.quality.services.classes_key computes it (a test holds the two
+    # equal): sha256 of the class names joined by U+001F, first 32 hex digits.
+    key = (
+        "(SELECT left(encode(sha256(convert_to(coalesce(string_agg(c.v, chr(31) "
+        "ORDER BY c.n), ''), 'UTF8')), 'hex'), 32) "
+        "FROM jsonb_array_elements_text(x.label_schema -> 'classes') WITH ORDINALITY c(v, n))"
     )
+    # The item's answers come from this statement's snapshot: if the item's row lock had to
+    # wait for another submit, that label may be missing, which the caller sees by comparing
+    # their number with the (locked, current) n_labels and then reads them again.
+    return f"""
+WITH x AS (
+    SELECT a.id, a.state, a.worker_id, a.item_id, a.is_gold, a.leased_at, a.expires_at,
+           i.gold_label, i.state AS item_state, i.n_labels, i.labels_needed,
+           i.vote_counts::text AS vote_counts, i.result_meta::text AS result_meta,
+           j.id AS job_id, j.status, j.label_schema, j.instructions, j.policy::text AS policy,
+           j.pricing::text AS pricing, j.routing::text AS routing
+    FROM {t["assignment"]} a JOIN {t["item"]} i ON i.id = a.item_id
+    JOIN {t["job"]} j ON j.id = a.job_id
+    WHERE a.id = %(assignment)s FOR UPDATE OF a, i
+), k AS (
+    SELECT {key} AS key FROM x
+), earlier AS (
+    SELECT l.id, l.worker_id, l.value, l.tier, w.status, m.confusion
+    FROM x JOIN {t["label"]} l ON l.item_id = x.item_id
+    JOIN {worker} w ON w.id = l.worker_id
+    LEFT JOIN LATERAL ({best.format(worker="l.worker_id", job="x.job_id", key="(SELECT key FROM k)")}) m ON true
+)
+SELECT x.id, x.state, x.worker_id, x.item_id, x.is_gold, x.leased_at, x.expires_at,
+       x.gold_label, x.item_state, x.n_labels, x.labels_needed, x.vote_counts, x.result_meta,
+       x.job_id, x.status, x.label_schema::text, x.instructions, x.policy, x.pricing,
+       x.routing,
+       (SELECT json_agg(json_build_array(e.worker_id, e.value, e.tier, e.status, e.confusion)
+                        ORDER BY e.id) FROM earlier e)::text,
+       ({best.format(worker="%(worker)s", job="x.job_id", key="(SELECT key FROM k)")})::text
+FROM x
+"""  # noqa: E501
 
 
 @cache
 def _lock_statement() -> Prepared:
     return Prepared(
-        "concord_lock_for_submit",
-        _lock_sql().replace("%s", "%(assignment)s"),
-        {"assignment": "bigint"},
+        "concord_lock_for_submit", _lock_sql(), {"assignment": "bigint", "worker": "bigint"}
+    )
+
+
+@cache
+def _answers_sql() -> str:
+    t = _tables()
+    worker = Worker._meta.db_table
+    best = _best_matrix_sql()
+    return f"""
+SELECT (SELECT json_agg(json_build_array(l.worker_id, l.value, l.tier, w.status, m.confusion)
+                        ORDER BY l.id)
+        FROM {t["label"]} l JOIN {worker} w ON w.id = l.worker_id
+        LEFT JOIN LATERAL ({best.format(worker="l.worker_id", job="%(job)s", key="%(key)s")}) m
+            ON true
+        WHERE l.item_id = %(item)s)::text,
+       ({best.format(worker="%(worker)s", job="%(job)s", key="%(key)s")})::text
+"""
+
+
+@cache
+def _answers_statement() -> Prepared:
+    types = {"item": "bigint", "job": "bigint", "worker": "bigint", "key": "text"}
+    return Prepared("concord_item_answers", _answers_sql(), types)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """An item's stored answers (worker, value, tier) with those workers' current statuses
+    and stored matrices, plus the submitting worker's own matrix (None if there is none)."""
+
+    answers: list[tuple[int, str, str]]
+    statuses: dict[int, str]
+    matrices: dict[int, list]
+    mine: list | None
+
+    def with_answer(
+        self, *, worker_id: int, value: str, tier: str, status: str
+    ) -> tuple[list, dict, dict]:
+        """(answers, statuses, matrices) including one more answer, as the decision reads them."""
+        matrices = dict(self.matrices)
+        if self.mine is not None:
+            matrices[worker_id] = self.mine
+        return (
+            [*self.answers, (worker_id, value, tier)],
+            {**self.statuses, worker_id: status},
+            matrices,
+        )
+
+
+def _answers(earlier: str | None, mine: str | None) -> Answers:
+    rows = orjson.loads(earlier) if earlier else []
+    return Answers(
+        answers=[(w, v, t) for w, v, t, _, _ in rows],
+        statuses={w: st for w, _, _, st, _ in rows},
+        matrices={w: m for w, _, _, _, m in rows if m is not None},
+        mine=_json(mine),
     )
 
 
@@ -257,19 +355,37 @@ def _lock_statement() -> Prepared:
 class Locked:
     assignment: Assignment
     item: Item
+    answers: Answers
 
 
-def lock_for_submit(*, assignment_id: int) -> Locked | None:
-    """Lock the assignment and its item (in that order, as everywhere) with the job's columns.
+def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> Locked | None:
+    """Lock the assignment and its item (in that order, as everywhere) and read the job's
+    columns, the item's answers so far with the workers' stored matrices, and `worker_id`'s
+    own matrix: one statement, a second only when the lock waited for another label.
 
+    `classes_key`: the function computing a job's classes key (for the re-read).
     Precondition: inside a transaction.
     """
     with connection.cursor() as cursor:
-        _lock_statement().execute(cursor, {"assignment": assignment_id})
+        _lock_statement().execute(cursor, {"assignment": assignment_id, "worker": worker_id})
         row = cursor.fetchone()
-    if row is None:
-        return None
-    job = _job_from_row(row[13:20])
+        if row is None:
+            return None
+        job = _job_from_row(row[13:20])
+        answers = _answers(row[20], row[21])
+        if len(answers.answers) != row[9]:
+            # The snapshot predates a label committed while this statement waited for the
+            # item's lock: read the answers again, now that the lock is held.
+            _answers_statement().execute(
+                cursor,
+                {
+                    "item": row[3],
+                    "job": job.pk,
+                    "worker": worker_id,
+                    "key": classes_key(job.classes),
+                },
+            )
+            answers = _answers(*cursor.fetchone())
     assignment = _instance(
         Assignment,
         {
@@ -297,26 +413,32 @@ def lock_for_submit(*, assignment_id: int) -> Locked | None:
             "result_meta": _json(row[12]),
         },
     )
-    return Locked(assignment=assignment, item=item)
+    return Locked(assignment=assignment, item=item, answers=answers)
+
+
+# Item columns a label's decision may set, with their PostgreSQL types; NULL parameters
+# leave a column unchanged, except where a `set_*` flag says the value is meant.
+_ITEM_UPDATE = {
+    "vote_counts": "jsonb",
+    "updated_at": "timestamptz",
+    "state": "text",
+    "labels_needed": "integer",
+    "expert_slot": "boolean",
+    "set_agreement": "boolean",
+    "agreement": "double precision",
+    "posterior": "jsonb",
+    "set_result": "boolean",
+    "label": "text",
+    "confidence": "double precision",
+    "source": "text",
+    "result_meta": "jsonb",
+    "settled_at": "timestamptz",
+}
 
 
 @cache
 def _record_sql() -> str:
-    from apps.quality.models import WorkerJobQuality
-
     t = _tables()
-    quality = WorkerJobQuality._meta.db_table
-    worker = Worker._meta.db_table
-    # A worker's stored matrix: this job's own estimate, else the latest from an earlier job
-    # with the same classes (history as a prior).
-    best_matrix = f"""
-        SELECT q.confusion FROM {quality} q
-        WHERE q.worker_id = {{worker}}
-          AND (q.job_id = %(job)s OR (q.classes_key = %(key)s AND q.source = 'aggregation'))
-        ORDER BY (q.job_id = %(job)s) DESC, q.updated_at DESC
-        LIMIT 1"""
-    # The item's earlier answers are read from the statement's snapshot, which does not
-    # include the label this statement inserts: the caller appends that one.
     return f"""
 WITH done AS (
     UPDATE {t["assignment"]} SET state = 'submitted', finished_at = %(now)s
@@ -334,19 +456,27 @@ WITH done AS (
     SELECT %(worker)s, %(job)s, label.id, %(kind)s, %(amount)s, 'label:' || label.id, '',
            %(now)s FROM label
     RETURNING id
-), earlier AS (
-    SELECT l.id, l.worker_id, l.value, l.tier, w.status, m.confusion
-    FROM {t["label"]} l
-    JOIN {worker} w ON w.id = l.worker_id
-    LEFT JOIN LATERAL ({best_matrix.format(worker="l.worker_id")}) m ON true
-    WHERE l.item_id = %(item)s
+), item AS (
+    -- The lease slot becomes a label, plus the decision's values.
+    UPDATE {t["item"]} SET
+        n_leases = n_leases - 1,
+        n_labels = n_labels + 1,
+        vote_counts = %(vote_counts)s,
+        updated_at = %(updated_at)s,
+        state = coalesce(%(state)s, state),
+        labels_needed = CASE WHEN %(expert_slot)s THEN n_labels + n_leases + 1
+                             ELSE coalesce(%(labels_needed)s, labels_needed) END,
+        agreement = CASE WHEN %(set_agreement)s THEN %(agreement)s ELSE agreement END,
+        posterior = CASE WHEN %(set_agreement)s THEN %(posterior)s ELSE posterior END,
+        label = CASE WHEN %(set_result)s THEN %(label)s ELSE label END,
+        confidence = CASE WHEN %(set_result)s THEN %(confidence)s ELSE confidence END,
+        source = CASE WHEN %(set_result)s THEN %(source)s ELSE source END,
+        result_meta = CASE WHEN %(set_result)s THEN %(result_meta)s ELSE result_meta END,
+        settled_at = coalesce(%(settled_at)s, settled_at)
+    WHERE id = %(item)s AND EXISTS (SELECT 1 FROM label)
+    RETURNING id
 )
-SELECT label.id,
-       (SELECT count(*) FROM credit),
-       (SELECT json_agg(json_build_array(e.worker_id, e.value, e.tier, e.status, e.confusion)
-                        ORDER BY e.id) FROM earlier e)::text,
-       ({best_matrix.format(worker="%(worker)s")})::text
-FROM label
+SELECT label.id, (SELECT count(*) FROM credit), (SELECT count(*) FROM item) FROM label
 """
 
 
@@ -365,19 +495,37 @@ def _record_statement() -> Prepared:
         "is_correct": "boolean",
         "kind": "text",
         "amount": "numeric",
-        "key": "text",
+        **_ITEM_UPDATE,
     }
     return Prepared("concord_record_label", _record_sql(), types)
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """The stored label, and the item's answers including it (for the label decision)."""
+def _jsonb(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(value, default=float, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
-    label: Label
-    answers: list[tuple[int, str, str]]
-    statuses: dict[int, str]
-    matrices: dict[int, list]
+
+def _item_params(values: dict[str, Any], expert_slot: bool) -> dict[str, Any]:
+    unknown = set(values) - set(_ITEM_UPDATE)
+    if unknown:  # pragma: no cover - a new decision field needs its column here
+        raise ValueError(f"item columns not handled by the submit statement: {sorted(unknown)}")
+    return {
+        "vote_counts": _jsonb(values["vote_counts"]),
+        "updated_at": values["updated_at"],
+        "state": values.get("state"),
+        "labels_needed": values.get("labels_needed"),
+        "expert_slot": expert_slot,
+        "set_agreement": "agreement" in values,
+        "agreement": values.get("agreement"),
+        "posterior": _jsonb(values.get("posterior")),
+        "set_result": "label" in values,
+        "label": values.get("label"),
+        "confidence": values.get("confidence"),
+        "source": values.get("source"),
+        "result_meta": _jsonb(values.get("result_meta")),
+        "settled_at": values.get("settled_at"),
+    }
 
 
 def record_label(
@@ -386,17 +534,18 @@ def record_label(
     item_id: int,
     job_id: int,
     worker_id: int,
-    worker_status: str,
     value: str,
     tier: str,
     duration_ms: int | None,
     gold_label: str | None,
     amount: Decimal,
-    classes_key: str,
+    item_values: dict[str, Any],
+    expert_slot: bool,
     now: datetime,
-) -> Recorded:
-    """Mark the assignment submitted, store the label and credit it, and read the item's
-    answers with the workers' stored matrices, in one statement.
+) -> Label:
+    """In one statement: mark the assignment submitted, store the label, credit it, and
+    update the item (the slot becomes a label, plus `item_values`, the label's decision;
+    `expert_slot` sets labels_needed to one more than the item's labels and leases).
 
     Precondition: the assignment and item are locked, the lease is live and the worker's
     (checked by the caller).
@@ -418,17 +567,13 @@ def record_label(
                 "is_correct": (value == gold_label) if is_gold else None,
                 "kind": LedgerEntry.Kind.LABEL.value,
                 "amount": amount,
-                "key": classes_key,
+                **_item_params(item_values, expert_slot),
             },
         )
-        label_id, credited, earlier, mine = cursor.fetchone()
-    if credited != 1:  # pragma: no cover - the statement's inserts are all or nothing
-        raise RuntimeError(f"label {label_id} was not credited")
-    rows = [
-        *(orjson.loads(earlier) if earlier else []),
-        [worker_id, value, tier, worker_status, _json(mine)],
-    ]
-    label = _instance(
+        label_id, credited, updated = cursor.fetchone()
+    if credited != 1 or updated != 1:  # pragma: no cover - the statement is all or nothing
+        raise RuntimeError(f"label {label_id} was not credited or its item not updated")
+    return _instance(
         Label,
         {
             "id": label_id,
@@ -444,47 +589,24 @@ def record_label(
             "created_at": now,
         },
     )
-    return Recorded(
-        label=label,
-        answers=[(w, v, t) for w, v, t, _, _ in rows],
-        statuses={w: st for w, _, _, st, _ in rows},
-        matrices={w: m for w, _, _, _, m in rows if m is not None},
-    )
 
 
-# --------------------------------------------------------------------------- item decision
+# --------------------------------------------------------------------------- job completion
 
 
 @cache
-def _json_columns() -> frozenset[str]:
-    return frozenset(
-        f.column for f in Item._meta.concrete_fields if f.get_internal_type() == "JSONField"
+def _unsettled_statement() -> Prepared:
+    t = _tables()
+    return Prepared(
+        "concord_job_unsettled",
+        f"SELECT EXISTS (SELECT 1 FROM {t['item']} WHERE job_id = %(job)s "
+        "AND gold_label IS NULL AND state IN ('open', 'expert', 'review'))",
+        {"job": "bigint"},
     )
 
 
-def item_update_after_label(*, item_id: int, values: dict[str, Any], expert_slot: bool) -> None:
-    """One label's update of its item: the lease slot becomes a label, plus `values`.
-
-    `expert_slot` sets labels_needed to one more than the item's labels and leases before
-    this update (one slot only an expert fills).
-    """
-    t = _tables()
-    json_columns = _json_columns()
-    sets = ["n_leases = n_leases - 1", "n_labels = n_labels + 1"]
-    params: list[Any] = []
-    if expert_slot:
-        sets.append("labels_needed = n_labels + n_leases + 1")
-    for column, value in values.items():
-        if column in json_columns:
-            sets.append(f"{column} = %s::jsonb")
-            params.append(
-                None
-                if value is None
-                else orjson.dumps(value, default=float, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-            )
-        else:
-            sets.append(f"{column} = %s")
-            params.append(value)
-    params.append(item_id)
+def job_has_unsettled(*, job_id: int) -> bool:
+    """Whether any non-gold item of the job is still open, with an expert or in review."""
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {t['item']} SET {', '.join(sets)} WHERE id = %s", params)
+        _unsettled_statement().execute(cursor, {"job": job_id})
+        return bool(cursor.fetchone()[0])

@@ -447,7 +447,17 @@ def decide_by_votes(
     )
 
 
-def item_apply_label(
+@dataclass(frozen=True)
+class LabelPlan:
+    """What one label does to its item: the decision (None for gold), the item's new column
+    values, and whether the item gets one more slot that only an expert fills."""
+
+    decision: Decision | None
+    updates: dict[str, Any]
+    expert_slot: bool
+
+
+def item_label_plan(
     *,
     item: Item,
     job: Job,
@@ -456,13 +466,13 @@ def item_apply_label(
     worker_id: int,
     now: datetime,
     known: tuple[list, dict, dict] | None = None,
-) -> Decision | None:
-    """Turn one lease slot of the item into a label: count the vote and decide the item.
+) -> LabelPlan:
+    """Decide the item after one more label: count the vote and run the job's decision.
 
     Precondition: the item's row is locked in the current transaction and the label's lease
-    is counted in item.n_leases. Returns the decision for non-gold items, None for gold.
-    `known`: the item's (answers, worker statuses, stored matrices) including this label,
-    when the caller already read them (else the quality engine reads them).
+    is counted in item.n_leases. `known`: the item's (answers, worker statuses, stored
+    matrices) including this label, when the caller already read them; otherwise the label
+    is already stored and the quality engine reads them.
     """
     votes = dict(item.vote_counts or {})
     votes[value] = votes.get(value, 0) + 1
@@ -514,21 +524,28 @@ def item_apply_label(
             )
         if decision.settled:
             updates["settled_at"] = now
-    if fastpath.enabled():
-        fastpath.item_update_after_label(item_id=item.pk, values=updates, expert_slot=expert_slot)
-    else:
-        if expert_slot:
-            updates["labels_needed"] = F("n_labels") + F("n_leases") + 1
-        Item.objects.filter(pk=item.pk).update(
-            n_leases=F("n_leases") - 1, n_labels=F("n_labels") + 1, **updates
-        )
-    if decision is not None:
-        # Opens the QC review of an item sent to review; samples settled items for audit.
+    return LabelPlan(decision=decision, updates=updates, expert_slot=expert_slot)
+
+
+def _item_update_orm(*, item_id: int, plan: LabelPlan) -> None:
+    updates = dict(plan.updates)
+    if plan.expert_slot:
+        updates["labels_needed"] = F("n_labels") + F("n_leases") + 1
+    Item.objects.filter(pk=item_id).update(
+        n_leases=F("n_leases") - 1, n_labels=F("n_labels") + 1, **updates
+    )
+
+
+def item_label_applied(
+    *, item: Item, job: Job, plan: LabelPlan, worker_id: int, value: str, now: datetime
+) -> None:
+    """After the label and its item update are written: open the QC review of an item sent
+    to review, sample settled items for audit, and the quality engine's bookkeeping."""
+    if plan.decision is not None:
         from apps.reviews.services import item_decided
 
-        item_decided(item=item, job=job, decision=decision, now=now)
+        item_decided(item=item, job=job, decision=plan.decision, now=now)
     quality_after_label(job=job, item=item, worker_id=worker_id, value=value)
-    return decision
 
 
 def item_send_to_expert(*, item_id: int) -> None:
@@ -575,12 +592,15 @@ def job_complete_if_done(*, job_id: int, now: datetime | None = None) -> bool:
     Runs after the settling transaction committed, so that two labels settling the last
     two items concurrently cannot both miss each other.
     """
-    unsettled = Item.objects.filter(
-        job_id=job_id,
-        gold_label__isnull=True,
-        state__in=[Item.State.OPEN, Item.State.EXPERT, Item.State.REVIEW],
-    )
-    if unsettled.exists():
+    if fastpath.enabled():
+        unsettled = fastpath.job_has_unsettled(job_id=job_id)
+    else:
+        unsettled = Item.objects.filter(
+            job_id=job_id,
+            gold_label__isnull=True,
+            state__in=[Item.State.OPEN, Item.State.EXPERT, Item.State.REVIEW],
+        ).exists()
+    if unsettled:
         return False
     now = now or timezone.now()
     done = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(
@@ -634,12 +654,14 @@ def assignment_submit(
     now = now or timezone.now()
     with transaction.atomic():
         if fastpath.enabled():
-            locked = fastpath.lock_for_submit(assignment_id=assignment_id)
+            locked = fastpath.lock_for_submit(
+                assignment_id=assignment_id, worker_id=worker.pk, classes_key=classes_key
+            )
             if locked is None:
                 raise _not_found()
             assignment, item = locked.assignment, locked.item
         else:
-            assignment, item = _locked_assignment(assignment_id=assignment_id), None
+            assignment, item, locked = _locked_assignment(assignment_id=assignment_id), None, None
         if assignment.worker_id != worker.pk:
             raise _conflict("This lease belongs to someone else.", ErrorCode.LEASE_NOT_YOURS)
         if assignment.state == Assignment.State.SUBMITTED:
@@ -660,24 +682,34 @@ def assignment_submit(
             )
         if duration_ms is None:
             duration_ms = int((now - assignment.leased_at).total_seconds() * 1000)
-        known = None
-        if item is not None:
-            recorded = fastpath.record_label(
+        if locked is not None:
+            # PostgreSQL: decide first from the answers read with the lock, then write the
+            # assignment, label, credit and item update in one statement.
+            plan = item_label_plan(
+                item=item,
+                job=job,
+                value=label,
+                tier=worker.tier,
+                worker_id=worker.pk,
+                now=now,
+                known=locked.answers.with_answer(
+                    worker_id=worker.pk, value=label, tier=worker.tier, status=worker.status
+                ),
+            )
+            stored = fastpath.record_label(
                 assignment_id=assignment.pk,
                 item_id=item.pk,
                 job_id=job.pk,
                 worker_id=worker.pk,
-                worker_status=worker.status,
                 value=label,
                 tier=worker.tier,
                 duration_ms=duration_ms,
                 gold_label=item.gold_label,
                 amount=label_price(pricing=job.effective_pricing, tier=worker.tier),
-                classes_key=classes_key(job.classes),
+                item_values=plan.updates,
+                expert_slot=plan.expert_slot,
                 now=now,
             )
-            stored = recorded.label
-            known = (recorded.answers, recorded.statuses, recorded.matrices)
         else:
             item, stored = _record_label_orm(
                 assignment=assignment,
@@ -687,16 +719,12 @@ def assignment_submit(
                 duration_ms=duration_ms,
                 now=now,
             )
-        decision = item_apply_label(
-            item=item,
-            job=job,
-            value=label,
-            tier=worker.tier,
-            worker_id=worker.pk,
-            now=now,
-            known=known,
-        )
-        if decision is not None and decision.settled:
+            plan = item_label_plan(
+                item=item, job=job, value=label, tier=worker.tier, worker_id=worker.pk, now=now
+            )
+            _item_update_orm(item_id=item.pk, plan=plan)
+        item_label_applied(item=item, job=job, plan=plan, worker_id=worker.pk, value=label, now=now)
+        if plan.decision is not None and plan.decision.settled:
             transaction.on_commit(lambda: job_complete_if_done(job_id=job.pk))
     return SubmitResult(label=stored, created=True)
 

@@ -132,6 +132,8 @@ def test_submit_then_repeat_returns_the_first_answer(make_actor, job):
         ("expired", 409, "lease_expired"),
         ("bad_label", 400, "invalid"),
         ("missing_label", 400, "invalid"),
+        ("negative_duration", 400, "invalid"),
+        ("list_body", 400, "invalid"),
         ("unknown", 404, "not_found"),
     ],
     ids=lambda value: str(value),
@@ -152,6 +154,10 @@ def test_submit_errors(make_actor, job, case, status_code, code):
         body = {"label": "horse"}
     elif case == "missing_label":
         body = {}
+    elif case == "negative_duration":
+        body = {"label": "cat", "duration_ms": -5}
+    elif case == "list_body":
+        body = ["cat"]
     elif case == "unknown":
         assignment_id += 100
 
@@ -160,6 +166,18 @@ def test_submit_errors(make_actor, job, case, status_code, code):
     assert response.status_code == status_code
     assert response.json()["error"]["code"] == code
     assert Label.objects.count() == 0
+    if case == "missing_label":
+        assert response.json()["error"]["details"] == {"label": ["This field is required."]}
+    if case == "negative_duration":
+        assert "duration_ms" in response.json()["error"]["details"]
+
+
+def test_next_rejects_a_bad_job_filter(make_actor, job):
+    actor, _ = _annotator(make_actor, job)
+    response = actor.client.post(NEXT, {"job": "abc"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {"job": ["A valid integer is required."]}
+    assert Assignment.objects.count() == 0
 
 
 @pytest.mark.parametrize("action", ["release", "skip"])

@@ -257,3 +257,26 @@ def test_label_trigger_queues_one_re_aggregation_at_a_time(django_capture_on_com
         fired = [maybe_schedule_aggregation(job=job) for _ in range(2)]
     assert fired == [False, True]
     assert len(queued) == 1
+
+
+def test_label_trigger_counts_in_batches_and_fires_on_time():
+    from django.core.cache import cache
+
+    from apps.quality.services import label_count_batch, labels_since_count, local_caches_clear
+
+    job, _, _ = _job(0, policy={"reaggregate_every": 200})
+    key = f"concord:quality:new-labels:{job.pk}"
+    cache.delete(key)
+    assert label_count_batch(200) == 10
+    assert label_count_batch(19) == 1
+    fired = [labels_since_count(job_id=job.pk, every=200) for _ in range(405)]
+    # The trigger fires exactly at the 200th and 400th label; the shared counter is
+    # updated once per 10 labels (the last 5 are still counted locally).
+    assert [i + 1 for i, f in enumerate(fired) if f] == [200, 400]
+    assert cache.get(key) == 400
+    # Small intervals stay exact: every label reaches the shared counter.
+    cache.delete(key)
+    local_caches_clear()
+    fired = [labels_since_count(job_id=job.pk, every=3) for _ in range(7)]
+    assert fired == [False, False, True, False, False, True, False]
+    assert cache.get(key) == 7
