@@ -165,3 +165,40 @@ def test_prepared_statements_are_planned_once_per_session_and_survive_rollbacks(
     with connection.cursor() as cursor:
         statement.execute(cursor, {"a": 4, "b": 40})
         assert cursor.fetchone() == (48,)
+
+
+@pytest.mark.django_db
+def test_bulk_update_rows_writes_each_objects_fields_and_nothing_else():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.common.bulk import bulk_update_rows
+    from apps.jobs.models import Item
+    from tests.workforce.factories import JobFactory, make_items
+
+    items = make_items(JobFactory(), 4)
+    later = timezone.now() + timedelta(hours=1)
+    changes = [
+        Item(pk=items[0].pk, posterior=[0.25, 0.75], label="dog", confidence=0.75),
+        Item(pk=items[1].pk, posterior=None, label=None, confidence=None),
+        Item(pk=items[2].pk, posterior={"nested": [1, "ü"]}, label="cat's", confidence=1.0),
+    ]
+    for change in changes:
+        change.updated_at = later
+    written = bulk_update_rows(Item, changes, ["posterior", "label", "confidence", "updated_at"])
+
+    assert written == 3
+    got = {i.pk: i for i in Item.objects.filter(job=items[0].job)}
+    for change in changes:
+        row = got[change.pk]
+        assert (row.posterior, row.label, row.confidence) == (
+            change.posterior,
+            change.label,
+            change.confidence,
+        )
+        assert row.updated_at == later
+        assert row.external_id == next(i.external_id for i in items if i.pk == change.pk)
+    untouched = got[items[3].pk]
+    assert untouched.updated_at == items[3].updated_at
+    assert bulk_update_rows(Item, [], ["label"]) == 0

@@ -21,6 +21,7 @@ from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from apps.assignments.models import Assignment, Label
+from apps.common.bulk import bulk_update_rows
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
 from apps.quality.models import AggregationRun, GoldExposure, QualityDecision, WorkerJobQuality
@@ -758,10 +759,10 @@ def _write_item_results(
             item.confidence = float(posterior[top])
         item.updated_at = now
         changed.append(item)
-    Item.objects.bulk_update(
+    bulk_update_rows(
+        Item,
         changed,
         ["posterior", "agreement", "result_meta", "label", "confidence", "updated_at"],
-        batch_size=2000,
     )
 
 

@@ -18,6 +18,7 @@ from rest_framework import status
 
 from apps.accounts.selectors import user_roles
 from apps.assignments.models import Assignment, Label
+from apps.common.bulk import bulk_update_rows
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome, Tag
@@ -110,7 +111,7 @@ def review_reprioritize(*, now: datetime | None = None, batch: int = 2000) -> in
         aging = min(AGE_BONUS_MAX, (now - created_at).total_seconds() / 3600 * AGE_WEIGHT_PER_HOUR)
         if abs(base + aging - current) > 1e-6:
             changed.append(Review(pk=pk, priority=base + aging))
-    Review.objects.bulk_update(changed, ["priority"], batch_size=500)
+    bulk_update_rows(Review, changed, ["priority"])
     return len(changed)
 
 

@@ -22,6 +22,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.assignments.models import Assignment
+from apps.common.bulk import bulk_update_rows
 from apps.jobs.models import Item, Job
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
@@ -479,7 +480,8 @@ def _accept(
                     updated_at=now,
                 )
             )
-        Item.objects.bulk_update(
+        bulk_update_rows(
+            Item,
             objs,
             [
                 "state",
@@ -491,7 +493,6 @@ def _accept(
                 "settled_at",
                 "updated_at",
             ],
-            batch_size=1000,
         )
     return free
 
@@ -524,7 +525,7 @@ def _mark_audits(
         )
         for i, r in enumerate(rows.tolist())
     ]
-    Item.objects.bulk_update(objs, ["result_meta"], batch_size=1000)
+    bulk_update_rows(Item, objs, ["result_meta"])
 
 
 def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> RoutingOutcome:
@@ -602,13 +603,13 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
         n_classes=len(classes),
         seed=seed + version.number,
     )
-    Item.objects.bulk_update(
+    bulk_update_rows(
+        Item,
         [
             Item(pk=int(data.ids[r]), priority=float(s))
             for r, s in zip(queue_rows, scores, strict=True)
         ],
         ["priority"],
-        batch_size=1000,
     )
     # A conditional UPDATE: a lease taken since the read keeps its slot (the budget constraint).
     min_labels = int(cfg["min_labels"])
