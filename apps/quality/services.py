@@ -264,7 +264,10 @@ def item_posterior_from_labels(
 
         vote = item_model_vote(item_id=item_id, n_classes=len(classes))
         prior = prior if vote is None else vote
-    log_post = np.log(np.clip(prior, 1e-12, None))
+    # Plain floats: a handful of answers over a few classes, where numpy's per-call
+    # overhead would cost more than the arithmetic (this runs on every submit).
+    k = len(classes)
+    log_post = [math.log(max(float(p), 1e-12)) for p in prior]
     contributors = []
     for worker_id, value, _tier in answers:
         if value not in index:
@@ -272,9 +275,12 @@ def item_posterior_from_labels(
         weight = 1.0
         if statuses.get(worker_id) in INACTIVE:
             weight = float(policy["suspended_label_weight"])
-        column = np.clip(matrices[worker_id][:, index[value]], 1e-12, None)
-        log_post = log_post + weight * np.log(column)
-        accuracy = float(np.clip(np.trace(matrices[worker_id]) / len(classes), 1e-6, 1 - 1e-6))
+        rows = matrices[worker_id].tolist()
+        j = index[value]
+        if weight:
+            for c in range(k):
+                log_post[c] += weight * math.log(max(rows[c][j], 1e-12))
+        accuracy = min(max(sum(rows[c][c] for c in range(k)) / k, 1e-6), 1 - 1e-6)
         contributors.append(
             {
                 "worker": worker_id,
@@ -282,9 +288,10 @@ def item_posterior_from_labels(
                 "weight": round(weight * math.log(accuracy / (1 - accuracy)) if weight else 0.0, 4),
             }
         )
-    log_post -= log_post.max()
-    posterior = np.exp(log_post)
-    return posterior / posterior.sum(), contributors
+    top = max(log_post)
+    exps = [math.exp(x - top) for x in log_post]
+    total = sum(exps)
+    return np.array([e / total for e in exps]), contributors
 
 
 def item_decide(
