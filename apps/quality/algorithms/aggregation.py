@@ -7,9 +7,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._answers import Answers, digamma, softmax_rows
+from ._answers import Answers, argmax_columns, digamma, softmax_columns, softmax_rows
 
-VERSION = "1.0.0"
+# Stored with every result. 1.1.0: the default method discounts dependent worker pairs.
+VERSION = "1.1.0"
 
 # Probabilities are clipped here before taking logs, so a worker who has never been seen
 # to give some label still leaves every class possible.
@@ -68,14 +69,17 @@ def _result(
     n_iter: int,
     converged: bool,
     log_likelihood: float,
+    labels: np.ndarray | None = None,
     **extra: object,
 ) -> Aggregation:
-    posteriors = np.where(ans.answered[:, None], posteriors, class_prior[None, :])
+    # `labels`, when given, must already be the argmax of the returned posteriors.
+    if not ans.all_answered:
+        posteriors = np.where(ans.answered[:, None], posteriors, class_prior[None, :])
     return Aggregation(
         method=method,
         version=VERSION,
         posteriors=posteriors,
-        labels=np.argmax(posteriors, axis=1),
+        labels=np.argmax(posteriors, axis=1) if labels is None else labels,
         class_prior=class_prior,
         confusions=confusions,
         skills=_skills(confusions, class_prior),
@@ -92,40 +96,70 @@ def _soft_majority(ans: Answers) -> np.ndarray:
     return np.divide(counts, total, out=np.full_like(counts, 1.0 / ans.k), where=total > 0)
 
 
+def _soft_majority_columns(ans: Answers) -> np.ndarray:
+    """`_soft_majority` class-major: (K, n_tasks) vote shares, 1/K for unanswered tasks."""
+    votes = np.bincount(ans.lt, minlength=ans.k * ans.n_tasks)
+    counts = votes.reshape(ans.k, ans.n_tasks).astype(np.float64)
+    if ans.all_answered:
+        counts /= ans.per_task
+        return counts
+    return np.divide(
+        counts, ans.per_task, out=np.full_like(counts, 1.0 / ans.k), where=ans.answered
+    )
+
+
 def _confusion_log_table(confusions: np.ndarray) -> np.ndarray:
     """(W, K_true, K_label) probabilities -> (K_true, W * K_label) logs for `gather_wl`."""
     logc = np.log(np.clip(confusions, _EPS, None))
     return np.ascontiguousarray(logc.transpose(1, 0, 2).reshape(confusions.shape[1], -1))
 
 
+def _log_table(log_confusions: np.ndarray) -> np.ndarray:
+    """(W, K_true, K_label) log probabilities -> the (K_true, W * K_label) table that
+    `Answers.class_scores` sums per task; always a new array (callers modify it)."""
+    k = log_confusions.shape[1]
+    return np.array(log_confusions.transpose(1, 0, 2), order="C").reshape(k, -1)
+
+
 def _confusion_e_step(
     ans: Answers, confusions: np.ndarray, class_prior: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    table = _confusion_log_table(confusions)
-    scores = ans.task_sum(ans.gather_wl(table))
-    scores += np.log(np.clip(class_prior, _EPS, None))[None, :]
-    post, lse = softmax_rows(scores)
-    return post, float(lse[ans.answered].sum())
-
-
-def _confusion_scores(
-    ans: Answers, confusions: np.ndarray, class_prior: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-task sums of answer log-likelihoods (n_tasks, K), and the log class prior."""
-    scores = ans.task_sum(ans.gather_wl(_confusion_log_table(confusions)))
-    return scores, np.log(np.clip(class_prior, _EPS, None))
+    """Class-major posteriors (K, n_tasks) and the marginal log-likelihood."""
+    scores = ans.class_scores(_confusion_log_table(confusions))
+    scores += np.log(np.clip(class_prior, _EPS, None))[:, None]
+    post, lse = softmax_columns(scores)
+    return post, float(ans.answered_sum(lse))
 
 
 def _surrogate_elbo(
-    ans: Answers, post: np.ndarray, scores: np.ndarray, log_cp: np.ndarray
+    ans: Answers,
+    post: np.ndarray,
+    scores: np.ndarray,
+    log_cp: np.ndarray,
+    score_offset: float = 0.0,
 ) -> float:
     """Crowd-Kit's per-answer loss: E_q[log p(answers | z)] + (answers per task) * E_q[log pi]
-    + H(q), divided by the number of answers."""
-    per_task = ans.per_task
-    q = post[ans.answered]
-    joint = (q * (scores[ans.answered] + per_task[ans.answered, None] * log_cp[None, :])).sum()
-    entropy = -(q * np.log(np.clip(q, _EPS, None))).sum()
-    return float((joint + entropy) / max(ans.n, 1))
+    + H(q) over answered tasks, divided by the number of answers; class-major (K, n_tasks)
+    `post` and `scores`.
+
+    Tasks without answers have zero scores and zero answers, so only the entropy needs the
+    answered mask; the rest is two dot products instead of (n_tasks, K) temporaries (as
+    `einsum` loops: a BLAS call would wake OpenBLAS's threads, which costs more than it
+    saves on a busy machine).
+    `score_offset` is the sum over answered tasks of a per-task amount left out of every
+    class's scores (posteriors sum to one, so it adds to the expectation as is).
+    """
+    if ans.n == 0:
+        return 0.0  # nothing is answered (and the class prior is undefined)
+    joint = float(np.einsum("kt,kt->", post, scores)) + score_offset
+    joint += float(log_cp @ np.einsum("kt,t->k", post, ans.per_task))
+    q_log_q = np.log(np.maximum(post, _EPS))
+    if ans.all_answered:
+        entropy = -float(np.einsum("kt,kt->", post, q_log_q))
+    else:
+        q_log_q *= post
+        entropy = -float(ans.answered_sum(q_log_q.sum(axis=0)))
+    return (joint + entropy) / max(ans.n, 1)
 
 
 def _prior_array(prior: float | np.ndarray, n_workers: int, k: int) -> np.ndarray:
@@ -207,6 +241,21 @@ def weighted_majority_vote(
 # ----------------------------------------------------------------------------- Dawid-Skene
 
 
+def _warm_start(
+    init_confusions: np.ndarray, init_class_prior: np.ndarray | None, n_workers: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked starting confusions and class prior (uniform if none) for a warm-started EM."""
+    conf = np.asarray(init_confusions, dtype=np.float64)
+    if conf.shape != (n_workers, k, k):
+        raise ValueError(f"init_confusions must have shape ({n_workers}, {k}, {k})")
+    cp = (
+        np.full(k, 1.0 / k)
+        if init_class_prior is None
+        else np.asarray(init_class_prior, dtype=np.float64)
+    )
+    return conf, cp
+
+
 def dawid_skene(
     tasks: np.ndarray,
     workers: np.ndarray,
@@ -252,24 +301,20 @@ def dawid_skene(
     k = ans.k
     alpha = _prior_array(prior, ans.n_workers, k)
     if init_confusions is not None:
-        conf = np.asarray(init_confusions, dtype=np.float64)
-        if conf.shape != (ans.n_workers, k, k):
-            raise ValueError(f"init_confusions must have shape ({ans.n_workers}, {k}, {k})")
-        cp = (
-            np.full(k, 1.0 / k)
-            if init_class_prior is None
-            else np.asarray(init_class_prior, dtype=np.float64)
-        )
+        conf, cp = _warm_start(init_confusions, init_class_prior, ans.n_workers, k)
+        # EM runs class-major: posteriors and scores are (K, n_tasks), so per-task
+        # reductions over the classes are row operations; see `Answers.class_scores`.
         post, ll = _confusion_e_step(ans, conf, cp)
         if max_iter == 0:
+            post = np.ascontiguousarray(post.T)
             return _result("ds", ans, post, cp, conf, n_iter=0, converged=False, log_likelihood=ll)
     else:
-        post = _soft_majority(ans)
+        post = _soft_majority_columns(ans)
     objective = -np.inf
     converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported after the loop
-        counts = ans.confusion_counts(post)
+        counts = ans.class_counts(post).reshape(k, ans.n_workers, k).transpose(1, 0, 2)
         pseudo = alpha
         if shrinkage > 0 and shrink_to == "pooled":
             pooled = _normalise_counts(counts.sum(axis=0) + 1e-3)
@@ -280,25 +325,47 @@ def dawid_skene(
             acc = (np.trace(counts, axis1=1, axis2=2) + 1.0) / (counts.sum(axis=(1, 2)) + 2.0)
             pseudo = alpha + shrinkage * _one_coin_confusions(acc, k)
         conf = _normalise_counts(counts + pseudo)
-        cp = _class_prior_update(ans, post, class_prior_smoothing)
-        scores, log_cp = _confusion_scores(ans, conf, cp)
+        mass = ans.answered_sum(post) + class_prior_smoothing
+        cp = mass / mass.sum()
+        log_conf = np.log(np.clip(conf, _EPS, None))
+        # Scores relative to the last class (softmax is unchanged, and that class's row
+        # needs no pass over the answers); its per-task totals only enter the objectives,
+        # summed over all answers as `base`.
+        table = _log_table(log_conf)
+        last = table[-1].copy()
+        base = float(np.einsum("i,i->", ans.wl_counts, last))
+        table -= last
+        scores = ans.class_scores(table, last_is_zero=True)
+        log_cp = np.log(np.clip(cp, _EPS, None))
         if stopping == "elbo":
-            new_objective = _surrogate_elbo(ans, post, scores, log_cp)
-            post, lse = softmax_rows(scores + log_cp[None, :])
-            ll = float(lse[ans.answered].sum())
+            new_objective = _surrogate_elbo(ans, post, scores, log_cp, base)
+        scores += log_cp[:, None]
+        post, lse = softmax_columns(scores)
+        ll = float(ans.answered_sum(lse)) + base
+        if stopping == "elbo":
             if new_objective - objective < tol:
                 converged = True
                 break
             objective = new_objective
             continue
-        post, lse = softmax_rows(scores + log_cp[None, :])
-        ll = float(lse[ans.answered].sum())
-        new_objective = ll + float((pseudo * np.log(np.clip(conf, _EPS, None))).sum())
+        new_objective = ll + float((pseudo * log_conf).sum())
         if abs(new_objective - objective) <= tol * max(ans.n, 1):
             converged = True
             break
         objective = new_objective
-    return _result("ds", ans, post, cp, conf, n_iter=it, converged=converged, log_likelihood=ll)
+    if not ans.all_answered:
+        post[:, ~ans.answered] = cp[:, None]
+    return _result(
+        "ds",
+        ans,
+        np.ascontiguousarray(post.T),
+        cp,
+        conf,
+        n_iter=it,
+        converged=converged,
+        log_likelihood=ll,
+        labels=argmax_columns(post),
+    )
 
 
 def one_coin_dawid_skene(
@@ -328,26 +395,29 @@ def one_coin_dawid_skene(
     ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
     k = ans.k
     a, b = skill_prior
+    # Class-major like `dawid_skene`: posteriors are (K, n_tasks).
     if init_skills is not None:
         skill = np.asarray(init_skills, dtype=np.float64)
         cp = np.full(k, 1.0 / k)
         post, ll = _one_coin_e_step(ans, skill, cp)
     else:
-        post = _soft_majority(ans)
+        post = _soft_majority_columns(ans)
     objective = -np.inf
     converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported after the loop
-        hit = np.take(post.ravel(), ans.t * k + ans.l)
+        hit = np.take(post.ravel(), ans.lt)
         correct = np.bincount(ans.w, weights=hit, minlength=ans.n_workers)
         skill = (correct + a) / (ans.per_worker + a + b)
-        cp = _class_prior_update(ans, post, class_prior_smoothing)
+        mass = ans.answered_sum(post) + class_prior_smoothing
+        cp = mass / mass.sum()
         if stopping == "elbo":
             scores = _one_coin_scores(ans, skill)
             log_cp = np.log(np.clip(cp, _EPS, None))
             new_objective = _surrogate_elbo(ans, post, scores, log_cp)
-            post, lse = softmax_rows(scores + log_cp[None, :])
-            ll = float(lse[ans.answered].sum())
+            scores += log_cp[:, None]
+            post, lse = softmax_columns(scores)
+            ll = float(ans.answered_sum(lse))
             if new_objective - objective < tol:
                 converged = True
                 break
@@ -363,15 +433,18 @@ def one_coin_dawid_skene(
             converged = True
             break
         objective = new_objective
+    if not ans.all_answered:
+        post[:, ~ans.answered] = cp[:, None]
     return _result(
         "onecoin",
         ans,
-        post,
+        np.ascontiguousarray(post.T),
         cp,
         _one_coin_confusions(skill, k),
         n_iter=it,
         converged=converged,
         log_likelihood=ll,
+        labels=argmax_columns(post),
     )
 
 
@@ -382,17 +455,27 @@ def _coin_scores(ans: Answers, log_right: np.ndarray, log_wrong: np.ndarray) -> 
 
 
 def _one_coin_scores(ans: Answers, skill: np.ndarray) -> np.ndarray:
-    s = np.clip(np.take(skill, ans.w), _EPS, 1 - _EPS)
-    return _coin_scores(ans, np.log(s), np.log((1 - s) / (ans.k - 1)))
+    """Class-major (K, n_tasks) per-task sums of one-coin answer log-likelihoods; the logs
+    are taken per worker, then gathered per answer."""
+    s = np.clip(skill, _EPS, 1 - _EPS)
+    log_right = np.log(s)
+    log_wrong = np.log((1 - s) / (ans.k - 1))
+    base = np.bincount(ans.t, weights=np.take(log_wrong, ans.w), minlength=ans.n_tasks)
+    scores = np.bincount(
+        ans.lt, weights=np.take(log_right - log_wrong, ans.w), minlength=ans.k * ans.n_tasks
+    )
+    scores = scores.reshape(ans.k, ans.n_tasks).astype(np.float64, copy=False)
+    scores += base
+    return scores
 
 
 def _one_coin_e_step(
     ans: Answers, skill: np.ndarray, class_prior: np.ndarray
 ) -> tuple[np.ndarray, float]:
     scores = _one_coin_scores(ans, skill)
-    scores += np.log(np.clip(class_prior, _EPS, None))[None, :]
-    post, lse = softmax_rows(scores)
-    return post, float(lse[ans.answered].sum())
+    scores += np.log(np.clip(class_prior, _EPS, None))[:, None]
+    post, lse = softmax_columns(scores)
+    return post, float(ans.answered_sum(lse))
 
 
 # ----------------------------------------------------------------------------- GLAD
@@ -633,15 +716,27 @@ def default_aggregation(
     n_workers: int | None = None,
     **options: object,
 ) -> Aggregation:
-    """Concord's default: Dawid-Skene whose worker matrices are shrunk toward one-coin form.
+    """Concord's default: Dawid-Skene with one-coin shrinkage, guarded against dependent workers.
 
     Each worker's confusion gets 5 pseudo-answers per true class spread like their own
     one-coin matrix (same accuracy on every class). Sparse workers therefore behave like a
     one-coin model, which is what wins on crowds of many light workers (ws_cf, zencrowd),
     while workers with plenty of answers still earn the class-specific biases full
     Dawid-Skene needs (duck, dog, relevance). EM runs until the MAP objective converges
-    (not Crowd-Kit's early stop). Uses the answers only, never gold.
+    (not Crowd-Kit's early stop).
+
+    Before that, `dependence.dependent_pairs` tests every worker pair sharing >= 50 tasks for
+    agreement beyond conditional independence, against a one-coin reference fit (which a
+    clique cannot inflate as easily as full matrices) and leaving the pair itself out. A
+    pair more than 9 standard errors above is treated as dependent: on shared tasks each
+    answer's log-likelihood is weighted 1 / (1 + 4 * flagged partners present) and counted
+    in the M-step against the posterior without those partners, so a clique of heavy
+    workers with shared errors can neither certify its own accuracy nor outvote the rest
+    (zencrowd). One rule, one set of constants for every crowd; with no flagged pair (most
+    crowds) the result is the plain shrunk Dawid-Skene. Uses the answers only, never gold.
     """
+    from .dependence import dependence_aware_dawid_skene, dependent_pairs
+
     params: dict[str, object] = {
         "shrinkage": 5.0,
         "shrink_to": "onecoin",
@@ -650,16 +745,45 @@ def default_aggregation(
         "stopping": "objective",
     }
     params.update(options)
-    result = dawid_skene(
-        tasks,
-        workers,
-        labels,
+    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    reference = one_coin_dawid_skene(
+        ans.t,
+        ans.w,
+        ans.l,
         n_classes,
-        n_tasks=n_tasks,
-        n_workers=n_workers,
-        **params,  # type: ignore[arg-type]
+        n_tasks=ans.n_tasks,
+        n_workers=ans.n_workers,
+        class_prior_smoothing=1.0,
+        stopping="objective",
     )
-    return replace(result, method="default", detail="ds+onecoin-shrinkage(5)")
+    pairs = dependent_pairs(ans, reference.confusions, reference.class_prior)
+    if not pairs.flagged.any():
+        result = dawid_skene(
+            tasks,
+            workers,
+            labels,
+            n_classes,
+            n_tasks=n_tasks,
+            n_workers=n_workers,
+            **params,  # type: ignore[arg-type]
+        )
+        return replace(result, method="default", detail="ds+onecoin-shrinkage(5)")
+    keys = (
+        "prior",
+        "shrinkage",
+        "class_prior_smoothing",
+        "init_confusions",
+        "init_class_prior",
+        "max_iter",
+        "tol",
+    )
+    result = dependence_aware_dawid_skene(
+        ans,
+        pairs,
+        **{key: params[key] for key in keys if key in params},  # type: ignore[arg-type]
+    )
+    flagged = ", ".join(f"{a}-{b}" for a, b in pairs.flagged_pairs)
+    return replace(result, detail=f"ds+onecoin-shrinkage(5), dependent pairs discounted: {flagged}")
 
 
 # ----------------------------------------------------------------------------- registry
