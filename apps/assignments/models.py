@@ -16,10 +16,16 @@ class Assignment(models.Model):
         RELEASED = "released", "Released"
         SKIPPED = "skipped", "Skipped"
 
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    # No single-column indexes where a composite one starts with the column (item: the
+    # (item, worker) constraint; worker: assignment_worker_job_idx): every lease writes them.
+    item = models.ForeignKey(
+        Item, on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     # Denormalized from item: the sweep, caps and invariant checks filter by job without a join.
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="assignments")
-    worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="assignments")
+    worker = models.ForeignKey(
+        Worker, on_delete=models.PROTECT, related_name="assignments", db_index=False
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.LEASED)
     is_gold = models.BooleanField(default=False, help_text="The item is a control (gold) item.")
     leased_at = models.DateTimeField(help_text="When the lease started.")
@@ -70,8 +76,9 @@ class Label(models.Model):
     """One answer from one worker for one item; written once, never edited."""
 
     assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="label")
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels")
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="labels")
+    # item and job are covered by label_unique_item_worker and the (job, ...) indexes.
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels", db_index=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="labels", db_index=False)
     worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="labels")
     value = models.CharField(max_length=200, help_text="The chosen class.")
     tier = models.CharField(

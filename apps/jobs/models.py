@@ -107,7 +107,8 @@ class Item(models.Model):
         EXPERT = "expert", "Expert"
         QC = "qc", "QC"
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="items")
+    # Covered by item_queue_idx and item_unique_external_id, which start with job.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="items", db_index=False)
     external_id = models.CharField(max_length=255, help_text="The client's id, unique per job.")
     payload = models.JSONField(
         default=dict, help_text="What annotators see (text, image URL, ...)."

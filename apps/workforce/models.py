@@ -114,7 +114,10 @@ class LedgerEntry(models.Model):
         LABEL = "label", "Label"
         BONUS = "bonus", "Bonus"
 
-    worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="ledger")
+    # Covered by the (worker, job, kind) index.
+    worker = models.ForeignKey(
+        Worker, on_delete=models.PROTECT, related_name="ledger", db_index=False
+    )
     job = models.ForeignKey("jobs.Job", on_delete=models.PROTECT, related_name="ledger")
     label = models.OneToOneField(
         "assignments.Label",
@@ -126,9 +129,10 @@ class LedgerEntry(models.Model):
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     amount = models.DecimalField(max_digits=12, decimal_places=4)
+    # Unique through Meta.constraints: a plain unique index (unique=True would add a second,
+    # LIKE-pattern index on PostgreSQL that nothing uses, written on every credit).
     idempotency_key = models.CharField(
         max_length=200,
-        unique=True,
         help_text='"label:<id>" for label credits; chosen by the caller for bonuses.',
     )
     note = models.CharField(max_length=500, blank=True, default="")
@@ -139,6 +143,9 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         indexes = [models.Index(fields=["worker", "job", "kind"])]
         constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="ledger_unique_idempotency_key"
+            ),
             models.CheckConstraint(
                 condition=models.Q(kind__in=["label", "bonus"]), name="ledger_kind_valid"
             ),
