@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -96,7 +97,16 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
                 [worker_pk, user.pk, worker_tier, worker_status],
             )
         setattr(user, WORKER_ATTR, worker)
-        return self._touch(user, token)
+        touched = self._touch(user, token)
+        if touched is not None:
+            # Keep this token's cached row current (only this entry: clearing the whole
+            # cache here would re-query every token in the process about once a minute each).
+            fields = len(user_fields)
+            _CREDENTIALS[digest] = (
+                now + CREDENTIALS_TTL_S,
+                (*row[: fields + 1], touched, *row[fields + 2 :]),
+            )
+        return user, token
 
     def _authenticate_orm(self, key: str):
         """Any database: the ORM converts values (SQLite has no native datetimes)."""
@@ -107,13 +117,15 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         )
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
-        return self._touch(token.user, token)
+        self._touch(token.user, token)
+        return token.user, token
 
-    def _touch(self, user, token: ApiToken):
-        # Touch last_used_at at most once a minute: a write per request would put the
-        # token row on the hot path of every annotator.
+    def _touch(self, user, token: ApiToken) -> datetime | None:
+        """Write last_used_at at most once a minute (a write per request would put the token
+        row on every annotator's hot path); the time written, or None."""
         now = timezone.now()
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-            forget_cached_credentials()
-        return user, token
+            token.last_used_at = now
+            return now
+        return None

@@ -324,3 +324,31 @@ def test_a_revoked_token_stops_working_once_its_cached_credentials_lapse(make_ac
     forget_cached_credentials()  # what the TTL does within seconds in every process
 
     assert actor.client.post(NEXT).status_code == 401
+
+
+def test_touching_one_token_keeps_the_other_cached_credentials(make_actor, job):
+    """last_used_at is written once a minute per token; that write refreshes only its own
+    cached row (on PostgreSQL, where credentials are cached), not every token's."""
+    from django.db import connection
+
+    from apps.accounts import authentication
+    from apps.accounts.models import ApiToken
+
+    first, _ = _annotator(make_actor, job)
+    second, _ = _annotator(make_actor, job)
+    assert first.client.post(NEXT).status_code == 200
+    assert second.client.post(NEXT).status_code == 200
+    stale = timezone.now() - timedelta(minutes=5)
+    ApiToken.objects.filter(user=first.user).update(last_used_at=stale)
+    authentication.forget_cached_credentials()
+    assert second.client.post(NEXT).status_code == 200
+    cached_before = set(authentication._CREDENTIALS)
+
+    assert first.client.post(NEXT).status_code == 200  # reads the stale time, writes now
+
+    touched = ApiToken.objects.get(user=first.user).last_used_at
+    assert touched > stale
+    if connection.vendor == "postgresql":
+        assert cached_before <= set(authentication._CREDENTIALS)
+        rows = [entry[1] for entry in authentication._CREDENTIALS.values()]
+        assert touched in {value for row in rows for value in row}
