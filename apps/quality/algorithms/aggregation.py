@@ -454,19 +454,22 @@ def _coin_scores(ans: Answers, log_right: np.ndarray, log_wrong: np.ndarray) -> 
     return base[:, None] + ans.vote_counts(weights=log_right - log_wrong)
 
 
+def _coin_scores_columns(ans: Answers, log_right: np.ndarray, log_wrong: np.ndarray) -> np.ndarray:
+    """`_coin_scores` class-major: (K, n_tasks), from per-answer log_right / log_wrong."""
+    base = np.bincount(ans.t, weights=log_wrong, minlength=ans.n_tasks)
+    scores = np.bincount(ans.lt, weights=log_right - log_wrong, minlength=ans.k * ans.n_tasks)
+    scores = scores.reshape(ans.k, ans.n_tasks).astype(np.float64, copy=False)
+    scores += base
+    return scores
+
+
 def _one_coin_scores(ans: Answers, skill: np.ndarray) -> np.ndarray:
     """Class-major (K, n_tasks) per-task sums of one-coin answer log-likelihoods; the logs
     are taken per worker, then gathered per answer."""
     s = np.clip(skill, _EPS, 1 - _EPS)
     log_right = np.log(s)
     log_wrong = np.log((1 - s) / (ans.k - 1))
-    base = np.bincount(ans.t, weights=np.take(log_wrong, ans.w), minlength=ans.n_tasks)
-    scores = np.bincount(
-        ans.lt, weights=np.take(log_right - log_wrong, ans.w), minlength=ans.k * ans.n_tasks
-    )
-    scores = scores.reshape(ans.k, ans.n_tasks).astype(np.float64, copy=False)
-    scores += base
-    return scores
+    return _coin_scores_columns(ans, np.take(log_right, ans.w), np.take(log_wrong, ans.w))
 
 
 def _one_coin_e_step(
@@ -602,21 +605,22 @@ def mace(
     rng = np.random.default_rng(seed)
     cp = np.full(k, 1.0 / k)
     log_cp = np.log(cp)
-    flat_tl = ans.t * k + ans.l
 
     def e_step(
         spam: np.ndarray, know_w: np.ndarray, xi: np.ndarray
     ) -> tuple[np.ndarray, float, np.ndarray]:
+        # Class-major like `dawid_skene`: posteriors are (K, n_tasks) during EM.
         sx = np.take(spam, ans.w) * np.take(xi.ravel(), ans.wl)
         know = np.take(know_w, ans.w)
         log_wrong = np.log(np.clip(sx, _EPS, None))
         log_right = np.log(np.clip(sx + know, _EPS, None))
-        scores = _coin_scores(ans, log_right, log_wrong) + log_cp[None, :]
-        post, lse = softmax_rows(scores)
+        scores = _coin_scores_columns(ans, log_right, log_wrong)
+        scores += log_cp[:, None]
+        post, lse = softmax_columns(scores)
         # P(worker was truthful on this answer): only possible if the label is the truth.
-        p_true = np.take(post.ravel(), flat_tl)
+        p_true = np.take(post.ravel(), ans.lt)
         knowing = p_true * know / np.clip(sx + know, _EPS, None)
-        return post, float(lse[ans.answered].sum()), knowing
+        return post, float(ans.answered_sum(lse)), knowing
 
     def m_step(knowing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         spam_n = 1.0 - knowing
@@ -634,9 +638,9 @@ def mace(
     best: tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, bool] | None = None
     for restart in range(max(n_restarts, 1)):
         if restart == 0 and majority_init:
-            post = _soft_majority(ans)
+            post = _soft_majority_columns(ans)
             # Start by trusting agreement with the majority, slightly discounted.
-            spam, know, xi = m_step(np.take(post.ravel(), flat_tl) * 0.8)
+            spam, know, xi = m_step(np.take(post.ravel(), ans.lt) * 0.8)
         else:
             spam = rng.uniform(0.1, 0.9, nw)
             know = 1.0 - spam
@@ -663,13 +667,14 @@ def mace(
     return _result(
         "mace",
         ans,
-        post,
+        np.ascontiguousarray(post.T),
         cp,
         conf,
         n_iter=it,
         converged=converged,
         log_likelihood=ll,
         spam=spam_n,
+        labels=argmax_columns(post) if ans.all_answered else None,
     )
 
 
