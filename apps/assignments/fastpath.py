@@ -36,10 +36,17 @@ def _json(value: str | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 
+@cache
+def _field_names(model: type[models.Model], keys: tuple[str, ...]) -> tuple[str, ...]:
+    """`keys` in the model's field order (what `from_db` expects)."""
+    wanted = set(keys)
+    return tuple(f.attname for f in model._meta.concrete_fields if f.attname in wanted)
+
+
 def _instance(model: type[M], data: dict[str, Any]) -> M:
     """A model instance as if loaded from the database with only these columns (the rest
     deferred: read lazily if ever touched, never silently a default)."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in data]
+    names = _field_names(model, tuple(data))
     return model.from_db("default", names, [data[name] for name in names])
 
 
