@@ -485,3 +485,32 @@ def test_dependent_pairs_flags_only_a_planted_clique(correlated):
         assert pairs.flagged_pairs == []
         r = aggregate(tasks, workers, labels, 2, method="default")
         assert r.detail == "ds+onecoin-shrinkage(5)"
+
+
+@pytest.mark.parametrize("name", ["zencrowd_all", "relevance"])
+def test_shared_answers_by_dense_counts_and_by_sorting_agree(name, monkeypatch):
+    """Co-answering pairs are counted in a dense array for small crowds and by sorting keys
+    for large ones; both give the same pairs and shared answers, and match a brute force."""
+    from apps.quality.algorithms import dependence
+    from apps.quality.algorithms._answers import Answers
+
+    d = load(name)
+    ans = Answers(d.tasks, d.workers, d.labels, d.n_classes, d.n_tasks, d.n_workers)
+    dense = dependence._shared_answers(ans, 20)
+    monkeypatch.setattr(dependence, "_DENSE_PAIR_KEYS", 0)
+    by_sorting = dependence._shared_answers(ans, 20)
+    for x, y in zip(dense, by_sorting, strict=True):
+        np.testing.assert_array_equal(x, y)
+    first, second, pair, a, b = dense
+    by_worker = {w: set(d.tasks[d.workers == w].tolist()) for w in np.unique(d.workers)}
+    brute = {
+        (v, w): len(by_worker[v] & by_worker[w])
+        for v in by_worker
+        for w in by_worker
+        if v < w and len(by_worker[v] & by_worker[w]) >= 20
+    }
+    pairs = zip(first.tolist(), second.tolist(), strict=True)
+    assert dict(zip(pairs, np.bincount(pair).tolist(), strict=True)) == brute
+    assert (d.workers[a] == first[pair]).all()
+    assert (d.workers[b] == second[pair]).all()
+    assert (d.tasks[a] == d.tasks[b]).all()

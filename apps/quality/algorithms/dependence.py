@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._answers import Answers, softmax_rows
 from .aggregation import (
@@ -57,39 +56,64 @@ class DependentPairs:
         ]
 
 
+# Pair keys counted densely up to this many (workers squared): 4M int64 counts, 32 MB.
+_DENSE_PAIR_KEYS = 1 << 22
+
+
 def _shared_answers(
     ans: Answers, min_overlap: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Worker pairs sharing >= min_overlap tasks, and per shared task the pair index and the
-    two answer ids. Overlaps come from one sparse product (cost: sum over tasks of answers
-    per task squared), never a dense workers x workers x tasks pass."""
+    two answer ids (ordered by pair, then task).
+
+    Every pair of answers to the same task is enumerated once, by offset within the task's
+    answers sorted by worker: the loop runs over offsets (at most the largest number of
+    answers to one task), each step vectorized over all tasks, so the cost is the number of
+    co-answering pairs (sum over tasks of answers squared), never workers x workers x tasks.
+    """
     empty = np.zeros(0, dtype=np.int64)
     if ans.n == 0:
         return empty, empty, empty, empty, empty
-    hits = sp.csr_matrix((np.ones(ans.n), (ans.w, ans.t)), shape=(ans.n_workers, ans.n_tasks))
-    overlap = sp.triu(hits @ hits.T, k=1).tocoo()
-    keep = overlap.data >= min_overlap
-    first = overlap.row[keep].astype(np.int64)
-    second = overlap.col[keep].astype(np.int64)
-    if first.size == 0:
-        return first, second, empty, empty, empty
-    ids = sp.csr_matrix(
-        (np.arange(ans.n, dtype=np.float64) + 1.0, (ans.w, ans.t)),
-        shape=(ans.n_workers, ans.n_tasks),
-    )
-    rows_a, rows_b = ids[first], ids[second]
-    a = rows_a.multiply(rows_b.astype(bool)).tocoo()
-    b = rows_b.multiply(rows_a.astype(bool)).tocoo()
-    oa = np.lexsort((a.col, a.row))
-    ob = np.lexsort((b.col, b.row))
-    pair = a.row[oa].astype(np.int64)
-    return (
-        first,
-        second,
-        pair,
-        a.data[oa].astype(np.int64) - 1,
-        b.data[ob].astype(np.int64) - 1,
-    )
+    order = np.lexsort((ans.w, ans.t))
+    by_task = ans.t[order]
+    starts = np.flatnonzero(np.r_[True, by_task[1:] != by_task[:-1]])
+    sizes = np.diff(np.r_[starts, by_task.size])
+    # How many answers to the same task follow each (sorted) answer.
+    after = np.repeat(starts + sizes, sizes) - np.arange(by_task.size) - 1
+    firsts, seconds = [], []
+    live = np.flatnonzero(after >= 1)
+    offset = 1
+    while live.size:
+        firsts.append(order[live])
+        seconds.append(order[live + offset])
+        offset += 1
+        live = live[after[live] >= offset]
+    if not firsts:
+        return empty, empty, empty, empty, empty
+    a = np.concatenate(firsts).astype(np.int64)
+    b = np.concatenate(seconds).astype(np.int64)
+    distinct = ans.w[a] != ans.w[b]  # a worker answering a task twice is not a pair
+    a, b = a[distinct], b[distinct]
+    nw = ans.n_workers
+    key = ans.w[a].astype(np.int64) * nw + ans.w[b]
+    if nw * nw <= _DENSE_PAIR_KEYS:
+        # Few enough workers to count every possible pair in one array (faster than sorting).
+        overlap = np.bincount(key, minlength=nw * nw)
+        pairs = np.flatnonzero(overlap >= min_overlap)
+        index = np.full(nw * nw, -1, dtype=np.int64)
+        index[pairs] = np.arange(pairs.size)
+        pair = index[key]
+    else:
+        unique, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        kept = counts >= min_overlap
+        pairs = unique[kept]
+        pair = np.where(kept[inverse], np.cumsum(kept)[inverse] - 1, -1)
+    if pairs.size == 0:
+        return empty, empty, empty, empty, empty
+    shared = pair >= 0
+    pair, a, b = pair[shared], a[shared], b[shared]
+    o = np.lexsort((ans.t[a], pair))
+    return pairs // nw, pairs % nw, pair[o], a[o], b[o]
 
 
 def _deconvolved_confusions(
