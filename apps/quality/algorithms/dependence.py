@@ -74,7 +74,8 @@ def _shared_answers(
     empty = np.zeros(0, dtype=np.int64)
     if ans.n == 0:
         return empty, empty, empty, empty, empty
-    order = np.lexsort((ans.w, ans.t))
+    # By task, then worker: one sort of a combined key (unique per answer once deduplicated).
+    order = np.argsort(ans.t.astype(np.int64) * ans.n_workers + ans.w)
     by_task = ans.t[order]
     starts = np.flatnonzero(np.r_[True, by_task[1:] != by_task[:-1]])
     sizes = np.diff(np.r_[starts, by_task.size])
@@ -100,18 +101,17 @@ def _shared_answers(
         # Few enough workers to count every possible pair in one array (faster than sorting).
         overlap = np.bincount(key, minlength=nw * nw)
         pairs = np.flatnonzero(overlap >= min_overlap)
-        index = np.full(nw * nw, -1, dtype=np.int64)
-        index[pairs] = np.arange(pairs.size)
-        pair = index[key]
+        if pairs.size == 0:
+            return empty, empty, empty, empty, empty
+        shared = overlap[key] >= min_overlap
     else:
         unique, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        kept = counts >= min_overlap
-        pairs = unique[kept]
-        pair = np.where(kept[inverse], np.cumsum(kept)[inverse] - 1, -1)
-    if pairs.size == 0:
-        return empty, empty, empty, empty, empty
-    shared = pair >= 0
-    pair, a, b = pair[shared], a[shared], b[shared]
+        pairs = unique[counts >= min_overlap]
+        if pairs.size == 0:
+            return empty, empty, empty, empty, empty
+        shared = counts[inverse] >= min_overlap
+    a, b = a[shared], b[shared]
+    pair = np.searchsorted(pairs, key[shared])
     o = np.lexsort((ans.t[a], pair))
     return pairs // nw, pairs % nw, pair[o], a[o], b[o]
 
