@@ -202,3 +202,10 @@ def test_bulk_update_rows_writes_each_objects_fields_and_nothing_else():
     untouched = got[items[3].pk]
     assert untouched.updated_at == items[3].updated_at
     assert bulk_update_rows(Item, [], ["label"]) == 0
+    # In batches: the same rows written, a statement per batch.
+    for change in changes:
+        change.label = "bird"
+    assert bulk_update_rows(Item, changes, ["label"], batch_size=2) == 3
+    assert set(Item.objects.filter(label="bird").values_list("pk", flat=True)) == {
+        c.pk for c in changes
+    }

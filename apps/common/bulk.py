@@ -17,13 +17,19 @@ BATCH = 5000
 
 
 def bulk_update_rows(
-    model: type[models.Model], objs: Sequence[models.Model], fields: Sequence[str]
+    model: type[models.Model],
+    objs: Sequence[models.Model],
+    fields: Sequence[str],
+    *,
+    batch_size: int = BATCH,
 ) -> int:
-    """Write `fields` of every object in `objs` (by primary key); returns rows written."""
+    """Write `fields` of every object in `objs` (by primary key), `batch_size` rows per
+    statement (outside a transaction each statement commits on its own); returns rows
+    written."""
     if not objs:
         return 0
     if connection.vendor != "postgresql":
-        return model.objects.bulk_update(objs, list(fields), batch_size=1000)
+        return model.objects.bulk_update(objs, list(fields), batch_size=min(batch_size, 1000))
     meta = model._meta
     pk = meta.pk
     columns = [meta.get_field(name) for name in fields]
@@ -41,8 +47,8 @@ def bulk_update_rows(
     )
     written = 0
     with connection.cursor() as cursor:
-        for start in range(0, len(objs), BATCH):
-            batch = objs[start : start + BATCH]
+        for start in range(0, len(objs), batch_size):
+            batch = objs[start : start + batch_size]
             params = [[obj.pk for obj in batch]]
             for field in columns:
                 params.append(

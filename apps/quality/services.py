@@ -643,11 +643,14 @@ def job_aggregate(
             seconds=0.0,
         )
         _write_worker_qualities(job=job, arrays=arrays, result=result)
-        _write_item_results(job=job, arrays=arrays, result=result, agreement=agreement, run=run)
-        cache.set(_prior_cache_key(job.pk), run.class_prior, timeout=60)
-        _LOCAL_PRIORS.pop(job.pk, None)
-        run.seconds = time.perf_counter() - started
-        run.save(update_fields=["seconds"])
+    # Item results outside that transaction, in batches that commit one by one: an UPDATE
+    # holds its rows' locks until commit, and annotators submitting labels on those items
+    # would otherwise wait for the whole write. A run cut short is rewritten by the next.
+    _write_item_results(job=job, arrays=arrays, result=result, agreement=agreement, run=run)
+    cache.set(_prior_cache_key(job.pk), run.class_prior, timeout=60)
+    _LOCAL_PRIORS.pop(job.pk, None)
+    run.seconds = time.perf_counter() - started
+    run.save(update_fields=["seconds"])
     return run
 
 
@@ -704,6 +707,9 @@ def _write_worker_qualities(
         unique_fields=["worker", "job"],
         update_fields=["classes_key", "confusion", "skill", "n_labels", "source", "updated_at"],
     )
+
+
+ITEM_RESULTS_BATCH = 1000  # rows per UPDATE (and per commit, outside a transaction)
 
 
 def _write_item_results(
@@ -770,6 +776,7 @@ def _write_item_results(
         Item,
         changed,
         ["posterior", "agreement", "result_meta", "label", "confidence", "updated_at"],
+        batch_size=ITEM_RESULTS_BATCH,
     )
 
 
