@@ -251,11 +251,25 @@ def _best_matrix_sql() -> str:
         LIMIT 1"""
 
 
-@cache
-def _lock_sql() -> str:
+def _answers_columns_sql(*, item: str, job: str, key: str) -> str:
+    """Two result columns (SQL): the item's answers as a JSON list of [worker, value, tier,
+    worker status, stored matrix], oldest first, and the submitting worker's (%(worker)s)
+    own stored matrix. `item`, `job` and `key` are SQL expressions."""
     t = _tables()
     worker = Worker._meta.db_table
     best = _best_matrix_sql()
+    return f"""
+       (SELECT json_agg(json_build_array(l.worker_id, l.value, l.tier, w.status, m.confusion)
+                        ORDER BY l.id)
+        FROM {t["label"]} l JOIN {worker} w ON w.id = l.worker_id
+        LEFT JOIN LATERAL ({best.format(worker="l.worker_id", job=job, key=key)}) m ON true
+        WHERE l.item_id = {item})::text,
+       ({best.format(worker="%(worker)s", job=job, key=key)})::text"""
+
+
+@cache
+def _lock_sql() -> str:
+    t = _tables()
     # The classes key as apps.quality.services.classes_key computes it (a test holds the two
     # equal): sha256 of the class names joined by U+001F, first 32 hex digits.
     key = (
@@ -266,6 +280,7 @@ def _lock_sql() -> str:
     # The item's answers come from this statement's snapshot: if the item's row lock had to
     # wait for another submit, that label may be missing, which the caller sees by comparing
     # their number with the (locked, current) n_labels and then reads them again.
+    answers = _answers_columns_sql(item="x.item_id", job="x.job_id", key="(SELECT key FROM k)")
     return f"""
 WITH x AS (
     SELECT a.id, a.state, a.worker_id, a.item_id, a.is_gold, a.leased_at, a.expires_at,
@@ -278,21 +293,13 @@ WITH x AS (
     WHERE a.id = %(assignment)s FOR UPDATE OF a, i
 ), k AS (
     SELECT {key} AS key FROM x
-), earlier AS (
-    SELECT l.id, l.worker_id, l.value, l.tier, w.status, m.confusion
-    FROM x JOIN {t["label"]} l ON l.item_id = x.item_id
-    JOIN {worker} w ON w.id = l.worker_id
-    LEFT JOIN LATERAL ({best.format(worker="l.worker_id", job="x.job_id", key="(SELECT key FROM k)")}) m ON true
 )
 SELECT x.id, x.state, x.worker_id, x.item_id, x.is_gold, x.leased_at, x.expires_at,
        x.gold_label, x.item_state, x.n_labels, x.labels_needed, x.vote_counts, x.result_meta,
        x.job_id, x.status, x.label_schema::text, x.instructions, x.policy, x.pricing,
-       x.routing,
-       (SELECT json_agg(json_build_array(e.worker_id, e.value, e.tier, e.status, e.confusion)
-                        ORDER BY e.id) FROM earlier e)::text,
-       ({best.format(worker="%(worker)s", job="x.job_id", key="(SELECT key FROM k)")})::text
+       x.routing,{answers}
 FROM x
-"""  # noqa: E501
+"""
 
 
 @cache
@@ -304,18 +311,7 @@ def _lock_statement() -> Prepared:
 
 @cache
 def _answers_sql() -> str:
-    t = _tables()
-    worker = Worker._meta.db_table
-    best = _best_matrix_sql()
-    return f"""
-SELECT (SELECT json_agg(json_build_array(l.worker_id, l.value, l.tier, w.status, m.confusion)
-                        ORDER BY l.id)
-        FROM {t["label"]} l JOIN {worker} w ON w.id = l.worker_id
-        LEFT JOIN LATERAL ({best.format(worker="l.worker_id", job="%(job)s", key="%(key)s")}) m
-            ON true
-        WHERE l.item_id = %(item)s)::text,
-       ({best.format(worker="%(worker)s", job="%(job)s", key="%(key)s")})::text
-"""
+    return "SELECT" + _answers_columns_sql(item="%(item)s", job="%(job)s", key="%(key)s")
 
 
 @cache

@@ -45,6 +45,29 @@ class Aggregation:
 # ----------------------------------------------------------------------------- helpers
 
 
+def _result_columns(
+    method: str,
+    ans: Answers,
+    post_kt: np.ndarray,
+    class_prior: np.ndarray,
+    confusions: np.ndarray,
+    **kwargs: object,
+) -> Aggregation:
+    """`_result` for EM that ran class-major: (K, n_tasks) posteriors, tasks without answers
+    set to the class prior, transposed once at the end."""
+    if not ans.all_answered:
+        post_kt[:, ~ans.answered] = class_prior[:, None]
+    return _result(
+        method,
+        ans,
+        np.ascontiguousarray(post_kt.T),
+        class_prior,
+        confusions,
+        labels=argmax_columns(post_kt),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
 def _skills(confusions: np.ndarray, class_prior: np.ndarray) -> np.ndarray:
     diag = np.diagonal(confusions, axis1=1, axis2=2)
     return diag @ class_prior
@@ -353,18 +376,8 @@ def dawid_skene(
             converged = True
             break
         objective = new_objective
-    if not ans.all_answered:
-        post[:, ~ans.answered] = cp[:, None]
-    return _result(
-        "ds",
-        ans,
-        np.ascontiguousarray(post.T),
-        cp,
-        conf,
-        n_iter=it,
-        converged=converged,
-        log_likelihood=ll,
-        labels=argmax_columns(post),
+    return _result_columns(
+        "ds", ans, post, cp, conf, n_iter=it, converged=converged, log_likelihood=ll
     )
 
 
@@ -433,18 +446,15 @@ def one_coin_dawid_skene(
             converged = True
             break
         objective = new_objective
-    if not ans.all_answered:
-        post[:, ~ans.answered] = cp[:, None]
-    return _result(
+    return _result_columns(
         "onecoin",
         ans,
-        np.ascontiguousarray(post.T),
+        post,
         cp,
         _one_coin_confusions(skill, k),
         n_iter=it,
         converged=converged,
         log_likelihood=ll,
-        labels=argmax_columns(post),
     )
 
 
@@ -664,17 +674,16 @@ def mace(
     xi_n = xi / xi.sum(axis=1, keepdims=True)
     spam_n = spam / (spam + know)
     conf = spam_n[:, None, None] * xi_n[:, None, :] + (1.0 - spam_n)[:, None, None] * np.eye(k)
-    return _result(
+    return _result_columns(
         "mace",
         ans,
-        np.ascontiguousarray(post.T),
+        post,
         cp,
         conf,
         n_iter=it,
         converged=converged,
         log_likelihood=ll,
         spam=spam_n,
-        labels=argmax_columns(post) if ans.all_answered else None,
     )
 
 
