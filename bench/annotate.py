@@ -304,6 +304,7 @@ def run(target, args_for, clients: int, seconds: float) -> tuple[Stats, float]:
     return stats, time.monotonic() - started
 
 
+CPU_SIDES = ("web", "celery", "postgres", "client")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -339,6 +340,7 @@ def cpu_snapshot(server: subprocess.Popen, worker: subprocess.Popen) -> dict[str
         except OSError:
             continue
     return {
+        "wal": _wal_counters(),
         "web": {p: _cpu_seconds(p) for p in _children(server.pid)},
         "celery": {p: _cpu_seconds(p) for p in _children(worker.pid)},
         "postgres": postgres,
@@ -346,14 +348,34 @@ def cpu_snapshot(server: subprocess.Popen, worker: subprocess.Popen) -> dict[str
     }
 
 
+def _wal_counters() -> dict[int, float]:
+    """PostgreSQL's cluster-wide WAL counters (pg_stat_wal): records, full-page images,
+    bytes. Every commit waits for its WAL to reach the disk, so WAL per label is a cost."""
+    import psycopg2
+
+    conn = psycopg2.connect(f"{PG}/postgres")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal")
+            records, fpi, size = cursor.fetchone()
+    finally:
+        conn.close()
+    return {0: float(records), 1: float(fpi), 2: float(size)}
+
+
 def _cpu_delta(
     before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
 ) -> dict[str, float]:
-    """Seconds per side between two snapshots (processes that exited in between are lost)."""
-    return {
+    """Seconds per side between two snapshots (processes that exited in between are lost);
+    for "wal", the three WAL counters' growth."""
+    delta = {
         side: sum(max(0.0, t - before[side].get(pid, 0.0)) for pid, t in after[side].items())
         for side in after
+        if side != "wal"
     }
+    wal = {key: after["wal"][key] - before["wal"][key] for key in after["wal"]}
+    delta.update(wal_records=wal[0], wal_fpi=wal[1], wal_bytes=wal[2])
+    return delta
 
 
 def pct(values: list[float], q: float) -> float:
@@ -426,10 +448,19 @@ def main() -> None:
     print("CPU ms per label (all cores; steadier than throughput on a shared machine):")
     print(f"{'':10} {'web':>7} {'celery':>7} {'postgres':>9} {'client':>7} {'total':>7}")
     for name, cpu, stats in (("floor", floor_cpu, floor), ("concord", concord_cpu, concord)):
-        per = {k: v * 1000 / max(stats.labels, 1) for k, v in cpu.items()}
+        per = {k: cpu[k] * 1000 / max(stats.labels, 1) for k in CPU_SIDES}
         print(
             f"{name:10} {per['web']:7.2f} {per['celery']:7.2f} {per['postgres']:9.2f} "
             f"{per['client']:7.2f} {sum(per.values()):7.2f}"
+        )
+    print()
+    print("WAL per label (each commit waits for its WAL to be flushed):")
+    print(f"{'':10} {'records':>8} {'full pages':>11} {'bytes':>8}")
+    for name, cpu, stats in (("floor", floor_cpu, floor), ("concord", concord_cpu, concord)):
+        n = max(stats.labels, 1)
+        print(
+            f"{name:10} {cpu['wal_records'] / n:8.1f} {cpu['wal_fpi'] / n:11.2f} "
+            f"{cpu['wal_bytes'] / n:8.0f}"
         )
     print(
         f"concord idle answers: {concord.idle}; errors: {len(floor.errors) + len(concord.errors)}"

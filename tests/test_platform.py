@@ -167,6 +167,31 @@ def test_prepared_statements_are_planned_once_per_session_and_survive_rollbacks(
         assert cursor.fetchone() == (48,)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_asynchronous_commit_holds_for_its_own_statement_only():
+    from django.db import connection, transaction
+
+    from apps.common.prepared import Prepared
+
+    if connection.vendor != "postgresql":
+        pytest.skip("server-side prepared statements are PostgreSQL's")
+    setting = Prepared(
+        "concord_test_sync", "SELECT current_setting('synchronous_commit') || %(s)s", {"s": "text"}
+    )
+    with connection.cursor() as cursor:
+        setting.execute(cursor, {"s": ""}, asynchronous_commit=True)
+        assert cursor.fetchone() == ("off",)
+        # The next statement of the session commits synchronously again.
+        setting.execute(cursor, {"s": ""})
+        assert cursor.fetchone() == ("on",)
+    # Inside a caller's transaction the flag changes nothing: the caller decides.
+    with transaction.atomic(), connection.cursor() as cursor:
+        setting.execute(cursor, {"s": ""}, asynchronous_commit=True)
+        assert cursor.fetchone() == ("on",)
+        cursor.execute("SELECT current_setting('synchronous_commit')")
+        assert cursor.fetchone() == ("on",)
+
+
 @pytest.mark.django_db
 def test_bulk_update_rows_writes_each_objects_fields_and_nothing_else():
     from datetime import timedelta

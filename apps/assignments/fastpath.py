@@ -217,6 +217,11 @@ def lease(
                 "expires": expires,
                 "spread": spread,
             },
+            # A lease lost in a crash of PostgreSQL is lost whole (the item's slot with
+            # it): its submit then answers 404 and the annotator asks again. A label is
+            # never stored on a lost lease: its synchronous commit flushes the WAL up to
+            # itself, the lease's included. The lease commit is half of a label's commits.
+            asynchronous_commit=True,
         )
         row = cursor.fetchone()
     if row is None:

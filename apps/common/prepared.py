@@ -49,8 +49,16 @@ class Prepared:
         placeholders = ", ".join(["%s"] * len(order))
         self.execute_sql = f"EXECUTE {name} ({placeholders})" if order else f"EXECUTE {name}"
 
-    def execute(self, cursor: Any, params: dict[str, Any]) -> None:
-        """Run on the default connection's cursor, preparing it first in a new session."""
+    def execute(
+        self, cursor: Any, params: dict[str, Any], *, asynchronous_commit: bool = False
+    ) -> None:
+        """Run on the default connection's cursor, preparing it first in a new session.
+
+        `asynchronous_commit`: when the statement is its own transaction (autocommit), its
+        commit does not wait for the WAL to reach the disk (`synchronous_commit = off` for
+        this transaction only, sent in the same round trip). A crash of PostgreSQL may then
+        lose it whole, never in part, if nothing committed synchronously after it; only for
+        writes whose loss the caller can take. Inside a transaction it changes nothing."""
         raw = connection.connection
         done = _PREPARED.get(raw)
         if done is None:
@@ -58,4 +66,12 @@ class Prepared:
         if self.name not in done:
             cursor.execute(self.prepare_sql)
             done.add(self.name)
-        cursor.execute(self.execute_sql, [params[k] for k in self.order])
+        sql = self.execute_sql
+        if asynchronous_commit and not connection.in_atomic_block:
+            # A multi-statement query runs as one implicit transaction: SET LOCAL holds
+            # for it, and it commits when the EXECUTE is done.
+            sql = _ASYNC_COMMIT + sql
+        cursor.execute(sql, [params[k] for k in self.order])
+
+
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off; "

@@ -46,6 +46,7 @@ class PolicySerializer(serializers.Serializer):
 
     # Quality engine (apps.quality.services.QUALITY_DEFAULTS).
     reaggregate_every = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    reaggregate_growth = serializers.FloatField(min_value=0.0, max_value=10.0, required=False)
     new_worker_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     new_expert_accuracy = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     history_strength = serializers.FloatField(min_value=0.0, max_value=10_000.0, required=False)

@@ -29,8 +29,12 @@ from apps.workforce.models import Worker
 
 # Defaults for the quality knobs of a job's policy (all overridable per job).
 QUALITY_DEFAULTS: dict[str, Any] = {
-    # Re-aggregate the whole job after this many new labels.
+    # Re-aggregate the whole job after this many new labels ...
     "reaggregate_every": 200,
+    # ... or, once the job is large, after this share of the labels the last run read: a
+    # run reads every label, so a fixed interval would make a big job's total work grow
+    # with the square of its size; a proportional one keeps it linear.
+    "reaggregate_growth": 0.1,
     # Accuracy assumed for a worker with no record in this job nor a prior from history.
     "new_worker_accuracy": 0.7,
     "new_expert_accuracy": 0.95,
@@ -477,8 +481,8 @@ def item_answers(*, item_id: int) -> tuple[list[tuple[int, str, str]], dict[int,
     return [(w, v, t) for w, v, t, _ in rows], {w: s for w, _, _, s in rows}
 
 
-# Labels are counted per process and added to the shared counter in batches: one cache
-# round trip per batch instead of per label. A batch is at most 1/20 of the trigger interval
+# Labels are counted per process and taken off the job's shared countdown in batches: one
+# cache round trip per batch instead of per label. A batch is at most 1/20 of the interval
 # (so a trigger fires at most 5% late, never early) and exact for small intervals.
 _PENDING_LABELS: dict[int, int] = {}
 _PENDING_LOCK = threading.Lock()
@@ -490,31 +494,48 @@ def label_count_batch(every: int) -> int:
     return max(1, min(LABEL_COUNT_BATCH_MAX, every // 20))
 
 
+def _countdown_key(job_id: int) -> str:
+    return f"concord:quality:labels-until-aggregate:{job_id}"
+
+
 def labels_since_count(*, job_id: int, every: int) -> bool:
-    """Count one new label of the job; True when the shared count crosses a multiple of
-    `every` (the job's re-aggregation trigger)."""
+    """Count one new label of the job; True when the job's countdown to its next
+    re-aggregation reaches zero (once: the run that follows sets the next countdown)."""
     batch = label_count_batch(every)
     with _PENDING_LOCK:
         pending = _PENDING_LABELS.get(job_id, 0) + 1
         _PENDING_LABELS[job_id] = 0 if pending >= batch else pending
     if pending < batch:
         return False
-    key = f"concord:quality:new-labels:{job_id}"
+    key = _countdown_key(job_id)
     try:
-        total = cache.incr(key, pending)
-    except ValueError:
-        cache.set(key, pending, timeout=None)
-        total = pending
-    return total // every > (total - pending) // every
+        left = cache.decr(key, pending)
+    except ValueError:  # no run yet: the first interval is `every` labels
+        if cache.add(key, every - pending, timeout=None):
+            left = every - pending
+        else:  # another process started the countdown in between
+            left = cache.decr(key, pending)
+    return left <= 0 < left + pending
+
+
+def aggregation_countdown_reset(*, job: Job, n_labels: int) -> int:
+    """After a re-aggregation that read `n_labels` labels: the next one is due after
+    max(reaggregate_every, reaggregate_growth x n_labels) new labels. Returns that interval."""
+    policy = quality_policy(job)
+    interval = max(
+        int(policy["reaggregate_every"]), math.ceil(float(policy["reaggregate_growth"]) * n_labels)
+    )
+    cache.set(_countdown_key(job.pk), interval, timeout=None)
+    return interval
 
 
 def maybe_schedule_aggregation(*, job: Job) -> bool:
-    """Enqueue a job re-aggregation after every `reaggregate_every` new labels."""
+    """Enqueue a job re-aggregation when its countdown of new labels runs out."""
     every = int(quality_policy(job)["reaggregate_every"])
     if every <= 0 or not labels_since_count(job_id=job.pk, every=every):
         return False
-    # At most one queued re-aggregation per job: on a busy job the trigger fires faster
-    # than a run finishes, and a queued run reads every label there is when it starts.
+    # At most one queued re-aggregation per job (the beat and the API queue runs too): a
+    # queued run reads every label there is when it starts.
     if not cache.add(_aggregation_queued_key(job.pk), 1, timeout=AGGREGATION_QUEUED_TTL_S):
         return False
     from workers.tasks_quality import aggregate_job
@@ -590,8 +611,9 @@ def job_aggregate(
     *, job_id: int, method: str | None = None, max_label_id: int | None = None
 ) -> AggregationRun | None:
     """Re-aggregate a job: warm-started from stored matrices (with history as a prior), write
-    every crowd item's posterior, label, confidence, agreement and provenance in bulk, and
-    store each worker's confusion matrix. Safe to run twice; None when there are no labels.
+    the posterior, label, confidence, agreement and provenance of every crowd item whose
+    result moved (RESULT_REWRITE_TOLERANCE) in bulk, store each worker's confusion matrix and
+    set the countdown to the next run. Safe to run twice; None when there are no labels.
 
     Items settled by QC, experts or the model keep their label: only the posterior evidence
     of crowd items is rewritten.
@@ -647,6 +669,7 @@ def job_aggregate(
     # holds its rows' locks until commit, and annotators submitting labels on those items
     # would otherwise wait for the whole write. A run cut short is rewritten by the next.
     _write_item_results(job=job, arrays=arrays, result=result, agreement=agreement, run=run)
+    aggregation_countdown_reset(job=job, n_labels=run.n_labels)
     cache.set(_prior_cache_key(job.pk), run.class_prior, timeout=60)
     _LOCAL_PRIORS.pop(job.pk, None)
     run.seconds = time.perf_counter() - started
@@ -710,6 +733,27 @@ def _write_worker_qualities(
 
 
 ITEM_RESULTS_BATCH = 1000  # rows per UPDATE (and per commit, outside a transaction)
+# A run leaves an item's stored result alone when it would change no label, no answer list
+# and no class probability by more than this: a re-aggregation moves every posterior a
+# little, and rewriting every labeled item each time was most of a busy job's write load.
+RESULT_REWRITE_TOLERANCE = 1e-3
+
+
+def _result_unchanged(item: Item, meta: dict, posterior: list[float], label: str | None) -> bool:
+    """Whether `item` already holds this run's result up to RESULT_REWRITE_TOLERANCE: same
+    method and version, the same answers, the same label, every probability within it."""
+    old = item.result_meta or {}
+    if (old.get("method"), old.get("version")) != (meta["method"], meta["version"]):
+        return False
+    answers = [(w["worker"], w["label"]) for w in meta["workers"]]
+    if [(w.get("worker"), w.get("label")) for w in old.get("workers", ())] != answers:
+        return False
+    if item.state == Item.State.SETTLED and item.label != label:
+        return False
+    stored = item.posterior or []
+    return len(stored) == len(posterior) and all(
+        abs(a - b) <= RESULT_REWRITE_TOLERANCE for a, b in zip(stored, posterior, strict=True)
+    )
 
 
 def _write_item_results(
@@ -749,10 +793,8 @@ def _write_item_results(
         if item is None:
             continue
         span = order[bounds[t] : bounds[t + 1]]
-        posterior = result.posteriors[t]
-        top = int(np.argmax(posterior))
-        item.posterior = [round(float(p), 6) for p in posterior]
-        item.agreement = None if np.isnan(agreement[t]) else float(agreement[t])
+        posterior = [round(float(p), 6) for p in result.posteriors[t]]
+        top = int(np.argmax(result.posteriors[t]))
         meta = {
             "method": result.method,
             "version": result.version,
@@ -766,10 +808,14 @@ def _write_item_results(
                 for j in span
             ],
         }
+        if _result_unchanged(item, meta, posterior, classes[top]):
+            continue
+        item.posterior = posterior
+        item.agreement = None if np.isnan(agreement[t]) else float(agreement[t])
         item.result_meta = meta
         if item.state == Item.State.SETTLED:
             item.label = classes[top]
-            item.confidence = float(posterior[top])
+            item.confidence = float(result.posteriors[t][top])
         item.updated_at = now
         changed.append(item)
     bulk_update_rows(

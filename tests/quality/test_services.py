@@ -122,9 +122,40 @@ def test_job_aggregation_writes_posteriors_and_worker_matrices_reproducibly():
     skills = dict(WorkerJobQuality.objects.filter(job=job).values_list("worker_id", "skill"))
     assert skills[crowd[0].pk] > skills[crowd[2].pk]
     assert AggregationRun.objects.filter(job=job).count() == 2
+    # The second run moved no result beyond RESULT_REWRITE_TOLERANCE: it rewrote nothing,
+    # and every item still names the first run as where its result comes from.
+    written = Item.objects.filter(job=job).exclude(state="review")
+    assert {i.result_meta["run"] for i in written} == {first.pk}
     item = Item.objects.filter(job=job, state="settled").first()
-    assert item.result_meta["run"] == second.pk
     assert len(item.result_meta["workers"]) == 3
+
+
+def test_job_aggregation_rewrites_only_the_results_that_moved():
+    job, items, crowd = _job(6, workers=4, policy={"min_labels": 3, "max_labels": 4})
+    for worker in crowd[:3]:
+        for _ in range(6):
+            _label(worker, "dog", job_id=job.pk)
+    first = job_aggregate(job_id=job.pk)
+    assert {i.result_meta["run"] for i in Item.objects.filter(job=job)} == {first.pk}
+    # A fourth label on one item: that item's answers changed, the other five did not.
+    stored = {i.pk: (i.posterior, i.updated_at) for i in Item.objects.filter(job=job)}
+    item = Item.objects.get(pk=items[0].pk)
+    item.state, item.labels_needed = "open", 4
+    item.save(update_fields=["state", "labels_needed"])
+    task = assignment_next(worker=crowd[3], job_id=job.pk)
+    assert task.item == items[0].pk
+    assignment_submit(worker=crowd[3], assignment_id=task.id, label="cat")
+    second = job_aggregate(job_id=job.pk)
+
+    runs = dict(Item.objects.filter(job=job).values_list("pk", "result_meta__run"))
+    assert runs.pop(items[0].pk) == second.pk
+    assert set(runs.values()) == {first.pk}
+    relabeled = Item.objects.get(pk=items[0].pk)
+    assert [w["label"] for w in relabeled.result_meta["workers"]] == ["dog"] * 3 + ["cat"]
+    for other in Item.objects.filter(job=job).exclude(pk=items[0].pk):
+        posterior, updated_at = stored[other.pk]
+        assert other.updated_at == updated_at
+        assert other.posterior == pytest.approx(posterior, abs=1e-3)
 
 
 def test_poor_gold_accuracy_suspends_the_worker_and_records_why(django_capture_on_commit_callbacks):
@@ -241,18 +272,25 @@ def test_gold_through_the_engine_is_counted_retired_and_never_repeated():
 
 
 def test_label_trigger_queues_one_re_aggregation_at_a_time(django_capture_on_commit_callbacks):
-    from django.core.cache import cache
-
-    from apps.quality.services import aggregation_dequeued, maybe_schedule_aggregation
+    from apps.quality.services import (
+        aggregation_countdown_reset,
+        aggregation_dequeued,
+        maybe_schedule_aggregation,
+    )
 
     job, _, _ = _job(0, policy={"reaggregate_every": 2})
-    cache.delete(f"concord:quality:new-labels:{job.pk}")
     with django_capture_on_commit_callbacks(execute=False) as queued:
         fired = [maybe_schedule_aggregation(job=job) for _ in range(6)]
-    # Every second label triggers, but only the first trigger queues while it is pending.
+    # The second label runs the countdown out; it stays out until a run sets the next one.
     assert fired == [False, True, False, False, False, False]
     assert len(queued) == 1
+    # The beat (or the API) queued a run meanwhile: the countdown fires, nothing is queued.
+    aggregation_countdown_reset(job=job, n_labels=6)
+    fired = [maybe_schedule_aggregation(job=job) for _ in range(2)]
+    assert fired == [False, False]
+    # The queued run starts and ends: the next countdown queues again.
     aggregation_dequeued(job_id=job.pk)
+    aggregation_countdown_reset(job=job, n_labels=8)
     with django_capture_on_commit_callbacks(execute=False) as queued:
         fired = [maybe_schedule_aggregation(job=job) for _ in range(2)]
     assert fired == [False, True]
@@ -262,21 +300,57 @@ def test_label_trigger_queues_one_re_aggregation_at_a_time(django_capture_on_com
 def test_label_trigger_counts_in_batches_and_fires_on_time():
     from django.core.cache import cache
 
-    from apps.quality.services import label_count_batch, labels_since_count, local_caches_clear
+    from apps.quality.services import (
+        aggregation_countdown_reset,
+        label_count_batch,
+        labels_since_count,
+        local_caches_clear,
+    )
 
     job, _, _ = _job(0, policy={"reaggregate_every": 200})
-    key = f"concord:quality:new-labels:{job.pk}"
-    cache.delete(key)
+    key = f"concord:quality:labels-until-aggregate:{job.pk}"
     assert label_count_batch(200) == 10
     assert label_count_batch(19) == 1
     fired = [labels_since_count(job_id=job.pk, every=200) for _ in range(405)]
-    # The trigger fires exactly at the 200th and 400th label; the shared counter is
-    # updated once per 10 labels (the last 5 are still counted locally).
-    assert [i + 1 for i, f in enumerate(fired) if f] == [200, 400]
-    assert cache.get(key) == 400
-    # Small intervals stay exact: every label reaches the shared counter.
+    # The first run is due at the 200th label, exactly; the shared countdown is updated once
+    # per 10 labels (the last 5 are still counted locally), and fires once.
+    assert [i + 1 for i, f in enumerate(fired) if f] == [200]
+    assert cache.get(key) == 200 - 400
+    # A run that read 400 labels sets the next interval: max(200, 10% of 400) = 200 ...
+    assert aggregation_countdown_reset(job=job, n_labels=400) == 200
+    # ... and one that read 30,000 labels: 3,000 (the job's growth, reaggregate_growth).
+    assert aggregation_countdown_reset(job=job, n_labels=30_000) == 3000
+    local_caches_clear()
+    fired = [labels_since_count(job_id=job.pk, every=200) for _ in range(3100)]
+    assert [i + 1 for i, f in enumerate(fired) if f] == [3000]
+    # Small intervals stay exact: every label reaches the shared countdown.
     cache.delete(key)
     local_caches_clear()
     fired = [labels_since_count(job_id=job.pk, every=3) for _ in range(7)]
-    assert fired == [False, False, True, False, False, True, False]
-    assert cache.get(key) == 7
+    assert fired == [False, False, True, False, False, False, False]
+    assert cache.get(key) == 3 - 7
+
+
+def test_job_aggregation_sets_the_next_countdown_from_what_it_read():
+    from django.core.cache import cache
+
+    from apps.quality.services import labels_since_count
+
+    job, _, crowd = _job(
+        4,
+        workers=3,
+        policy={
+            "min_labels": 3,
+            "max_labels": 3,
+            "reaggregate_every": 5,
+            "reaggregate_growth": 2.0,
+        },
+    )
+    for worker in crowd:
+        for _ in range(4):
+            _label(worker, "dog", job_id=job.pk)
+    job_aggregate(job_id=job.pk)
+    # 12 labels read, growth 2.0: the next run is due after 24 new labels, not 5.
+    assert cache.get(f"concord:quality:labels-until-aggregate:{job.pk}") == 24
+    fired = [labels_since_count(job_id=job.pk, every=5) for _ in range(24)]
+    assert [i + 1 for i, f in enumerate(fired) if f] == [24]
