@@ -234,3 +234,43 @@ def test_bulk_update_rows_writes_each_objects_fields_and_nothing_else():
     assert set(Item.objects.filter(label="bird").values_list("pk", flat=True)) == {
         c.pk for c in changes
     }
+
+
+@pytest.mark.django_db
+def test_loaded_and_copied_instances_behave_like_rows_read_from_the_database():
+    from django.db.models.signals import post_init
+
+    from apps.common.instances import copied, loaded
+    from apps.jobs.models import Item
+    from tests.workforce.factories import JobFactory, make_items
+
+    (item,) = make_items(JobFactory(), 1)
+    partial = loaded(Item, {"id": item.pk, "job_id": item.job_id, "state": "open"})
+    # Not adding, from "default"; a column not given is deferred and read when touched.
+    assert (partial._state.adding, partial._state.db) == (False, "default")
+    assert partial.get_deferred_fields() >= {"external_id", "payload"}
+    assert partial.external_id == item.external_id
+    assert partial.job.pk == item.job_id
+    with pytest.raises(ValueError, match="no columns"):
+        loaded(Item, {"id": 1, "not_a_column": 2})
+
+    clone = copied(partial)
+    clone.state = "settled"
+    assert partial.state == "open"
+    assert "job" not in clone._state.fields_cache  # related objects are not shared
+
+    # A model someone listens to at init is built through __init__, as from_db does.
+    seen = []
+
+    def listener(sender, instance, **kwargs):
+        seen.append(instance)
+
+    post_init.connect(listener, sender=Item)
+    try:
+        again = loaded(Item, {"id": item.pk, "state": "open"})
+        twin = copied(again)
+    finally:
+        post_init.disconnect(listener, sender=Item)
+    assert seen == [again, twin]
+    assert twin.state == "open"
+    assert twin is not again

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from apps.accounts.models import ApiToken
 from apps.accounts.services import token_digest
+from apps.common.instances import copied
 from apps.common.prepared import Prepared
 
 # The user's worker record travels with the token: annotators call `next` and `submit` all
@@ -41,10 +45,23 @@ def _token_sql() -> str:
 # A revoked token, a deactivated user or a worker's new status is seen within that time
 # (at once in the process that made the change, which calls forget_cached_credentials);
 # leases check the worker's status in the database themselves, so a banned or suspended
-# worker never gets a task.
+# worker never gets a task. What is cached is the built user, token and worker; each
+# request gets its own copies, so nothing one request sets on them reaches another.
 CREDENTIALS_TTL_S = 5.0
 CREDENTIALS_MAX = 10_000
-_CREDENTIALS: dict[str, tuple[float, tuple | None]] = {}
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    user: AbstractBaseUser
+    token: ApiToken
+    worker: Any  # Worker | None
+
+
+# key digest -> (monotonic expiry, credentials or None for an unknown or revoked token)
+_CREDENTIALS: dict[str, tuple[float, _Credentials | None]] = {}
+# API key -> its SHA-256 digest (the same few keys arrive all day).
+_DIGESTS: dict[str, str] = {}
 
 
 def forget_cached_credentials() -> None:
@@ -56,56 +73,60 @@ def _token_statement() -> Prepared:
     return Prepared("concord_token", _token_sql(), {"digest": "text"})
 
 
+def _credentials_from_row(row: tuple) -> _Credentials:
+    from apps.workforce.models import Worker
+
+    user_model = get_user_model()
+    user_fields = [f.attname for f in user_model._meta.concrete_fields]
+    user = user_model.from_db("default", user_fields, row[: len(user_fields)])
+    token_pk, last_used_at, worker_pk, worker_tier, worker_status = row[len(user_fields) :]
+    token = ApiToken.from_db(
+        "default", ["id", "user_id", "last_used_at"], [token_pk, user.pk, last_used_at]
+    )
+    worker = None
+    if worker_pk is not None:
+        # Loaded as if with .only(): other columns are read lazily, never defaulted.
+        worker = Worker.from_db(
+            "default",
+            ["id", "user_id", "tier", "status"],
+            [worker_pk, user.pk, worker_tier, worker_status],
+        )
+    return _Credentials(user=user, token=token, worker=worker)
+
+
 class HashedTokenAuthentication(authentication.TokenAuthentication):
     keyword = "Token"
 
     def authenticate_credentials(self, key: str):
-        from apps.workforce.models import Worker
-
         if connection.vendor != "postgresql":
             return self._authenticate_orm(key)
-        user_model = get_user_model()
-        digest = token_digest(key)
+        digest = _DIGESTS.get(key)
+        if digest is None:
+            if len(_DIGESTS) >= CREDENTIALS_MAX:
+                _DIGESTS.clear()
+            digest = _DIGESTS[key] = token_digest(key)
         now = time.monotonic()
         cached = _CREDENTIALS.get(digest)
         if cached is not None and cached[0] > now:
-            row = cached[1]
+            found = cached[1]
         else:
             with connection.cursor() as cursor:
                 _token_statement().execute(cursor, {"digest": digest})
                 row = cursor.fetchone()
+            found = None if row is None else _credentials_from_row(row)
             if len(_CREDENTIALS) >= CREDENTIALS_MAX:
                 _CREDENTIALS.clear()
-            _CREDENTIALS[digest] = (now + CREDENTIALS_TTL_S, row)
-        if row is None:
+            _CREDENTIALS[digest] = (now + CREDENTIALS_TTL_S, found)
+        if found is None or not found.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
-        user_fields = [f.attname for f in user_model._meta.concrete_fields]
-        user = user_model.from_db("default", user_fields, row[: len(user_fields)])
-        if not user.is_active:
-            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
-        token_pk, last_used_at, worker_pk, worker_tier, worker_status = row[len(user_fields) :]
-        token = ApiToken.from_db(
-            "default", ["id", "user_id", "last_used_at"], [token_pk, user.pk, last_used_at]
-        )
+        user, token = copied(found.user), copied(found.token)
         token._state.fields_cache["user"] = user
-        worker = None
-        if worker_pk is not None:
-            # Loaded as if with .only(): other columns are read lazily, never defaulted.
-            worker = Worker.from_db(
-                "default",
-                ["id", "user_id", "tier", "status"],
-                [worker_pk, user.pk, worker_tier, worker_status],
-            )
-        setattr(user, WORKER_ATTR, worker)
+        setattr(user, WORKER_ATTR, None if found.worker is None else copied(found.worker))
         touched = self._touch(user, token)
         if touched is not None:
-            # Keep this token's cached row current (only this entry: clearing the whole
+            # Keep this token's cached copy current (only this entry: clearing the whole
             # cache here would re-query every token in the process about once a minute each).
-            fields = len(user_fields)
-            _CREDENTIALS[digest] = (
-                now + CREDENTIALS_TTL_S,
-                (*row[: fields + 1], touched, *row[fields + 2 :]),
-            )
+            found.token.last_used_at = touched
         return user, token
 
     def _authenticate_orm(self, key: str):

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import orjson
+from django.http.request import RawPostDataException
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
 from rest_framework.fields import Field, empty
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -24,7 +31,41 @@ from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_for_user
 
 IDLE_HEADER = "Concord-Idle-Reason"
-_DATETIME = serializers.DateTimeField()
+
+
+def _datetime(value: datetime) -> str:
+    """What serializers.DateTimeField() renders (the current time zone, ISO 8601, "Z" for
+    UTC), without a field's per-call settings lookups."""
+    text = value.astimezone(timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _body(request: Request) -> object:
+    """The request's JSON body, parsed directly when it is JSON (DRF's parser negotiation
+    costs more than the parse on these small bodies); anything else goes through DRF,
+    which answers an unsupported media type with 415."""
+    django_request = request._request
+    if django_request.content_type != "application/json":
+        return request.data
+    try:
+        body = django_request.body
+    except RawPostDataException:  # the stream was read already (DRF has parsed it)
+        return request.data
+    if not body:
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"JSON parse error - {exc}") from exc
+
+
+class JsonOnlyNegotiation(DefaultContentNegotiation):
+    """The annotator endpoints answer JSON whatever the Accept header asks for: their one
+    renderer is JSON, and parsing Accept on every request was a cost with no choice in it."""
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None):
+        renderer = renderers[0]
+        return renderer, renderer.media_type
 
 
 class IsWorker(BasePermission):
@@ -79,6 +120,7 @@ class ErrorSerializer(serializers.Serializer):
 class AssignmentNextApi(APIView):
     permission_classes = [IsWorker]
     renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnlyNegotiation
 
     class InputSerializer(serializers.Serializer):
         job = serializers.IntegerField(required=False, min_value=1, help_text="Only this job.")
@@ -124,9 +166,11 @@ class AssignmentNextApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = request.data if isinstance(request.data, dict) else {}
-        if "job" not in data and "job" in request.query_params:
-            data = {"job": request.query_params["job"]}
+        body = _body(request)
+        data = body if isinstance(body, dict) else {}
+        query = request._request.GET
+        if "job" not in data and "job" in query:
+            data = {"job": query["job"]}
         validated = _validated(data, self.INPUT_FIELDS)
         result = assignment_next(worker=_worker(request), job_id=validated.get("job"))
         if isinstance(result, Idle):
@@ -146,7 +190,7 @@ class AssignmentNextApi(APIView):
                 "classes": result.classes,
                 "instructions": result.instructions,
                 "prelabel": result.prelabel,
-                "expires_at": _DATETIME.to_representation(result.expires_at),
+                "expires_at": _datetime(result.expires_at),
             }
         )
 
@@ -163,6 +207,7 @@ class LabelOutputSerializer(serializers.Serializer):
 class AssignmentSubmitApi(APIView):
     permission_classes = [IsWorker]
     renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnlyNegotiation
 
     class InputSerializer(serializers.Serializer):
         label = serializers.CharField(max_length=200)
@@ -184,7 +229,7 @@ class AssignmentSubmitApi(APIView):
         description="Idempotent: a repeated submit returns the first answer.",
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        validated = _validated(request.data, self.INPUT_FIELDS)
+        validated = _validated(_body(request), self.INPUT_FIELDS)
         result = assignment_submit(
             worker=_worker(request),
             assignment_id=assignment_id,
@@ -199,7 +244,7 @@ class AssignmentSubmitApi(APIView):
                 "job": label.job_id,
                 "label": label.value,
                 "duration_ms": label.duration_ms,
-                "created_at": _DATETIME.to_representation(label.created_at),
+                "created_at": _datetime(label.created_at),
             }
         )
 

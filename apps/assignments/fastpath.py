@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from django.db import connection, models
+from django.db import connection
 
 from apps.assignments.models import Assignment, Label
+from apps.common.instances import loaded
 from apps.common.prepared import Prepared
 from apps.jobs.models import Item, Job
 from apps.workforce.models import LedgerEntry, Pool, Worker
-
-M = TypeVar("M", bound=models.Model)
 
 
 def enabled() -> bool:
@@ -34,20 +33,6 @@ def enabled() -> bool:
 
 def _json(value: str | None) -> Any:
     return None if value is None else orjson.loads(value)
-
-
-@cache
-def _field_names(model: type[models.Model], keys: tuple[str, ...]) -> tuple[str, ...]:
-    """`keys` in the model's field order (what `from_db` expects)."""
-    wanted = set(keys)
-    return tuple(f.attname for f in model._meta.concrete_fields if f.attname in wanted)
-
-
-def _instance(model: type[M], data: dict[str, Any]) -> M:
-    """A model instance as if loaded from the database with only these columns (the rest
-    deferred: read lazily if ever touched, never silently a default)."""
-    names = _field_names(model, tuple(data))
-    return model.from_db("default", names, [data[name] for name in names])
 
 
 @cache
@@ -89,7 +74,7 @@ def _open_jobs_statement(one_job: bool) -> Prepared:
 
 
 def _job_from_row(row: tuple) -> Job:
-    return _instance(
+    return loaded(
         Job,
         {
             "id": row[0],
@@ -226,7 +211,7 @@ def lease(
         row = cursor.fetchone()
     if row is None:
         return None
-    item = _instance(
+    item = loaded(
         Item,
         {
             "id": row[1],
@@ -394,7 +379,7 @@ def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> 
                 },
             )
             answers = _answers(*cursor.fetchone())
-    assignment = _instance(
+    assignment = loaded(
         Assignment,
         {
             "id": row[0],
@@ -408,7 +393,7 @@ def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> 
         },
     )
     assignment._state.fields_cache["job"] = job
-    item = _instance(
+    item = loaded(
         Item,
         {
             "id": row[3],
@@ -581,7 +566,7 @@ def record_label(
         label_id, credited, updated = cursor.fetchone()
     if credited != 1 or updated != 1:  # pragma: no cover - the statement is all or nothing
         raise RuntimeError(f"label {label_id} was not credited or its item not updated")
-    return _instance(
+    return loaded(
         Label,
         {
             "id": label_id,

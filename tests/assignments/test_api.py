@@ -172,6 +172,48 @@ def test_submit_errors(make_actor, job, case, status_code, code):
         assert "duration_ms" in response.json()["error"]["details"]
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "status_code", "code"),
+    [
+        (b'{"label": "cat"', "application/json", 400, "parse_error"),
+        (b"[1, 2", "application/json", 400, "parse_error"),
+        (b"cat", "text/plain", 415, "unsupported_media_type"),
+    ],
+    ids=["broken-json", "broken-list", "text"],
+)
+def test_submit_bodies_that_are_not_a_json_object_are_4xx(
+    make_actor, job, body, content_type, status_code, code
+):
+    actor, _ = _annotator(make_actor, job)
+    task = actor.client.post(NEXT).json()
+
+    response = actor.client.generic(
+        "POST", f"/api/v1/assignments/{task['id']}/submit/", body, content_type=content_type
+    )
+
+    assert response.status_code == status_code, response.content
+    assert response.json()["error"]["code"] == code
+    assert Label.objects.count() == 0
+    # The lease is intact: a good submit still lands.
+    good = actor.client.post(
+        f"/api/v1/assignments/{task['id']}/submit/", {"label": "cat"}, format="json"
+    )
+    assert good.status_code == 200
+
+
+def test_annotator_endpoints_answer_json_whatever_accept_says(make_actor, job):
+    actor, _ = _annotator(make_actor, job)
+    response = actor.client.post(NEXT, HTTP_ACCEPT="text/html")
+    assert (response.status_code, response["Content-Type"]) == (200, "application/json")
+    submit = actor.client.post(
+        f"/api/v1/assignments/{response.json()['id']}/submit/",
+        {"label": "cat"},
+        format="json",
+        HTTP_ACCEPT="application/xml",
+    )
+    assert (submit.status_code, submit.json()["label"]) == (200, "cat")
+
+
 def test_next_rejects_a_bad_job_filter(make_actor, job):
     actor, _ = _annotator(make_actor, job)
     response = actor.client.post(NEXT, {"job": "abc"}, format="json")
@@ -350,5 +392,5 @@ def test_touching_one_token_keeps_the_other_cached_credentials(make_actor, job):
     assert touched > stale
     if connection.vendor == "postgresql":
         assert cached_before <= set(authentication._CREDENTIALS)
-        rows = [entry[1] for entry in authentication._CREDENTIALS.values()]
-        assert touched in {value for row in rows for value in row}
+        cached = [entry[1] for entry in authentication._CREDENTIALS.values()]
+        assert touched in {credentials.token.last_used_at for credentials in cached}
