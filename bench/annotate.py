@@ -10,14 +10,16 @@ What it does, in one run:
    ``bench.annotate_settings``, which adds one trivial view: an indexed SELECT on the item
    queue and one INSERT (the floor for Django + PostgreSQL on this machine);
 3. drives the floor with C concurrent simulated annotators (one keep-alive
-   ``http.client`` connection per thread), two requests per label, for S seconds;
-4. drives Concord the same way: ``POST /assignments/next/`` then ``/submit/``;
-5. prints labels/s and p50 / p95 latencies of each, the ratio floor / Concord, and checks
+   ``http.client`` connection per thread), two requests per label, and Concord the same
+   way (``POST /assignments/next/`` then ``/submit/``), in turns: floor, Concord, floor,
+   Concord... (``--rounds``, S seconds per loop in all), so that the shared machine's slow
+   and fast spells fall on both;
+4. prints labels/s and p50 / p95 latencies of each, the ratio floor / Concord, and checks
    the engine's invariants on the scratch database.
 
 The last line is one JSON object with the headline figures.
 
-    .venv/bin/python bench/annotate.py [--items 100000] [--clients 32] [--seconds 30]
+    .venv/bin/python bench/annotate.py [--items 100000] [--clients 32] [--seconds 30] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -291,8 +293,9 @@ def floor_client(port: int, job_id: int, seconds: float, stats: Stats) -> None:
         stats.add(first, second, labels, 0)
 
 
-def run(target, args_for, clients: int, seconds: float) -> tuple[Stats, float]:
-    stats = Stats()
+def run(target, args_for, clients: int, seconds: float, stats: Stats | None = None) -> float:
+    """Drive `clients` threads of `target` for `seconds`, adding to `stats`; the wall time."""
+    stats = stats if stats is not None else Stats()
     threads = [
         threading.Thread(target=target, args=(*args_for(i), seconds, stats)) for i in range(clients)
     ]
@@ -301,7 +304,12 @@ def run(target, args_for, clients: int, seconds: float) -> tuple[Stats, float]:
         thread.start()
     for thread in threads:
         thread.join()
-    return stats, time.monotonic() - started
+    return time.monotonic() - started
+
+
+def _cpu_add(total: dict[str, float], delta: dict[str, float]) -> None:
+    for key, value in delta.items():
+        total[key] = total.get(key, 0.0) + value
 
 
 CPU_SIDES = ("web", "celery", "postgres", "client")
@@ -388,7 +396,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="Per loop, over all rounds.")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Turns each loop takes (floor, Concord, floor...)."
+    )
     parser.add_argument("--gunicorn-workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument(
@@ -406,7 +417,7 @@ def main() -> None:
 
     print(
         f"cores: {os.cpu_count()}; items {args.items}, clients {args.clients}, "
-        f"{args.seconds}s each, aggregation {args.aggregation}"
+        f"{args.seconds}s each in {args.rounds} turns, aggregation {args.aggregation}"
     )
     t0 = time.monotonic()
     recreate_database()
@@ -415,27 +426,37 @@ def main() -> None:
     port = free_port()
     server = serve(port, args.gunicorn_workers, args.threads)
     worker = celery_worker()
+    loops = {
+        "floor": (floor_client, lambda i: (port, job_id)),
+        "concord": (concord_client, lambda i: (port, tokens[i])),
+    }
+    stats = {name: Stats() for name in loops}
+    elapsed = dict.fromkeys(loops, 0.0)
+    cpu: dict[str, dict[str, float]] = {name: {} for name in loops}
     try:
         # A short warm-up of each loop first: connections, imports and caches.
         warm = max(3.0, args.seconds / 10)
-        run(floor_client, lambda i: (port, job_id), args.clients, warm)
-        before = cpu_snapshot(server, worker)
-        floor, floor_s = run(floor_client, lambda i: (port, job_id), args.clients, args.seconds)
-        floor_cpu = _cpu_delta(before, cpu_snapshot(server, worker))
-        run(concord_client, lambda i: (port, tokens[i]), args.clients, warm)
-        before = cpu_snapshot(server, worker)
-        concord, concord_s = run(
-            concord_client, lambda i: (port, tokens[i]), args.clients, args.seconds
-        )
-        concord_cpu = _cpu_delta(before, cpu_snapshot(server, worker))
+        for target, args_for in loops.values():
+            run(target, args_for, args.clients, warm)
+        # Then the two loops take turns, so that a slower or faster spell of this shared
+        # machine falls on both rather than on whichever ran at the time.
+        for _ in range(args.rounds):
+            for name, (target, args_for) in loops.items():
+                before = cpu_snapshot(server, worker)
+                elapsed[name] += run(
+                    target, args_for, args.clients, args.seconds / args.rounds, stats[name]
+                )
+                _cpu_add(cpu[name], _cpu_delta(before, cpu_snapshot(server, worker)))
     finally:
         server.terminate()
         worker.terminate()
         server.wait(timeout=30)
         worker.wait(timeout=30)
 
-    floor_rate = floor.labels / floor_s
-    concord_rate = concord.labels / concord_s
+    floor, concord = stats["floor"], stats["concord"]
+    floor_cpu, concord_cpu = cpu["floor"], cpu["concord"]
+    floor_rate = floor.labels / elapsed["floor"]
+    concord_rate = concord.labels / elapsed["concord"]
     print()
     print(f"{'':10} {'labels/s':>9} {'1st p50':>8} {'1st p95':>8} {'2nd p50':>8} {'2nd p95':>8}")
     for name, stats, rate in (("floor", floor, floor_rate), ("concord", concord, concord_rate)):

@@ -258,7 +258,9 @@ def _answers_columns_sql(*, item: str, job: str, key: str) -> str:
 
 
 @cache
-def _lock_sql() -> str:
+def _lock_sql(lock: bool = True) -> str:
+    """The submit's read: assignment, item, job and answers; with `lock`, the assignment and
+    item rows locked (FOR UPDATE), otherwise a plain read of one snapshot."""
     t = _tables()
     # The classes key as apps.quality.services.classes_key computes it (a test holds the two
     # equal): sha256 of the class names joined by U+001F, first 32 hex digits.
@@ -280,7 +282,7 @@ WITH x AS (
            j.pricing::text AS pricing, j.routing::text AS routing
     FROM {t["assignment"]} a JOIN {t["item"]} i ON i.id = a.item_id
     JOIN {t["job"]} j ON j.id = a.job_id
-    WHERE a.id = %(assignment)s FOR UPDATE OF a, i
+    WHERE a.id = %(assignment)s {"FOR UPDATE OF a, i" if lock else ""}
 ), k AS (
     SELECT {key} AS key FROM x
 )
@@ -293,9 +295,11 @@ FROM x
 
 
 @cache
-def _lock_statement() -> Prepared:
+def _lock_statement(lock: bool = True) -> Prepared:
     return Prepared(
-        "concord_lock_for_submit", _lock_sql(), {"assignment": "bigint", "worker": "bigint"}
+        "concord_lock_for_submit" if lock else "concord_read_for_submit",
+        _lock_sql(lock),
+        {"assignment": "bigint", "worker": "bigint"},
     )
 
 
@@ -346,9 +350,20 @@ def _answers(earlier: str | None, mine: str | None) -> Answers:
 
 @dataclass(frozen=True)
 class Locked:
+    """A submit's read: the assignment (with its job), the item, the answers; the rows are
+    locked when it comes from lock_for_submit(), not from read_for_submit()."""
+
     assignment: Assignment
     item: Item
     answers: Answers
+
+
+def read_for_submit(*, assignment_id: int, worker_id: int) -> Locked | None:
+    """What lock_for_submit() reads, from one snapshot and without locking anything: for a
+    submit whose write re-checks that the item did not change (record_label's `expect`)."""
+    return _submit_read(
+        assignment_id=assignment_id, worker_id=worker_id, classes_key=None, lock=False
+    )
 
 
 def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> Locked | None:
@@ -359,14 +374,22 @@ def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> 
     `classes_key`: the function computing a job's classes key (for the re-read).
     Precondition: inside a transaction.
     """
+    return _submit_read(
+        assignment_id=assignment_id, worker_id=worker_id, classes_key=classes_key, lock=True
+    )
+
+
+def _submit_read(
+    *, assignment_id: int, worker_id: int, classes_key: Any, lock: bool
+) -> Locked | None:
     with connection.cursor() as cursor:
-        _lock_statement().execute(cursor, {"assignment": assignment_id, "worker": worker_id})
+        _lock_statement(lock).execute(cursor, {"assignment": assignment_id, "worker": worker_id})
         row = cursor.fetchone()
         if row is None:
             return None
         job = _job_from_row(row[13:20])
         answers = _answers(row[20], row[21])
-        if len(answers.answers) != row[9]:
+        if lock and len(answers.answers) != row[9]:
             # The snapshot predates a label committed while this statement waited for the
             # item's lock: read the answers again, now that the lock is held.
             _answers_statement().execute(
@@ -433,9 +456,18 @@ _ITEM_UPDATE = {
 def _record_sql() -> str:
     t = _tables()
     return f"""
-WITH done AS (
+WITH live AS (
+    -- The lease is still this worker's and live, and the item is as the decision saw it
+    -- (rows already locked by this transaction, or locked here: a submit that read without
+    -- locking writes nothing if another label or a state change came in between).
+    SELECT a.id FROM {t["assignment"]} a JOIN {t["item"]} i ON i.id = a.item_id
+    WHERE a.id = %(assignment)s AND a.worker_id = %(worker)s AND a.state = 'leased'
+      AND a.expires_at > %(now)s AND i.id = %(item)s AND i.state = %(expect_state)s
+      AND i.n_labels = %(expect_labels)s AND i.labels_needed = %(expect_needed)s
+    FOR UPDATE OF a, i
+), done AS (
     UPDATE {t["assignment"]} SET state = 'submitted', finished_at = %(now)s
-    WHERE id = %(assignment)s RETURNING id
+    WHERE id = (SELECT id FROM live) RETURNING id
 ), label AS (
     INSERT INTO {t["label"]}
         (assignment_id, item_id, job_id, worker_id, value, tier, duration_ms, is_gold,
@@ -488,6 +520,9 @@ def _record_statement() -> Prepared:
         "is_correct": "boolean",
         "kind": "text",
         "amount": "numeric",
+        "expect_state": "text",
+        "expect_labels": "integer",
+        "expect_needed": "integer",
         **_ITEM_UPDATE,
     }
     return Prepared("concord_record_label", _record_sql(), types)
@@ -534,14 +569,17 @@ def record_label(
     amount: Decimal,
     item_values: dict[str, Any],
     expert_slot: bool,
+    expect: tuple[str, int, int],
     now: datetime,
-) -> Label:
+) -> Label | None:
     """In one statement: mark the assignment submitted, store the label, credit it, and
     update the item (the slot becomes a label, plus `item_values`, the label's decision;
     `expert_slot` sets labels_needed to one more than the item's labels and leases).
 
-    Precondition: the assignment and item are locked, the lease is live and the worker's
-    (checked by the caller).
+    Only if the lease is still `worker_id`'s and live and the item still has the (state,
+    n_labels, labels_needed) of `expect`, what the decision was made from; otherwise it
+    writes nothing and returns None. The statement locks the assignment and item rows (a
+    no-op if the caller's transaction holds them): in autocommit it is its own transaction.
     """
     is_gold = gold_label is not None
     with connection.cursor() as cursor:
@@ -560,10 +598,16 @@ def record_label(
                 "is_correct": (value == gold_label) if is_gold else None,
                 "kind": LedgerEntry.Kind.LABEL.value,
                 "amount": amount,
+                "expect_state": expect[0],
+                "expect_labels": expect[1],
+                "expect_needed": expect[2],
                 **_item_params(item_values, expert_slot),
             },
         )
-        label_id, credited, updated = cursor.fetchone()
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    label_id, credited, updated = row
     if credited != 1 or updated != 1:  # pragma: no cover - the statement is all or nothing
         raise RuntimeError(f"label {label_id} was not credited or its item not updated")
     return loaded(

@@ -469,8 +469,9 @@ def item_label_plan(
 ) -> LabelPlan:
     """Decide the item after one more label: count the vote and run the job's decision.
 
-    Precondition: the item's row is locked in the current transaction and the label's lease
-    is counted in item.n_leases. `known`: the item's (answers, worker statuses, stored
+    Precondition: the item's row is locked in the current transaction, or the write that
+    follows re-checks the item columns this read (fastpath.record_label's `expect`); the
+    label's lease is counted in item.n_leases. `known`: the item's (answers, worker statuses, stored
     matrices) including this label, when the caller already read them; otherwise the label
     is already stored and the quality engine reads them.
     """
@@ -647,11 +648,26 @@ def assignment_submit(
 ) -> SubmitResult:
     """Store the worker's answer for a live lease, credit it, and update the item.
 
-    Idempotent: submitting a submitted assignment again returns the first label and stores
+    Idempotent: submitting a submitted assignment again returns the first answer and stores
     nothing. A foreign or lapsed lease is a 409, a label outside the job's classes a 400;
     neither stores anything.
+
+    On PostgreSQL, outside a caller's transaction, a label that opens no review and is not a
+    gold answer (most labels) takes two statements: a plain read, then one that re-checks
+    what the decision was made from, writes everything and commits. Otherwise, or if the
+    item changed in between, the locking path below decides under the row locks.
     """
     now = now or timezone.now()
+    if fastpath.enabled() and not connection.in_atomic_block:
+        done = _submit_unlocked(
+            worker=worker,
+            assignment_id=assignment_id,
+            label=label,
+            duration_ms=duration_ms,
+            now=now,
+        )
+        if done is not None:
+            return done
     with transaction.atomic():
         if fastpath.enabled():
             locked = fastpath.lock_for_submit(
@@ -662,54 +678,21 @@ def assignment_submit(
             assignment, item = locked.assignment, locked.item
         else:
             assignment, item, locked = _locked_assignment(assignment_id=assignment_id), None, None
-        if assignment.worker_id != worker.pk:
-            raise _conflict("This lease belongs to someone else.", ErrorCode.LEASE_NOT_YOURS)
-        if assignment.state == Assignment.State.SUBMITTED:
-            return SubmitResult(label=Label.objects.get(assignment_id=assignment.pk), created=False)
-        if assignment.state == Assignment.State.EXPIRED or (
-            assignment.state == Assignment.State.LEASED and assignment.expires_at <= now
-        ):
-            raise _conflict("The lease has expired.", ErrorCode.LEASE_EXPIRED)
-        if assignment.state != Assignment.State.LEASED:
-            raise _conflict(f"The assignment was {assignment.state}.", ErrorCode.INVALID_STATE)
+        first = _submittable(assignment=assignment, worker=worker, label=label, now=now)
+        if first is not None:
+            return first
         job = assignment.job
-        if job.status != Job.Status.RUNNING:
-            raise _conflict(f"The job is {job.status}.", ErrorCode.INVALID_STATE)
-        if label not in job.classes:
-            raise ApplicationError(
-                f"{label!r} is not one of the job's classes.",
-                details={"label": [f"Choose one of: {', '.join(job.classes)}."]},
-            )
         if duration_ms is None:
             duration_ms = int((now - assignment.leased_at).total_seconds() * 1000)
         if locked is not None:
             # PostgreSQL: decide first from the answers read with the lock, then write the
             # assignment, label, credit and item update in one statement.
-            plan = item_label_plan(
-                item=item,
-                job=job,
-                value=label,
-                tier=worker.tier,
-                worker_id=worker.pk,
-                now=now,
-                known=locked.answers.with_answer(
-                    worker_id=worker.pk, value=label, tier=worker.tier, status=worker.status
-                ),
+            plan = _plan_from_read(read=locked, worker=worker, label=label, now=now)
+            stored = _record(
+                read=locked, worker=worker, label=label, duration_ms=duration_ms, plan=plan, now=now
             )
-            stored = fastpath.record_label(
-                assignment_id=assignment.pk,
-                item_id=item.pk,
-                job_id=job.pk,
-                worker_id=worker.pk,
-                value=label,
-                tier=worker.tier,
-                duration_ms=duration_ms,
-                gold_label=item.gold_label,
-                amount=label_price(pricing=job.effective_pricing, tier=worker.tier),
-                item_values=plan.updates,
-                expert_slot=plan.expert_slot,
-                now=now,
-            )
+            if stored is None:  # pragma: no cover - the rows are locked and were checked
+                raise RuntimeError(f"assignment {assignment.pk}: locked submit not written")
         else:
             item, stored = _record_label_orm(
                 assignment=assignment,
@@ -726,6 +709,110 @@ def assignment_submit(
         item_label_applied(item=item, job=job, plan=plan, worker_id=worker.pk, value=label, now=now)
         if plan.decision is not None and plan.decision.settled:
             transaction.on_commit(lambda: job_complete_if_done(job_id=job.pk))
+    return SubmitResult(label=stored, created=True)
+
+
+def _submittable(
+    *, assignment: Assignment, worker: Worker, label: str, now: datetime
+) -> SubmitResult | None:
+    """Raise the 4xx a submit of `label` on this assignment gets, if any; the first answer
+    when it was submitted already (idempotent); None when it may be stored."""
+    if assignment.worker_id != worker.pk:
+        raise _conflict("This lease belongs to someone else.", ErrorCode.LEASE_NOT_YOURS)
+    if assignment.state == Assignment.State.SUBMITTED:
+        return SubmitResult(label=Label.objects.get(assignment_id=assignment.pk), created=False)
+    if assignment.state == Assignment.State.EXPIRED or (
+        assignment.state == Assignment.State.LEASED and assignment.expires_at <= now
+    ):
+        raise _conflict("The lease has expired.", ErrorCode.LEASE_EXPIRED)
+    if assignment.state != Assignment.State.LEASED:
+        raise _conflict(f"The assignment was {assignment.state}.", ErrorCode.INVALID_STATE)
+    job = assignment.job
+    if job.status != Job.Status.RUNNING:
+        raise _conflict(f"The job is {job.status}.", ErrorCode.INVALID_STATE)
+    if label not in job.classes:
+        raise ApplicationError(
+            f"{label!r} is not one of the job's classes.",
+            details={"label": [f"Choose one of: {', '.join(job.classes)}."]},
+        )
+    return None
+
+
+def _plan_from_read(
+    *, read: fastpath.Locked, worker: Worker, label: str, now: datetime
+) -> LabelPlan:
+    return item_label_plan(
+        item=read.item,
+        job=read.assignment.job,
+        value=label,
+        tier=worker.tier,
+        worker_id=worker.pk,
+        now=now,
+        known=read.answers.with_answer(
+            worker_id=worker.pk, value=label, tier=worker.tier, status=worker.status
+        ),
+    )
+
+
+def _record(
+    *,
+    read: fastpath.Locked,
+    worker: Worker,
+    label: str,
+    duration_ms: int,
+    plan: LabelPlan,
+    now: datetime,
+) -> Label | None:
+    item, job = read.item, read.assignment.job
+    return fastpath.record_label(
+        assignment_id=read.assignment.pk,
+        item_id=item.pk,
+        job_id=job.pk,
+        worker_id=worker.pk,
+        value=label,
+        tier=worker.tier,
+        duration_ms=duration_ms,
+        gold_label=item.gold_label,
+        amount=label_price(pricing=job.effective_pricing, tier=worker.tier),
+        item_values=plan.updates,
+        expert_slot=plan.expert_slot,
+        expect=(item.state, item.n_labels, item.labels_needed),
+        now=now,
+    )
+
+
+def _submit_unlocked(
+    *, worker: Worker, assignment_id: int, label: str, duration_ms: int | None, now: datetime
+) -> SubmitResult | None:
+    """The two-statement submit (PostgreSQL, autocommit); None when the locking path must
+    take over: the label has follow-up writes that belong in its transaction (a review to
+    open, a gold answer to count), or the item changed between the read and the write."""
+    read = fastpath.read_for_submit(assignment_id=assignment_id, worker_id=worker.pk)
+    if read is None:
+        raise _not_found()
+    first = _submittable(assignment=read.assignment, worker=worker, label=label, now=now)
+    if first is not None:
+        return first
+    item, job = read.item, read.assignment.job
+    if item.gold_label is not None:
+        return None
+    plan = _plan_from_read(read=read, worker=worker, label=label, now=now)
+    if plan.decision is not None:
+        from apps.reviews.services import item_decided_writes
+
+        if item_decided_writes(item=item, job=job, decision=plan.decision):
+            return None
+    if duration_ms is None:
+        duration_ms = int((now - read.assignment.leased_at).total_seconds() * 1000)
+    stored = _record(
+        read=read, worker=worker, label=label, duration_ms=duration_ms, plan=plan, now=now
+    )
+    if stored is None:
+        return None
+    # Committed: what is left writes nothing (checked above) or runs after commit anyway.
+    item_label_applied(item=item, job=job, plan=plan, worker_id=worker.pk, value=label, now=now)
+    if plan.decision is not None and plan.decision.settled:
+        job_complete_if_done(job_id=job.pk)
     return SubmitResult(label=stored, created=True)
 
 

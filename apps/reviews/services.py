@@ -260,6 +260,19 @@ def _audit_draw(*, job_id: int, item_id: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def audit_sampled(*, job: Job, item_id: int) -> bool:
+    """Whether the item, once settled, is drawn for a QC audit at the job's `audit_rate`."""
+    rate = float(job.effective_policy.get("audit_rate") or 0.0)
+    return rate > 0.0 and _audit_draw(job_id=job.pk, item_id=item_id) < rate
+
+
+def item_decided_writes(*, item: Item, job: Job, decision: Any) -> bool:
+    """Whether item_decided() will write for this decision (a review to open)."""
+    if decision.state == Item.State.REVIEW:
+        return True
+    return bool(decision.settled) and audit_sampled(job=job, item_id=item.pk)
+
+
 def review_audit_maybe(
     *, item: Item, job: Job, source: str | None = None, now: datetime | None = None
 ) -> Review | None:
@@ -269,8 +282,7 @@ def review_audit_maybe(
     for crowd and expert results, and routing must call it for auto-accepted (model) items.
     The draw is a hash of the item, so a retried call makes the same choice.
     """
-    rate = float(job.effective_policy.get("audit_rate") or 0.0)
-    if rate <= 0.0 or _audit_draw(job_id=job.pk, item_id=item.pk) >= rate:
+    if not audit_sampled(job=job, item_id=item.pk):
         return None
     review, _ = review_open(
         item=item, job=job, reason=Reason.AUDIT, context={"source": source}, now=now
@@ -390,6 +402,7 @@ def item_decided(*, item: Item, job: Job, decision: Any, now: datetime) -> Revie
     a settled item for audit. Returns the review opened, if any.
 
     Precondition: called in the label's transaction after the item row was updated.
+    item_decided_writes() says beforehand whether this writes: keep the two in step.
     """
     if decision.state == Item.State.REVIEW:
         extra = decision.extra

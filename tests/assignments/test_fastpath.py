@@ -1,12 +1,13 @@
-"""The PostgreSQL submit statements: what they compute in SQL matches Python, and a label
-committed while a submit waited for the item's lock is part of that submit's decision."""
+"""The PostgreSQL submit statements: what they compute in SQL matches Python, a label
+committed while a submit waited for the item's lock is part of that submit's decision, and
+the two-statement submit writes only what its decision was made from."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from apps.assignments import fastpath, services
 from apps.assignments.services import Task, assignment_next, assignment_submit
@@ -86,7 +87,10 @@ def test_a_label_committed_while_a_submit_waits_for_the_item_lock_is_counted(mon
 
     def submit_first():
         try:
-            assignment_submit(worker=first, assignment_id=a.id, label="cat")
+            # In a transaction: the locking path (outside one, a plain label takes the
+            # two-statement path, which holds no lock while it finishes).
+            with transaction.atomic():
+                assignment_submit(worker=first, assignment_id=a.id, label="cat")
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
         finally:
@@ -95,7 +99,8 @@ def test_a_label_committed_while_a_submit_waits_for_the_item_lock_is_counted(mon
     thread = threading.Thread(target=submit_first, name="first")
     thread.start()
     assert holding.wait(10)
-    assignment_submit(worker=second, assignment_id=b.id, label="cat")
+    with transaction.atomic():
+        assignment_submit(worker=second, assignment_id=b.id, label="cat")
     thread.join(10)
     assert not errors
     item.refresh_from_db()
@@ -103,3 +108,92 @@ def test_a_label_committed_while_a_submit_waits_for_the_item_lock_is_counted(mon
     assert item.n_leases == 0
     assert item.state != Item.State.OPEN, "the second submit decided without the first label"
     assert item.vote_counts == {"cat": 2}
+
+
+def _lock_calls(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = fastpath.lock_for_submit
+
+    def spy(**kwargs):
+        calls.append(kwargs["assignment_id"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(fastpath, "lock_for_submit", spy)
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_label_is_read_then_written_and_committed_by_one_statement(monkeypatch):
+    from apps.assignments.models import Assignment, Label
+    from apps.workforce.models import LedgerEntry
+
+    locks = _lock_calls(monkeypatch)
+    item, (first, a), _ = _two_leases_on_one_item()
+
+    result = assignment_submit(worker=first, assignment_id=a.id, label="cat")
+
+    assert locks == []
+    assert not connection.in_atomic_block
+    assert result.created
+    assert Assignment.objects.get(pk=a.id).state == "submitted"
+    assert Label.objects.get(assignment_id=a.id).value == "cat"
+    assert LedgerEntry.objects.filter(label_id=result.label.pk).count() == 1
+    item.refresh_from_db()
+    assert (item.n_labels, item.n_leases, item.vote_counts) == (1, 1, {"cat": 1})
+    # Again: the first answer, nothing stored.
+    again = assignment_submit(worker=first, assignment_id=a.id, label="dog")
+    assert (again.created, again.label.value) == (False, "cat")
+    assert Label.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_label_landing_between_the_read_and_the_write_sends_the_submit_to_the_lock(
+    monkeypatch,
+):
+    # The first submit reads the item with no label; before it writes, the second worker's
+    # label lands. Its write must then store nothing, and the locking path decide again with
+    # both answers (min = max = 2: it decides the item; two newcomers are not confident
+    # enough, so QC reviews it, and the locking path opens that review).
+    item, (first, a), (second, b) = _two_leases_on_one_item()
+    locks = _lock_calls(monkeypatch)
+    original = fastpath.read_for_submit
+
+    def read_then_interleave(**kwargs):
+        read = original(**kwargs)
+        if kwargs["assignment_id"] == a.id:
+            assignment_submit(worker=second, assignment_id=b.id, label="cat")
+        return read
+
+    monkeypatch.setattr(fastpath, "read_for_submit", read_then_interleave)
+
+    result = assignment_submit(worker=first, assignment_id=a.id, label="cat")
+
+    assert locks == [a.id]
+    assert result.created
+    item.refresh_from_db()
+    assert (item.n_labels, item.n_leases, item.vote_counts) == (2, 0, {"cat": 2})
+    assert item.state == Item.State.REVIEW, "decided without the label that came in between"
+    from apps.assignments.models import Label
+    from apps.reviews.models import Review
+    from apps.workforce.models import LedgerEntry
+
+    assert Review.objects.filter(item=item).count() == 1
+
+    assert Label.objects.filter(item=item).count() == 2
+    assert LedgerEntry.objects.filter(job=item.job_id).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_labels_with_follow_up_writes_take_the_locking_path(monkeypatch):
+    # A gold answer is counted (exposure, the worker's rules) in the label's transaction.
+    job = JobFactory(policy={"min_labels": 1, "max_labels": 1, "gold_rate": 1.0})
+    make_items(job, 1, gold=["cat"])
+    worker = make_worker()
+    make_pool(jobs=[job], workers=[worker])
+    locks = _lock_calls(monkeypatch)
+    task = assignment_next(worker=worker)
+    assert isinstance(task, Task)
+
+    assignment_submit(worker=worker, assignment_id=task.id, label="cat")
+
+    assert locks == [task.id]
