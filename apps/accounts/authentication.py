@@ -60,8 +60,6 @@ class _Credentials:
 
 # key digest -> (monotonic expiry, credentials or None for an unknown or revoked token)
 _CREDENTIALS: dict[str, tuple[float, _Credentials | None]] = {}
-# API key -> its SHA-256 digest (the same few keys arrive all day).
-_DIGESTS: dict[str, str] = {}
 
 
 def forget_cached_credentials() -> None:
@@ -100,11 +98,7 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str):
         if connection.vendor != "postgresql":
             return self._authenticate_orm(key)
-        digest = _DIGESTS.get(key)
-        if digest is None:
-            if len(_DIGESTS) >= CREDENTIALS_MAX:
-                _DIGESTS.clear()
-            digest = _DIGESTS[key] = token_digest(key)
+        digest = token_digest(key)
         now = time.monotonic()
         cached = _CREDENTIALS.get(digest)
         if cached is not None and cached[0] > now:

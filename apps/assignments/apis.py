@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import orjson
 from django.http.request import RawPostDataException
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -31,13 +28,7 @@ from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_for_user
 
 IDLE_HEADER = "Concord-Idle-Reason"
-
-
-def _datetime(value: datetime) -> str:
-    """What serializers.DateTimeField() renders (the current time zone, ISO 8601, "Z" for
-    UTC), without a field's per-call settings lookups."""
-    text = value.astimezone(timezone.get_current_timezone()).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+_DATETIME = serializers.DateTimeField()
 
 
 def _body(request: Request) -> object:
@@ -190,7 +181,7 @@ class AssignmentNextApi(APIView):
                 "classes": result.classes,
                 "instructions": result.instructions,
                 "prelabel": result.prelabel,
-                "expires_at": _datetime(result.expires_at),
+                "expires_at": _DATETIME.to_representation(result.expires_at),
             }
         )
 
@@ -244,7 +235,7 @@ class AssignmentSubmitApi(APIView):
                 "job": label.job_id,
                 "label": label.value,
                 "duration_ms": label.duration_ms,
-                "created_at": _datetime(label.created_at),
+                "created_at": _DATETIME.to_representation(label.created_at),
             }
         )
 

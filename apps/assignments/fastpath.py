@@ -258,7 +258,7 @@ def _answers_columns_sql(*, item: str, job: str, key: str) -> str:
 
 
 @cache
-def _lock_sql(lock: bool = True) -> str:
+def _submit_read_sql(lock: bool = True) -> str:
     """The submit's read: assignment, item, job and answers; with `lock`, the assignment and
     item rows locked (FOR UPDATE), otherwise a plain read of one snapshot."""
     t = _tables()
@@ -295,10 +295,10 @@ FROM x
 
 
 @cache
-def _lock_statement(lock: bool = True) -> Prepared:
+def _submit_read_statement(lock: bool = True) -> Prepared:
     return Prepared(
         "concord_lock_for_submit" if lock else "concord_read_for_submit",
-        _lock_sql(lock),
+        _submit_read_sql(lock),
         {"assignment": "bigint", "worker": "bigint"},
     )
 
@@ -349,7 +349,7 @@ def _answers(earlier: str | None, mine: str | None) -> Answers:
 
 
 @dataclass(frozen=True)
-class Locked:
+class SubmitRead:
     """A submit's read: the assignment (with its job), the item, the answers; the rows are
     locked when it comes from lock_for_submit(), not from read_for_submit()."""
 
@@ -358,7 +358,7 @@ class Locked:
     answers: Answers
 
 
-def read_for_submit(*, assignment_id: int, worker_id: int) -> Locked | None:
+def read_for_submit(*, assignment_id: int, worker_id: int) -> SubmitRead | None:
     """What lock_for_submit() reads, from one snapshot and without locking anything: for a
     submit whose write re-checks that the item did not change (record_label's `expect`)."""
     return _submit_read(
@@ -366,7 +366,7 @@ def read_for_submit(*, assignment_id: int, worker_id: int) -> Locked | None:
     )
 
 
-def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> Locked | None:
+def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> SubmitRead | None:
     """Lock the assignment and its item (in that order, as everywhere) and read the job's
     columns, the item's answers so far with the workers' stored matrices, and `worker_id`'s
     own matrix: one statement, a second only when the lock waited for another label.
@@ -381,9 +381,11 @@ def lock_for_submit(*, assignment_id: int, worker_id: int, classes_key: Any) -> 
 
 def _submit_read(
     *, assignment_id: int, worker_id: int, classes_key: Any, lock: bool
-) -> Locked | None:
+) -> SubmitRead | None:
     with connection.cursor() as cursor:
-        _lock_statement(lock).execute(cursor, {"assignment": assignment_id, "worker": worker_id})
+        _submit_read_statement(lock).execute(
+            cursor, {"assignment": assignment_id, "worker": worker_id}
+        )
         row = cursor.fetchone()
         if row is None:
             return None
@@ -429,7 +431,7 @@ def _submit_read(
             "result_meta": _json(row[12]),
         },
     )
-    return Locked(assignment=assignment, item=item, answers=answers)
+    return SubmitRead(assignment=assignment, item=item, answers=answers)
 
 
 # Item columns a label's decision may set, with their PostgreSQL types; NULL parameters

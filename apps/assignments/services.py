@@ -739,7 +739,7 @@ def _submittable(
 
 
 def _plan_from_read(
-    *, read: fastpath.Locked, worker: Worker, label: str, now: datetime
+    *, read: fastpath.SubmitRead, worker: Worker, label: str, now: datetime
 ) -> LabelPlan:
     return item_label_plan(
         item=read.item,
@@ -756,7 +756,7 @@ def _plan_from_read(
 
 def _record(
     *,
-    read: fastpath.Locked,
+    read: fastpath.SubmitRead,
     worker: Worker,
     label: str,
     duration_ms: int,

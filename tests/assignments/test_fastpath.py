@@ -37,7 +37,7 @@ def test_the_lock_statement_computes_the_classes_key_as_python_does(classes):
         (key,) = cursor.fetchone()
     assert key == classes_key(classes)
     # The statement itself carries the same expression.
-    assert "string_agg(c.v, chr(31)" in fastpath._lock_sql()
+    assert "string_agg(c.v, chr(31)" in fastpath._submit_read_sql()
 
 
 def _two_leases_on_one_item():

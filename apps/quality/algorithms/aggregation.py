@@ -459,9 +459,9 @@ def one_coin_dawid_skene(
 
 
 def _coin_scores(ans: Answers, log_right: np.ndarray, log_wrong: np.ndarray) -> np.ndarray:
-    """Per-task class scores when answer n has log P = log_right if label == class else log_wrong."""
-    base = np.bincount(ans.t, weights=log_wrong, minlength=ans.n_tasks)
-    return base[:, None] + ans.vote_counts(weights=log_right - log_wrong)
+    """Per-task class scores (n_tasks, K) when answer n has log P = log_right if label ==
+    class else log_wrong: the transposed view of `_coin_scores_columns`."""
+    return _coin_scores_columns(ans, log_right, log_wrong).T
 
 
 def _coin_scores_columns(ans: Answers, log_right: np.ndarray, log_wrong: np.ndarray) -> np.ndarray:
