@@ -54,6 +54,32 @@ def test_admin_lists_every_model(admin_client):
             assert admin_client.get(url).status_code == 200, url
 
 
+@pytest.mark.django_db
+def test_admin_action_messages_survive_the_redirect_with_lazy_message_storage(admin_client):
+    """LazyMessageMiddleware: a message the admin adds is stored, shown once on the next
+    page, then gone; a request that never touches messages leaves no messages cookie."""
+    from apps.workforce.models import Worker
+    from tests.workforce.factories import make_worker
+
+    worker = make_worker()
+    response = admin_client.post(
+        "/admin/workforce/worker/",
+        {"action": "ban_workers", "_selected_action": [worker.pk]},
+    )
+    assert response.status_code == 302
+    assert "messages" in response.cookies
+    worker.refresh_from_db()
+    assert worker.status == Worker.Status.BANNED
+
+    page = admin_client.get(response["Location"])
+    assert "Banned 1 worker(s)." in page.content.decode()
+    again = admin_client.get(response["Location"])
+    assert "Banned 1 worker(s)." not in again.content.decode()
+
+    untouched = admin_client.get("/healthz")
+    assert "messages" not in untouched.cookies
+
+
 def test_beat_schedule_names_only_registered_tasks():
     from workers.celery import app
 

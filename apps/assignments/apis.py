@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import orjson
+from django.conf import settings
 from django.http.request import RawPostDataException
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -28,7 +30,11 @@ from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_for_user
 
 IDLE_HEADER = "Concord-Idle-Reason"
-_DATETIME = serializers.DateTimeField()
+# DRF's field, told the time zone up front: by default it looks up the active time zone on
+# every call, and nothing in Concord activates one other than settings.TIME_ZONE.
+_DATETIME = serializers.DateTimeField(
+    default_timezone=timezone.get_default_timezone() if settings.USE_TZ else None
+)
 
 
 def _body(request: Request) -> object:

@@ -466,6 +466,7 @@ def item_label_plan(
     worker_id: int,
     now: datetime,
     known: tuple[list, dict, dict] | None = None,
+    escalate: bool = True,
 ) -> LabelPlan:
     """Decide the item after one more label: count the vote and run the job's decision.
 
@@ -473,7 +474,9 @@ def item_label_plan(
     follows re-checks the item columns this read (fastpath.record_label's `expect`); the
     label's lease is counted in item.n_leases. `known`: the item's (answers, worker statuses, stored
     matrices) including this label, when the caller already read them; otherwise the label
-    is already stored and the quality engine reads them.
+    is already stored and the quality engine reads them. `escalate=False` leaves a decision
+    to send the item to review as the crowd made it (state review), without asking the
+    escalation policy (which reads the job's experts) where it goes.
     """
     votes = dict(item.vote_counts or {})
     votes[value] = votes.get(value, 0) + 1
@@ -501,7 +504,12 @@ def item_label_plan(
                 classes=job.classes,
                 policy=job.effective_policy,
             )
-        if item.state == Item.State.OPEN and decision and decision.state == Item.State.REVIEW:
+        if (
+            escalate
+            and item.state == Item.State.OPEN
+            and decision
+            and decision.state == Item.State.REVIEW
+        ):
             # A disputed item goes to an expert first or straight to QC, as the job's
             # escalation policy says (apps.reviews).
             from apps.reviews.services import escalation_decide
@@ -739,7 +747,12 @@ def _submittable(
 
 
 def _plan_from_read(
-    *, read: fastpath.SubmitRead, worker: Worker, label: str, now: datetime
+    *,
+    read: fastpath.SubmitRead,
+    worker: Worker,
+    label: str,
+    now: datetime,
+    escalate: bool = True,
 ) -> LabelPlan:
     return item_label_plan(
         item=read.item,
@@ -751,6 +764,7 @@ def _plan_from_read(
         known=read.answers.with_answer(
             worker_id=worker.pk, value=label, tier=worker.tier, status=worker.status
         ),
+        escalate=escalate,
     )
 
 
@@ -796,7 +810,9 @@ def _submit_unlocked(
     item, job = read.item, read.assignment.job
     if item.gold_label is not None:
         return None
-    plan = _plan_from_read(read=read, worker=worker, label=label, now=now)
+    # Unescalated: a label that sends its item to review (to QC or, by the escalation
+    # policy, to an expert) takes the locking path, which decides again and escalates once.
+    plan = _plan_from_read(read=read, worker=worker, label=label, now=now, escalate=False)
     if plan.decision is not None:
         from apps.reviews.services import item_decided_writes
 

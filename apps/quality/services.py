@@ -6,6 +6,7 @@ these services write the results back in bulk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -76,6 +77,15 @@ def one_coin_confusion(accuracy: float, k: int) -> np.ndarray:
     off = (1.0 - accuracy) / max(k - 1, 1)
     matrix = np.full((k, k), off)
     np.fill_diagonal(matrix, accuracy)
+    return matrix
+
+
+@functools.lru_cache(maxsize=256)
+def _newcomer_confusion(accuracy: float, k: int) -> np.ndarray:
+    """one_coin_confusion, shared and read-only: every label of a worker without a matrix
+    needs one, and building it each time was a few numpy calls per label."""
+    matrix = one_coin_confusion(accuracy, k)
+    matrix.flags.writeable = False
     return matrix
 
 
@@ -156,7 +166,7 @@ def _matrices_or_newcomer(
                 if tiers.get(worker_id) == Worker.Tier.EXPERT
                 else policy["new_worker_accuracy"]
             )
-            result[worker_id] = one_coin_confusion(float(accuracy), k)
+            result[worker_id] = _newcomer_confusion(float(accuracy), k)
     return result
 
 
@@ -231,7 +241,7 @@ def _routing_on(job: Job) -> dict[str, Any] | None:
     """
     from apps.routing.selectors import routing_config
 
-    if "routing" in job.get_deferred_fields():
+    if "routing" not in job.__dict__:  # deferred (get_deferred_fields walks every field)
         routing = Job.objects.filter(pk=job.pk).values_list("routing", flat=True).first()
     else:
         routing = job.routing

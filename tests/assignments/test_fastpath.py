@@ -197,3 +197,34 @@ def test_labels_with_follow_up_writes_take_the_locking_path(monkeypatch):
     assignment_submit(worker=worker, assignment_id=task.id, label="cat")
 
     assert locks == [task.id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_label_sending_its_item_to_review_is_escalated_once_under_the_lock(monkeypatch):
+    # The two-statement path decides without the escalation policy: a label that sends the
+    # item to review takes the locking path, which decides again and asks the policy once
+    # (here an expert in the job's pool has not labeled the item: it goes to the expert).
+    from apps.reviews import services as reviews
+    from apps.workforce.models import Worker
+
+    item, (first, a), (second, b) = _two_leases_on_one_item()
+    expert = make_worker(tier=Worker.Tier.EXPERT)
+    make_pool(jobs=[item.job], workers=[expert])
+    asked: list[int | None] = []
+    original = reviews.expert_available
+
+    def spy(**kwargs):
+        asked.append(kwargs.get("item_id"))
+        return original(**kwargs)
+
+    monkeypatch.setattr(reviews, "expert_available", spy)
+    assignment_submit(worker=first, assignment_id=a.id, label="cat")
+    locks = _lock_calls(monkeypatch)
+
+    assignment_submit(worker=second, assignment_id=b.id, label="dog")
+
+    assert locks == [b.id]
+    assert asked == [item.pk]
+    item.refresh_from_db()
+    assert item.state == Item.State.EXPERT
+    assert item.labels_needed == 3  # one more slot, for the expert
