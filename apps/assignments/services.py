@@ -660,8 +660,8 @@ def assignment_submit(
     nothing. A foreign or lapsed lease is a 409, a label outside the job's classes a 400;
     neither stores anything.
 
-    On PostgreSQL, outside a caller's transaction, a label that opens no review and is not a
-    gold answer (most labels) takes two statements: a plain read, then one that re-checks
+    On PostgreSQL, outside a caller's transaction, a label that neither sends its item to
+    review (QC or an expert) nor is a gold answer (most labels) takes two statements: a plain read, then one that re-checks
     what the decision was made from, writes everything and commits. Otherwise, or if the
     item changed in between, the locking path below decides under the row locks.
     """
@@ -799,8 +799,9 @@ def _submit_unlocked(
     *, worker: Worker, assignment_id: int, label: str, duration_ms: int | None, now: datetime
 ) -> SubmitResult | None:
     """The two-statement submit (PostgreSQL, autocommit); None when the locking path must
-    take over: the label has follow-up writes that belong in its transaction (a review to
-    open, a gold answer to count), or the item changed between the read and the write."""
+    take over: the label sends its item to review (escalated there, once), has follow-up
+    writes that belong in its transaction (an audit to open, a gold answer to count), or
+    the item changed between the read and the write."""
     read = fastpath.read_for_submit(assignment_id=assignment_id, worker_id=worker.pk)
     if read is None:
         raise _not_found()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,7 +172,11 @@ def _bootstrap(terms: np.ndarray, stat, n_boot: int, level: float, seed: int, ba
         reps.append(stat(_boot_weights(rng, terms.shape[0], b) @ terms))
     reps_arr = np.concatenate(reps, axis=0)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    lo, hi = np.nanpercentile(reps_arr, q, axis=0)
+    with warnings.catch_warnings():
+        # A statistic undefined in every replicate (e.g. a class nobody chose) has an
+        # undefined interval: NaN, which is the answer, not a problem to warn about.
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        lo, hi = np.nanpercentile(reps_arr, q, axis=0)
     return lo, hi
 
 
