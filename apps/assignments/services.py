@@ -661,9 +661,10 @@ def assignment_submit(
     neither stores anything.
 
     On PostgreSQL, outside a caller's transaction, a label that neither sends its item to
-    review (QC or an expert) nor is a gold answer (most labels) takes two statements: a plain read, then one that re-checks
-    what the decision was made from, writes everything and commits. Otherwise, or if the
-    item changed in between, the locking path below decides under the row locks.
+    review (QC or an expert) nor is a gold answer (most labels) takes two statements: a
+    plain read, then one that re-checks what the decision was made from, writes everything
+    and commits. Otherwise, or if the item changed in between, the locking path below
+    decides under the row locks.
     """
     now = now or timezone.now()
     if fastpath.enabled() and not connection.in_atomic_block:
