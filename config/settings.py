@@ -164,9 +164,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # How long a QC reviewer's claim on a review lasts before it returns to the queue.
 REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", "600"))
 
-# Cache: in-process by default; CACHE_URL (e.g. redis://127.0.0.1:6379/1) shares it between
-# processes, which makes counters such as the re-aggregation trigger exact across workers.
-CACHE_URL = os.environ.get("CACHE_URL", "")
+# Cache: in-process by default; CACHE_URL (e.g. redis://127.0.0.1:6379/1), or else REDIS_URL,
+# shares it between processes: counters such as the re-aggregation trigger are then exact
+# across workers, and an invalidation of a per-process cache (apps.common.caches: a ban, a
+# revoked token) reaches every process. Set CACHE_URL= (empty) to keep it in-process.
+CACHE_URL = os.environ.get("CACHE_URL", REDIS_URL)
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}

@@ -82,15 +82,13 @@ def _fresh_cache():
     rolled-back tests reuse ids on SQLite."""
     from django.core.cache import cache
 
-    from apps.accounts.authentication import forget_cached_credentials
-    from apps.assignments.fastpath import forget_open_jobs
+    from apps.common.caches import clear_all_local
     from apps.quality.services import local_caches_clear
 
     def forget() -> None:
         cache.clear()
         local_caches_clear()
-        forget_cached_credentials()
-        forget_open_jobs()
+        clear_all_local()
 
     forget()
     yield

@@ -5,3 +5,20 @@ class AccountsConfig(AppConfig):
     name = "apps.accounts"
     label = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_delete, post_save
+
+        from apps.accounts.authentication import credentials_changed
+        from apps.accounts.models import ApiToken, Membership
+
+        # Cached credentials (apps.common.caches) are invalidated in every process by any
+        # change to what they are built from, wherever it is made (admin included).
+        for model in (ApiToken, Membership, get_user_model()):
+            post_save.connect(
+                credentials_changed, sender=model, dispatch_uid=f"credentials-save-{model}"
+            )
+            post_delete.connect(
+                credentials_changed, sender=model, dispatch_uid=f"credentials-del-{model}"
+            )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +15,7 @@ from rest_framework import authentication, exceptions
 
 from apps.accounts.models import ApiToken
 from apps.accounts.services import token_digest
+from apps.common import caches
 from apps.common.instances import copied
 from apps.common.prepared import Prepared
 
@@ -42,13 +42,18 @@ def _token_sql() -> str:
 
 # Credentials looked up on PostgreSQL are kept per process for a few seconds: annotators
 # send two requests per label all day, and the lookup was a fifth of a request's time.
-# A revoked token, a deactivated user or a worker's new status is seen within that time
-# (at once in the process that made the change, which calls forget_cached_credentials);
-# leases check the worker's status in the database themselves, so a banned or suspended
-# worker never gets a task. What is cached is the built user, token and worker; each
-# request gets its own copies, so nothing one request sets on them reaches another.
-CREDENTIALS_TTL_S = 5.0
-CREDENTIALS_MAX = 10_000
+# The cache is registered in apps.common.caches: a revoked token, a deactivated user, a
+# changed membership or a worker's new status invalidates it in every process on commit
+# (signals connected in apps.accounts.apps, and the workforce services), so the very next
+# request sees the change. What is cached is the built user, token and worker; each request
+# gets its own copies, so nothing one request sets on them reaches another.
+CREDENTIALS = caches.register(
+    name="credentials",
+    ttl_s=5.0,
+    max_entries=10_000,
+    invalidated_by="ApiToken / user / membership / worker saves and deletes (signals); "
+    "worker ban, suspend, reinstate",
+)
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,13 @@ class _Credentials:
     worker: Any  # Worker | None
 
 
-# key digest -> (monotonic expiry, credentials or None for an unknown or revoked token)
-_CREDENTIALS: dict[str, tuple[float, _Credentials | None]] = {}
+def credentials_changed(*, update_fields: Any = None, **_: Any) -> None:
+    """Invalidate the cached credentials in every process (after the current commit).
 
-
-def forget_cached_credentials() -> None:
-    _CREDENTIALS.clear()
+    A save that only records a login (`last_login`) changes nothing cached."""
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return
+    CREDENTIALS.invalidate()
 
 
 @functools.cache
@@ -99,18 +105,14 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         if connection.vendor != "postgresql":
             return self._authenticate_orm(key)
         digest = token_digest(key)
-        now = time.monotonic()
-        cached = _CREDENTIALS.get(digest)
-        if cached is not None and cached[0] > now:
-            found = cached[1]
-        else:
+
+        def load() -> _Credentials | None:
             with connection.cursor() as cursor:
                 _token_statement().execute(cursor, {"digest": digest})
                 row = cursor.fetchone()
-            found = None if row is None else _credentials_from_row(row)
-            if len(_CREDENTIALS) >= CREDENTIALS_MAX:
-                _CREDENTIALS.clear()
-            _CREDENTIALS[digest] = (now + CREDENTIALS_TTL_S, found)
+            return None if row is None else _credentials_from_row(row)
+
+        found = CREDENTIALS.get(digest, load)
         if found is None or not found.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         user, token = copied(found.user), copied(found.token)

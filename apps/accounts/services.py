@@ -8,6 +8,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from apps.accounts.models import ROLE_ORG_KIND, ApiToken, Membership, Organization, Role
 from apps.common.errors import ApplicationError
@@ -22,6 +23,14 @@ def token_create(*, user: AbstractBaseUser, name: str = "default") -> str:
     key = secrets.token_hex(20)
     ApiToken.objects.create(user=user, name=name, prefix=key[:8], digest=token_digest(key))
     return key
+
+
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke the token: refused from the very next request, in every process."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])  # post_save invalidates cached credentials
+    return token
 
 
 @transaction.atomic

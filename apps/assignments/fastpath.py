@@ -10,7 +10,6 @@ enforced by the database's constraints. Table names come from the models' metada
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,6 +20,7 @@ import orjson
 from django.db import connection
 
 from apps.assignments.models import Assignment, Label
+from apps.common import caches
 from apps.common.instances import loaded
 from apps.common.prepared import Prepared
 from apps.jobs.models import Item, Job
@@ -89,31 +89,30 @@ def _job_from_row(row: tuple) -> Job:
 
 
 # The jobs open to each worker, kept per process for a moment: a worker asks for work all
-# day and this rarely changes. A change through the ORM in this process (pool members,
-# pool jobs, a job saved) clears it at once (apps.assignments.apps connects the signals);
-# other processes see it within OPEN_JOBS_TTL_S. A paused or stopped job is never leased
-# from a stale list: the lease statement checks the job's status itself.
-OPEN_JOBS_TTL_S = 2.0
-OPEN_JOBS_MAX = 5_000  # entries (workers seen in the last moments); then start over
-_OPEN_JOBS: dict[tuple[int, int | None], tuple[float, list[Job]]] = {}
+# day and this rarely changes. The cache is registered in apps.common.caches: a change of
+# pool members, pool jobs or a job (signals in apps.assignments.apps, and the pool services
+# that write the through table directly) invalidates it in every process on commit. A
+# paused or stopped job is never leased from a stale list: the lease checks the job's
+# status itself.
+OPEN_JOBS = caches.register(
+    name="open_jobs",
+    ttl_s=2.0,
+    max_entries=5_000,
+    invalidated_by="Job / Pool saves and deletes, pool members and jobs changed (signals); "
+    "pool_job_open, pool_job_close",
+)
 
 
 def forget_open_jobs(**_: Any) -> None:
-    _OPEN_JOBS.clear()
+    """Invalidate every process's open-jobs lists (after the current commit)."""
+    OPEN_JOBS.invalidate()
 
 
 def open_jobs(*, worker_id: int, job_id: int | None) -> list[Job]:
     """Running jobs open to one of the worker's pools (one query, then cached briefly)."""
-    key = (worker_id, job_id)
-    now = time.monotonic()
-    cached = _OPEN_JOBS.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    jobs = _open_jobs_query(worker_id=worker_id, job_id=job_id)
-    if len(_OPEN_JOBS) >= OPEN_JOBS_MAX:
-        _OPEN_JOBS.clear()
-    _OPEN_JOBS[key] = (now + OPEN_JOBS_TTL_S, jobs)
-    return jobs
+    return OPEN_JOBS.get(
+        (worker_id, job_id), lambda: _open_jobs_query(worker_id=worker_id, job_id=job_id)
+    )
 
 
 def _open_jobs_query(*, worker_id: int, job_id: int | None) -> list[Job]:
@@ -289,7 +288,9 @@ WITH x AS (
 SELECT x.id, x.state, x.worker_id, x.item_id, x.is_gold, x.leased_at, x.expires_at,
        x.gold_label, x.item_state, x.n_labels, x.labels_needed, x.vote_counts, x.result_meta,
        x.job_id, x.status, x.label_schema::text, x.instructions, x.policy, x.pricing,
-       x.routing,{answers}
+       x.routing,{answers},
+       -- The submitting worker's status from the database, never from cached credentials.
+       (SELECT ws.status FROM {Worker._meta.db_table} ws WHERE ws.id = %(worker)s)
 FROM x
 """
 
@@ -350,12 +351,14 @@ def _answers(earlier: str | None, mine: str | None) -> Answers:
 
 @dataclass(frozen=True)
 class SubmitRead:
-    """A submit's read: the assignment (with its job), the item, the answers; the rows are
-    locked when it comes from lock_for_submit(), not from read_for_submit()."""
+    """A submit's read: the assignment (with its job), the item, the answers and the
+    submitting worker's current status; the rows are locked when it comes from
+    lock_for_submit(), not from read_for_submit()."""
 
     assignment: Assignment
     item: Item
     answers: Answers
+    worker_status: str | None
 
 
 def read_for_submit(*, assignment_id: int, worker_id: int) -> SubmitRead | None:
@@ -391,6 +394,7 @@ def _submit_read(
             return None
         job = _job_from_row(row[13:20])
         answers = _answers(row[20], row[21])
+        worker_status = row[22]
         if lock and len(answers.answers) != row[9]:
             # The snapshot predates a label committed while this statement waited for the
             # item's lock: read the answers again, now that the lock is held.
@@ -431,7 +435,9 @@ def _submit_read(
             "result_meta": _json(row[12]),
         },
     )
-    return SubmitRead(assignment=assignment, item=item, answers=answers)
+    return SubmitRead(
+        assignment=assignment, item=item, answers=answers, worker_status=worker_status
+    )
 
 
 # Item columns a label's decision may set, with their PostgreSQL types; NULL parameters
@@ -457,6 +463,7 @@ _ITEM_UPDATE = {
 @cache
 def _record_sql() -> str:
     t = _tables()
+    worker = Worker._meta.db_table
     return f"""
 WITH live AS (
     -- The lease is still this worker's and live, and the item is as the decision saw it
@@ -466,6 +473,8 @@ WITH live AS (
     WHERE a.id = %(assignment)s AND a.worker_id = %(worker)s AND a.state = 'leased'
       AND a.expires_at > %(now)s AND i.id = %(item)s AND i.state = %(expect_state)s
       AND i.n_labels = %(expect_labels)s AND i.labels_needed = %(expect_needed)s
+      -- A worker banned or suspended since the read earns nothing more.
+      AND EXISTS (SELECT 1 FROM {worker} w WHERE w.id = %(worker)s AND w.status = 'active')
     FOR UPDATE OF a, i
 ), done AS (
     UPDATE {t["assignment"]} SET state = 'submitted', finished_at = %(now)s

@@ -285,6 +285,10 @@ def _try_lease_in_job(
     if fastpath.enabled() and not want_gold:
         return _try_lease_fast(job=job, worker=worker, states=states, now=now)
     with transaction.atomic():
+        # As the fast path's lease statement does: the worker's status from the database,
+        # not from the request's cached credentials (a ban made a moment ago counts).
+        if not Worker.objects.filter(pk=worker.pk, status=Worker.Status.ACTIVE).exists():
+            return None
         for state in states:
             item = _candidate(job=job, worker=worker, state=state)
             if item is None:
@@ -687,7 +691,14 @@ def assignment_submit(
             assignment, item = locked.assignment, locked.item
         else:
             assignment, item, locked = _locked_assignment(assignment_id=assignment_id), None, None
-        first = _submittable(assignment=assignment, worker=worker, label=label, now=now)
+        worker_status = (
+            locked.worker_status
+            if locked is not None
+            else Worker.objects.filter(pk=worker.pk).values_list("status", flat=True).first()
+        )
+        first = _submittable(
+            assignment=assignment, worker=worker, worker_status=worker_status, label=label, now=now
+        )
         if first is not None:
             return first
         job = assignment.job
@@ -700,8 +711,14 @@ def assignment_submit(
             stored = _record(
                 read=locked, worker=worker, label=label, duration_ms=duration_ms, plan=plan, now=now
             )
-            if stored is None:  # pragma: no cover - the rows are locked and were checked
-                raise RuntimeError(f"assignment {assignment.pk}: locked submit not written")
+            if stored is None:
+                # The assignment and item are locked and were checked; only the worker's
+                # status (not locked) can have changed since: a ban in between.
+                raise ApplicationError(
+                    "The worker is no longer active: no task may be submitted.",
+                    code=ErrorCode.WORKER_INACTIVE,
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
         else:
             item, stored = _record_label_orm(
                 assignment=assignment,
@@ -722,14 +739,29 @@ def assignment_submit(
 
 
 def _submittable(
-    *, assignment: Assignment, worker: Worker, label: str, now: datetime
+    *,
+    assignment: Assignment,
+    worker: Worker,
+    worker_status: str | None,
+    label: str,
+    now: datetime,
 ) -> SubmitResult | None:
     """Raise the 4xx a submit of `label` on this assignment gets, if any; the first answer
-    when it was submitted already (idempotent); None when it may be stored."""
+    when it was submitted already (idempotent); None when it may be stored.
+
+    `worker_status` is the worker's status read from the database with the assignment (not
+    the request's cached credentials): a banned or suspended worker stores and earns nothing.
+    """
     if assignment.worker_id != worker.pk:
         raise _conflict("This lease belongs to someone else.", ErrorCode.LEASE_NOT_YOURS)
     if assignment.state == Assignment.State.SUBMITTED:
         return SubmitResult(label=Label.objects.get(assignment_id=assignment.pk), created=False)
+    if worker_status != Worker.Status.ACTIVE:
+        raise ApplicationError(
+            f"The worker is {worker_status}: no task may be submitted.",
+            code=ErrorCode.WORKER_INACTIVE,
+            status_code=status.HTTP_403_FORBIDDEN,
+        )
     if assignment.state == Assignment.State.EXPIRED or (
         assignment.state == Assignment.State.LEASED and assignment.expires_at <= now
     ):
@@ -806,7 +838,13 @@ def _submit_unlocked(
     read = fastpath.read_for_submit(assignment_id=assignment_id, worker_id=worker.pk)
     if read is None:
         raise _not_found()
-    first = _submittable(assignment=read.assignment, worker=worker, label=label, now=now)
+    first = _submittable(
+        assignment=read.assignment,
+        worker=worker,
+        worker_status=read.worker_status,
+        label=label,
+        now=now,
+    )
     if first is not None:
         return first
     item, job = read.item, read.assignment.job

@@ -27,6 +27,7 @@ class ErrorCode(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     LEASE_NOT_YOURS = "lease_not_yours"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    WORKER_INACTIVE = "worker_inactive"
 
 
 class ApplicationError(Exception):

@@ -22,6 +22,7 @@ from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from apps.assignments.models import Assignment, Label
+from apps.common import caches
 from apps.common.bulk import bulk_update_rows
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
@@ -191,14 +192,18 @@ def _prior_cache_key(job_id: int) -> str:
 
 
 # A per-process copy of each job's class prior for a few seconds: it is read on every
-# submit and changes once per aggregation run, so the shared cache is asked rarely.
-_LOCAL_PRIORS: dict[int, tuple[float, list]] = {}
-_LOCAL_PRIOR_SECONDS = 10.0
+# submit and changes once per aggregation run, so the shared cache is asked rarely. A run
+# invalidates it in every process (apps.common.caches).
+CLASS_PRIORS = caches.register(
+    name="class_priors",
+    ttl_s=10.0,
+    max_entries=10_000,
+    invalidated_by="job_aggregate (each run stores a new prior)",
+)
 
 
 def local_caches_clear() -> None:
-    """Forget the per-process copies (tests; a process that must see a change at once)."""
-    _LOCAL_PRIORS.clear()
+    """Forget this process's pending label counts (tests)."""
     with _PENDING_LOCK:
         _PENDING_LABELS.clear()
 
@@ -210,11 +215,8 @@ def job_class_prior(*, job: Job) -> np.ndarray:
     changes only per aggregation run.
     """
     k = len(job.classes)
-    now = time.monotonic()
-    local = _LOCAL_PRIORS.get(job.pk)
-    if local is not None and local[0] > now:
-        prior = local[1]
-    else:
+
+    def load() -> list:
         prior = cache.get(_prior_cache_key(job.pk))
         if prior is None:
             prior = (
@@ -224,7 +226,9 @@ def job_class_prior(*, job: Job) -> np.ndarray:
                 .first()
             ) or []
             cache.set(_prior_cache_key(job.pk), prior, timeout=60)
-        _LOCAL_PRIORS[job.pk] = (now + _LOCAL_PRIOR_SECONDS, prior)
+        return prior
+
+    prior = CLASS_PRIORS.get(job.pk, load)
     if len(prior) == k:
         return np.asarray(prior, dtype=np.float64)
     return np.full(k, 1.0 / k)
@@ -681,7 +685,7 @@ def job_aggregate(
     _write_item_results(job=job, arrays=arrays, result=result, agreement=agreement, run=run)
     aggregation_countdown_reset(job=job, n_labels=run.n_labels)
     cache.set(_prior_cache_key(job.pk), run.class_prior, timeout=60)
-    _LOCAL_PRIORS.pop(job.pk, None)
+    CLASS_PRIORS.invalidate()
     run.seconds = time.perf_counter() - started
     run.save(update_fields=["seconds"])
     return run

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from rest_framework import status
 
-from apps.accounts.authentication import forget_cached_credentials
+from apps.accounts.authentication import credentials_changed
 from apps.accounts.models import Membership, Organization, Role
 from apps.accounts.services import membership_ensure, token_create
 from apps.common.errors import ApplicationError, ErrorCode
@@ -120,7 +120,7 @@ def _worker_set_status(*, worker: Worker, status_value: str, reason: str) -> Wor
         worker.status = status_value
         worker.status_reason = reason
         worker.save(update_fields=["status", "status_reason", "updated_at"])
-        forget_cached_credentials()
+        credentials_changed()
         if status_value != Worker.Status.ACTIVE:
             # Imported here: assignments depends on workforce, not the other way round.
             from apps.assignments.services import worker_leases_release

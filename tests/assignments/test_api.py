@@ -339,7 +339,7 @@ def test_a_worker_banned_behind_the_credentials_cache_still_gets_no_task(make_ac
     """Credentials are cached per process for a few seconds; the lease itself reads the
     worker's status, so a ban made elsewhere (another process, here a bare UPDATE that no
     cache hears of) stops new leases at once."""
-    from apps.accounts.authentication import forget_cached_credentials
+    from apps.accounts.authentication import CREDENTIALS
 
     actor, worker = _annotator(make_actor, job)
     first = actor.client.post(NEXT)
@@ -351,19 +351,18 @@ def test_a_worker_banned_behind_the_credentials_cache_still_gets_no_task(make_ac
     assert response.status_code == 204
     assert Assignment.objects.filter(worker=worker).count() == 1
     # Once the cached credentials lapse, the worker is told why.
-    forget_cached_credentials()
+    CREDENTIALS.invalidate()
     response = actor.client.post(NEXT)
     assert response["Concord-Idle-Reason"] == "worker_banned"
 
 
-def test_a_revoked_token_stops_working_once_its_cached_credentials_lapse(make_actor, job):
-    from apps.accounts.authentication import forget_cached_credentials
+def test_a_revoked_token_is_refused_on_the_very_next_request(make_actor, job):
     from apps.accounts.models import ApiToken
+    from apps.accounts.services import token_revoke
 
     actor, _ = _annotator(make_actor, job)
-    assert actor.client.post(NEXT).status_code == 200
-    ApiToken.objects.filter(user=actor.user).update(revoked_at=timezone.now())
-    forget_cached_credentials()  # what the TTL does within seconds in every process
+    assert actor.client.post(NEXT).status_code == 200  # credentials now cached
+    token_revoke(token=ApiToken.objects.get(user=actor.user))
 
     assert actor.client.post(NEXT).status_code == 401
 
@@ -382,15 +381,70 @@ def test_touching_one_token_keeps_the_other_cached_credentials(make_actor, job):
     assert second.client.post(NEXT).status_code == 200
     stale = timezone.now() - timedelta(minutes=5)
     ApiToken.objects.filter(user=first.user).update(last_used_at=stale)
-    authentication.forget_cached_credentials()
+    authentication.CREDENTIALS.clear_local()
     assert second.client.post(NEXT).status_code == 200
-    cached_before = set(authentication._CREDENTIALS)
+    cached_before = set(authentication.CREDENTIALS._entries)
 
     assert first.client.post(NEXT).status_code == 200  # reads the stale time, writes now
 
     touched = ApiToken.objects.get(user=first.user).last_used_at
     assert touched > stale
     if connection.vendor == "postgresql":
-        assert cached_before <= set(authentication._CREDENTIALS)
-        cached = [entry[1] for entry in authentication._CREDENTIALS.values()]
+        assert cached_before <= set(authentication.CREDENTIALS._entries)
+        cached = [entry[1] for entry in authentication.CREDENTIALS._entries.values()]
         assert touched in {credentials.token.last_used_at for credentials in cached}
+
+
+def _gold_job():
+    """A job whose every lease is a gold item (gold rate 1) while real work remains."""
+    job = JobFactory(
+        policy={"min_labels": 3, "max_labels": 5, "gold_rate": 1.0, "aggregation": "mv"}
+    )
+    make_items(job, 3, gold=["cat", "dog", "bird", "cat"])
+    return job
+
+
+def test_a_ban_stops_gold_leases_on_the_very_next_request(make_actor, ops_actor):
+    """F7: the gold lease path trusted the cached credentials for five seconds after a ban
+    (74 gold leases and paid submits). Now the ban is seen on the very next request."""
+    job = _gold_job()
+    actor, worker = _annotator(make_actor, job)
+    first = actor.client.post(NEXT)
+    assert first.status_code == 200  # credentials cached, a gold lease held
+    assert Assignment.objects.get(pk=first.json()["id"]).is_gold
+
+    banned = ops_actor.client.post(f"/api/v1/workers/{worker.pk}/ban/", {}, format="json")
+    assert banned.status_code == 200
+
+    response = actor.client.post(NEXT)
+    assert (response.status_code, response["Concord-Idle-Reason"]) == (204, "worker_banned")
+    submit = actor.client.post(
+        f"/api/v1/assignments/{first.json()['id']}/submit/", {"label": "cat"}, format="json"
+    )
+    assert submit.status_code == 403
+    assert submit.json()["error"]["code"] == "worker_inactive"
+    assert Assignment.objects.filter(worker=worker).count() == 1
+    assert not Label.objects.filter(worker=worker).exists()
+
+
+def test_a_ban_no_cache_heard_of_still_stops_gold_leases_and_submits(make_actor):
+    """The lease and the submit read the worker's status from the database themselves: a
+    status written by a bare UPDATE (no signal, no invalidation) stops both at once."""
+    from apps.workforce.models import LedgerEntry
+
+    job = _gold_job()
+    actor, worker = _annotator(make_actor, job)
+    first = actor.client.post(NEXT)
+    assert first.status_code == 200
+    Worker.objects.filter(pk=worker.pk).update(status=Worker.Status.BANNED)
+
+    again = actor.client.post(NEXT)
+    submit = actor.client.post(
+        f"/api/v1/assignments/{first.json()['id']}/submit/", {"label": "cat"}, format="json"
+    )
+
+    assert again.status_code == 204
+    assert Assignment.objects.filter(worker=worker).count() == 1
+    assert (submit.status_code, submit.json()["error"]["code"]) == (403, "worker_inactive")
+    assert not Label.objects.filter(worker=worker).exists()
+    assert not LedgerEntry.objects.filter(worker=worker).exists()
