@@ -5,10 +5,10 @@ from workers.celery import app
 
 @app.task(name="quality.aggregate_job", acks_late=True)
 def aggregate_job(job_id: int) -> dict | None:
-    """Re-aggregate one job; running it twice on the same labels gives the same result."""
-    from apps.quality.services import aggregation_dequeued, job_aggregate
+    """Re-aggregate one job; running it twice on the same labels gives the same result.
+    (The run clears the job's queued mark once it has read its labels.)"""
+    from apps.quality.services import job_aggregate
 
-    aggregation_dequeued(job_id=job_id)
     run = job_aggregate(job_id=job_id)
     return None if run is None else {"run": run.pk, "labels": run.n_labels, "seconds": run.seconds}
 

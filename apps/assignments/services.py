@@ -19,6 +19,7 @@ from rest_framework import status
 from apps.assignments import fastpath
 from apps.assignments.models import Assignment, Label
 from apps.common.errors import ApplicationError, ErrorCode
+from apps.common.retry import retry_on_deadlock
 from apps.jobs.models import Item, Job
 from apps.quality.services import (
     classes_key,
@@ -342,6 +343,7 @@ def _cap_reached(*, job: Job, worker: Worker) -> bool:
     return taken.count() >= int(cap)
 
 
+@retry_on_deadlock
 def assignment_next(
     *,
     worker: Worker,
@@ -650,6 +652,7 @@ def _locked_assignment(*, assignment_id: int) -> Assignment:
     return assignment
 
 
+@retry_on_deadlock
 def assignment_submit(
     *,
     worker: Worker,
@@ -914,6 +917,7 @@ def _record_label_orm(
     return item, stored
 
 
+@retry_on_deadlock
 def _assignment_end(
     *, worker: Worker, assignment_id: int, to_state: str, now: datetime | None
 ) -> Assignment:
@@ -960,6 +964,7 @@ def assignment_skip(
 # --------------------------------------------------------------------------- sweeps
 
 
+@retry_on_deadlock
 def _leases_end(*, assignment_filter: Q, to_state: str, now: datetime, limit: int) -> int:
     """End the live leases matching the filter and return their slots; returns how many.
 

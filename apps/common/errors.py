@@ -7,9 +7,12 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+from apps.common.retry import is_retryable
 
 
 class ErrorCode(enum.StrEnum):
@@ -28,6 +31,7 @@ class ErrorCode(enum.StrEnum):
     LEASE_NOT_YOURS = "lease_not_yours"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     WORKER_INACTIVE = "worker_inactive"
+    RETRY = "retry"
 
 
 class ApplicationError(Exception):
@@ -79,6 +83,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, OperationalError) and is_retryable(exc):
+        # Retried already where the transaction is owned (apps.common.retry): say so and
+        # ask for the request again rather than a 500.
+        response = Response(
+            error_body(ErrorCode.RETRY, "The request collided with another; please retry."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = "1"
+        return response
 
     # Imported here: rest_framework.views reads this module through its settings at import.
     from rest_framework.views import exception_handler as drf_exception_handler

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import random
 import threading
@@ -23,11 +24,14 @@ from django.utils import timezone
 
 from apps.assignments.models import Assignment, Label
 from apps.common import caches
-from apps.common.bulk import bulk_update_rows
+from apps.common.bulk import bulk_compare_and_set
+from apps.common.retry import retry_on_deadlock
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
 from apps.quality.models import AggregationRun, GoldExposure, QualityDecision, WorkerJobQuality
 from apps.workforce.models import Worker
+
+logger = logging.getLogger(__name__)
 
 # Defaults for the quality knobs of a job's policy (all overridable per job).
 QUALITY_DEFAULTS: dict[str, Any] = {
@@ -514,7 +518,9 @@ def _countdown_key(job_id: int) -> str:
 
 def labels_since_count(*, job_id: int, every: int) -> bool:
     """Count one new label of the job; True when the job's countdown to its next
-    re-aggregation reaches zero (once: the run that follows sets the next countdown)."""
+    re-aggregation is at or below zero: when it reaches zero, and again for later labels
+    while no run has set the next countdown (a run that was lost must not silence the job;
+    maybe_schedule_aggregation keeps this to one queued run at a time)."""
     batch = label_count_batch(every)
     with _PENDING_LOCK:
         pending = _PENDING_LABELS.get(job_id, 0) + 1
@@ -529,7 +535,7 @@ def labels_since_count(*, job_id: int, every: int) -> bool:
             left = every - pending
         else:  # another process started the countdown in between
             left = cache.decr(key, pending)
-    return left <= 0 < left + pending
+    return left <= 0
 
 
 def aggregation_countdown_reset(*, job: Job, n_labels: int) -> int:
@@ -549,7 +555,9 @@ def maybe_schedule_aggregation(*, job: Job) -> bool:
     if every <= 0 or not labels_since_count(job_id=job.pk, every=every):
         return False
     # At most one queued re-aggregation per job (the beat and the API queue runs too): a
-    # queued run reads every label there is when it starts.
+    # queued run reads every label there is when it starts. The mark lasts until the run has
+    # read its labels and set the next countdown, or AGGREGATION_QUEUED_TTL_S if the run is
+    # lost (a killed worker): the next label then queues another.
     if not cache.add(_aggregation_queued_key(job.pk), 1, timeout=AGGREGATION_QUEUED_TTL_S):
         return False
     from workers.tasks_quality import aggregate_job
@@ -558,7 +566,7 @@ def maybe_schedule_aggregation(*, job: Job) -> bool:
     return True
 
 
-AGGREGATION_QUEUED_TTL_S = 900
+AGGREGATION_QUEUED_TTL_S = 120
 
 
 def _aggregation_queued_key(job_id: int) -> str:
@@ -566,7 +574,8 @@ def _aggregation_queued_key(job_id: int) -> str:
 
 
 def aggregation_dequeued(*, job_id: int) -> None:
-    """Called when a queued re-aggregation starts: labels from now on may queue another."""
+    """Called once a re-aggregation has read its labels and set the next countdown: labels
+    from now on may queue another."""
     cache.delete(_aggregation_queued_key(job_id))
 
 
@@ -584,6 +593,9 @@ class LabelArrays:
     worker_ids: np.ndarray
     max_label_id: int
     excluded_workers: list[int]
+    # Per item of item_ids: every label row read (those of inactive workers included), to
+    # compare with the item's n_labels when its result is written back.
+    read_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def job_label_arrays(
@@ -610,6 +622,10 @@ def job_label_arrays(
     values = np.fromiter((index[r[3]] for r in kept), dtype=np.int64, count=len(kept))
     item_ids, tasks = np.unique(items, return_inverse=True)
     worker_ids, worker_idx = np.unique(workers, return_inverse=True)
+    every = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    read_counts = np.bincount(
+        np.searchsorted(item_ids, every)[np.isin(every, item_ids)], minlength=len(item_ids)
+    )
     return LabelArrays(
         tasks,
         worker_idx,
@@ -618,9 +634,11 @@ def job_label_arrays(
         worker_ids,
         int(max(ids.max(), max((r[0] for r in rows), default=0))),
         excluded,
+        read_counts,
     )
 
 
+@retry_on_deadlock
 def job_aggregate(
     *, job_id: int, method: str | None = None, max_label_id: int | None = None
 ) -> AggregationRun | None:
@@ -637,6 +655,10 @@ def job_aggregate(
     policy = quality_policy(job)
     method = method or policy.get("aggregation") or "default"
     arrays = job_label_arrays(job=job, max_label_id=max_label_id)
+    # The next run is due after the labels that come from now on (this run reads none of
+    # them); set before the work, so a run killed from here on leaves a countdown that runs.
+    aggregation_countdown_reset(job=job, n_labels=int(arrays.tasks.size))
+    aggregation_dequeued(job_id=job.pk)
     if arrays.tasks.size == 0:
         return None
     k = len(job.classes)
@@ -682,8 +704,17 @@ def job_aggregate(
     # Item results outside that transaction, in batches that commit one by one: an UPDATE
     # holds its rows' locks until commit, and annotators submitting labels on those items
     # would otherwise wait for the whole write. A run cut short is rewritten by the next.
-    _write_item_results(job=job, arrays=arrays, result=result, agreement=agreement, run=run)
-    aggregation_countdown_reset(job=job, n_labels=run.n_labels)
+    results = _write_item_results(
+        job=job, arrays=arrays, result=result, agreement=agreement, run=run
+    )
+    logger.info(
+        "aggregation run %s of job %s: %s results written, %s newer, %s locked",
+        run.pk,
+        job.pk,
+        results.written,
+        results.moved,
+        results.skipped,
+    )
     cache.set(_prior_cache_key(job.pk), run.class_prior, timeout=60)
     CLASS_PRIORS.invalidate()
     run.seconds = time.perf_counter() - started
@@ -777,67 +808,117 @@ def _write_item_results(
     result: algorithms.Aggregation,
     agreement: np.ndarray,
     run: AggregationRun,
-) -> None:
+) -> ResultsWritten:
+    """Write the run's result of every crowd item whose result moved, never over a newer one.
+
+    Compare-and-set: an item is written only if it still has the labels this run read (its
+    n_labels equals the label rows read for it) and the state and source it had when read
+    here; a label, a review or an expert that came in since holds the newer result, and the
+    next run includes it. Rows another transaction holds are skipped, not waited for (no
+    deadlock with submits and leases), and tried once more at the end.
+    """
     classes = job.classes
     # Contributing workers per task, with their weight (log-odds of their skill).
     skills = np.clip(result.skills, 1e-6, 1 - 1e-6)
     weights = np.log(skills / (1 - skills))
     order = np.argsort(arrays.tasks, kind="stable")
     bounds = np.searchsorted(arrays.tasks[order], np.arange(len(arrays.item_ids) + 1))
-    items = {
-        item.pk: item
-        for item in Item.objects.filter(pk__in=arrays.item_ids.tolist())
-        .filter(Q(source__isnull=True) | Q(source=Item.Source.CROWD))
-        .exclude(state=Item.State.REVIEW)
-        .only(
-            "id",
-            "state",
-            "label",
-            "confidence",
-            "agreement",
-            "posterior",
-            "result_meta",
-            "gold_label",
+    position = {item_id: t for t, item_id in enumerate(arrays.item_ids.tolist())}
+
+    def changed_items(item_ids: list[int]) -> tuple[list[Item], int]:
+        """The items whose stored result differs from the run's, and how many moved on."""
+        items = (
+            Item.objects.filter(pk__in=item_ids)
+            .filter(Q(source__isnull=True) | Q(source=Item.Source.CROWD))
+            .exclude(state=Item.State.REVIEW)
+            .only(
+                "id",
+                "state",
+                "source",
+                "n_labels",
+                "label",
+                "confidence",
+                "agreement",
+                "posterior",
+                "result_meta",
+                "gold_label",
+            )
+            .order_by("id")
         )
-    }
-    now = timezone.now()
-    changed = []
-    for t, item_id in enumerate(arrays.item_ids.tolist()):
-        item = items.get(item_id)
-        if item is None:
-            continue
-        span = order[bounds[t] : bounds[t + 1]]
-        posterior = [round(float(p), 6) for p in result.posteriors[t]]
-        top = int(np.argmax(result.posteriors[t]))
-        meta = {
-            "method": result.method,
-            "version": result.version,
-            "run": run.pk,
-            "workers": [
-                {
-                    "worker": int(arrays.worker_ids[arrays.workers[j]]),
-                    "label": classes[int(arrays.labels[j])],
-                    "weight": round(float(weights[arrays.workers[j]]), 4),
-                }
-                for j in span
-            ],
-        }
-        if _result_unchanged(item, meta, posterior, classes[top]):
-            continue
-        item.posterior = posterior
-        item.agreement = None if np.isnan(agreement[t]) else float(agreement[t])
-        item.result_meta = meta
-        if item.state == Item.State.SETTLED:
-            item.label = classes[top]
-            item.confidence = float(result.posteriors[t][top])
-        item.updated_at = now
-        changed.append(item)
-    bulk_update_rows(
-        Item,
-        changed,
-        ["posterior", "agreement", "result_meta", "label", "confidence", "updated_at"],
-        batch_size=ITEM_RESULTS_BATCH,
+        now = timezone.now()
+        changed, moved = [], 0
+        for item in items:
+            t = position[item.pk]
+            if item.n_labels != int(arrays.read_counts[t]):
+                moved += 1  # labeled since the run read its labels: its own result is newer
+                continue
+            span = order[bounds[t] : bounds[t + 1]]
+            posterior = [round(float(p), 6) for p in result.posteriors[t]]
+            top = int(np.argmax(result.posteriors[t]))
+            meta = {
+                "method": result.method,
+                "version": result.version,
+                "run": run.pk,
+                "workers": [
+                    {
+                        "worker": int(arrays.worker_ids[arrays.workers[j]]),
+                        "label": classes[int(arrays.labels[j])],
+                        "weight": round(float(weights[arrays.workers[j]]), 4),
+                    }
+                    for j in span
+                ],
+            }
+            if _result_unchanged(item, meta, posterior, classes[top]):
+                continue
+            item.posterior = posterior
+            item.agreement = None if np.isnan(agreement[t]) else float(agreement[t])
+            item.result_meta = meta
+            if item.state == Item.State.SETTLED:
+                item.label = classes[top]
+                item.confidence = float(result.posteriors[t][top])
+            item.updated_at = now
+            changed.append(item)
+        return changed, moved
+
+    def write(items: list[Item]) -> set[int]:
+        written: set[int] = set()
+        evidence = ["posterior", "agreement", "result_meta", "updated_at"]
+        expect = ["n_labels", "state", "source"]
+        settled = [item for item in items if item.state == Item.State.SETTLED]
+        others = [item for item in items if item.state != Item.State.SETTLED]
+        for group, fields in ((settled, [*evidence, "label", "confidence"]), (others, evidence)):
+            written.update(
+                bulk_compare_and_set(
+                    Item, group, fields, expect=expect, batch_size=ITEM_RESULTS_BATCH
+                )
+            )
+        return written
+
+    changed, moved = changed_items(arrays.item_ids.tolist())
+    written = write(changed)
+    skipped = [item.pk for item in changed if item.pk not in written]
+    retried = moved_again = 0
+    if skipped:
+        # Skipped rows were locked by a submit or had moved: read them again and write what
+        # still has the labels this run read.
+        again, moved_again = changed_items(skipped)
+        moved += moved_again
+        retried = len(write(again))
+    return ResultsWritten(
+        written=len(written) + retried,
+        moved=moved,
+        skipped=len(skipped) - retried - moved_again if skipped else 0,
     )
+
+
+@dataclass(frozen=True)
+class ResultsWritten:
+    """What a run's write-back did: results written, items skipped because a newer label
+    came in since the run read (`moved`), and rows still locked after a second try."""
+
+    written: int
+    moved: int
+    skipped: int
 
 
 # --------------------------------------------------------------------------- gold and rules

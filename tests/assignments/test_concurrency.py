@@ -110,3 +110,66 @@ def test_concurrent_annotators_fill_every_item_exactly():
     job.refresh_from_db()
     assert job.status == "completed"
     call_command("checkinvariants")
+
+
+def _aggregate_until(job_id: int, done: threading.Event, errors: list, runs: Counter) -> None:
+    from apps.quality.services import job_aggregate
+
+    try:
+        while not done.is_set():
+            job_aggregate(job_id=job_id, method="ds")
+            _count(runs, "runs")
+    except Exception as exc:  # noqa: BLE001 - reported by the main thread
+        errors.append(f"aggregation: {exc!r}")
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_re_aggregation_racing_annotators_and_gold_leaves_no_empty_result_and_no_deadlock():
+    """F7: job re-aggregation's write-back overwrote labels that submits had just written
+    (settled items with label "") and deadlocked with submits and gold leases (500s). Here
+    annotators with gold mixed in at rate 0.5 race a re-aggregation running back to back."""
+    job = JobFactory(
+        label_schema={"kind": "single_choice", "classes": ["yes", "no"]},
+        policy={
+            "min_labels": REDUNDANCY,
+            "max_labels": REDUNDANCY,
+            "gold_rate": 0.5,
+            "gold_max_exposures": 1000,
+            "aggregation": "ds",
+            "reaggregate_every": 0,
+        },
+    )
+    make_items(job, 120, gold=["yes", "no"] * 10)
+    workers = [make_worker() for _ in range(8)]
+    make_pool(jobs=[job], workers=workers)
+    errors: list[str] = []
+    stats: Counter = Counter()
+    runs: Counter = Counter()
+    done = threading.Event()
+    deadline = time.monotonic() + 240
+    aggregator = threading.Thread(target=_aggregate_until, args=(job.pk, done, errors, runs))
+    threads = [
+        threading.Thread(target=_annotate, args=(worker, i, errors, stats, deadline))
+        for i, worker in enumerate(workers)
+    ]
+
+    aggregator.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    aggregator.join()
+
+    assert errors == []
+    assert runs["runs"] >= 2
+    real = Item.objects.filter(job=job, gold_label__isnull=True)
+    # Every item got its three labels and was decided: settled, or disputed and in review.
+    assert set(real.values_list("state", flat=True)) <= {"settled", "review"}
+    settled = real.filter(state="settled")
+    assert settled.exists()
+    assert not settled.filter(label__in=["", None]).exists()
+    assert set(settled.values_list("label", flat=True)) <= {"yes", "no"}
+    call_command("checkinvariants", job=job.pk)
