@@ -662,23 +662,7 @@ def job_aggregate(
     if arrays.tasks.size == 0:
         return None
     k = len(job.classes)
-    options: dict[str, Any] = {}
-    if method in ("ds", "default"):
-        init, prior = _warm_start(job=job, worker_ids=arrays.worker_ids, k=k, policy=policy)
-        if init is not None:
-            options["init_confusions"] = init
-        if prior is not None:
-            options["prior"] = prior
-    result = algorithms.aggregate(
-        arrays.tasks,
-        arrays.workers,
-        arrays.labels,
-        k,
-        method=method,
-        n_tasks=len(arrays.item_ids),
-        n_workers=len(arrays.worker_ids),
-        **options,
-    )
+    result = _aggregate_arrays(job=job, arrays=arrays, method=method, policy=policy)
     counts = algorithms.count_matrix(arrays.tasks, arrays.labels, k, n_tasks=len(arrays.item_ids))
     agreement = algorithms.item_agreement(counts)
     with transaction.atomic():
@@ -720,6 +704,102 @@ def job_aggregate(
     run.seconds = time.perf_counter() - started
     run.save(update_fields=["seconds"])
     return run
+
+
+def _aggregate_arrays(
+    *, job: Job, arrays: LabelArrays, method: str, policy: dict
+) -> algorithms.Aggregation:
+    """Run the aggregation kernel on the job's label arrays, warm-started as job runs are."""
+    k = len(job.classes)
+    options: dict[str, Any] = {}
+    if method in ("ds", "default"):
+        init, prior = _warm_start(job=job, worker_ids=arrays.worker_ids, k=k, policy=policy)
+        if init is not None:
+            options["init_confusions"] = init
+        if prior is not None:
+            options["prior"] = prior
+    return algorithms.aggregate(
+        arrays.tasks,
+        arrays.workers,
+        arrays.labels,
+        k,
+        method=method,
+        n_tasks=len(arrays.item_ids),
+        n_workers=len(arrays.worker_ids),
+        **options,
+    )
+
+
+# A stored result and a fresh aggregation of the same answers may differ by this much in
+# the stored label's probability before result_violations calls them different (a fresh run
+# starts from the matrices the last run stored, so the two agree up to EM's tolerance).
+RESULT_CHECK_TOLERANCE = 0.01
+
+
+def result_violations(*, job_id: int | None = None) -> list[str]:
+    """Every delivered result that is wrong, as one line each ([] when all hold): a settled
+    item without a label (or with one outside the job's classes), and a result written by
+    a job aggregation that a fresh aggregation of the same answers contradicts.
+
+    Reads only (the fresh aggregation is computed, not stored). Items whose answers changed
+    since their result was written are not compared: their next run rewrites them.
+    """
+    jobs = Job.objects.order_by("id")
+    if job_id is not None:
+        jobs = jobs.filter(pk=job_id)
+    problems: list[str] = []
+    for job in jobs:
+        classes = job.classes
+        empty = (
+            Item.objects.filter(job=job, state=Item.State.SETTLED, gold_label__isnull=True)
+            .exclude(label__in=classes)
+            .values_list("id", "label")
+        )
+        for item_id, label in empty:
+            problems.append(f"item {item_id}: settled with label {label!r} (job {job.pk})")
+        problems.extend(_results_against_fresh(job=job))
+    return problems
+
+
+def _results_against_fresh(*, job: Job) -> list[str]:
+    run = AggregationRun.objects.filter(job=job).order_by("-id").first()
+    if run is None:
+        return []
+    policy = quality_policy(job)
+    arrays = job_label_arrays(job=job)
+    if arrays.tasks.size == 0:
+        return []
+    result = _aggregate_arrays(job=job, arrays=arrays, method=run.method, policy=policy)
+    classes = job.classes
+    position = {item_id: t for t, item_id in enumerate(arrays.item_ids.tolist())}
+    order = np.argsort(arrays.tasks, kind="stable")
+    bounds = np.searchsorted(arrays.tasks[order], np.arange(len(arrays.item_ids) + 1))
+    problems = []
+    rows = (
+        Item.objects.filter(job=job, state=Item.State.SETTLED, source=Item.Source.CROWD)
+        .filter(result_meta__has_key="run")
+        .values_list("id", "label", "result_meta")
+        .iterator(chunk_size=5000)
+    )
+    for item_id, label, meta in rows:
+        t = position.get(item_id)
+        if t is None or label not in classes:
+            continue
+        span = order[bounds[t] : bounds[t + 1]]
+        answers = [
+            (int(arrays.worker_ids[arrays.workers[j]]), classes[int(arrays.labels[j])])
+            for j in span
+        ]
+        if answers != [(w.get("worker"), w.get("label")) for w in meta.get("workers", ())]:
+            continue
+        posterior = result.posteriors[t]
+        top = int(np.argmax(posterior))
+        if posterior[top] - posterior[classes.index(label)] > RESULT_CHECK_TOLERANCE:
+            problems.append(
+                f"item {item_id}: result {label!r} but a fresh {run.method} aggregation of "
+                f"the same answers gives {classes[top]!r} ({posterior[top]:.3f})"
+            )
+    return problems
 
 
 def _warm_start(
