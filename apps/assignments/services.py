@@ -633,7 +633,7 @@ def job_complete_if_done(*, job_id: int, now: datetime | None = None) -> bool:
 def _locked_assignment(*, assignment_id: int) -> Assignment:
     assignment = (
         Assignment.objects.select_for_update(of=("self",))
-        .select_related("job")
+        .select_related("job", "worker")
         .only(
             "id",
             "state",
@@ -642,6 +642,7 @@ def _locked_assignment(*, assignment_id: int) -> Assignment:
             "is_gold",
             "leased_at",
             "expires_at",
+            "worker__status",
             *(f"job__{name}" for name in JOB_COLUMNS),
         )
         .filter(pk=assignment_id)
@@ -694,11 +695,9 @@ def assignment_submit(
             assignment, item = locked.assignment, locked.item
         else:
             assignment, item, locked = _locked_assignment(assignment_id=assignment_id), None, None
-        worker_status = (
-            locked.worker_status
-            if locked is not None
-            else Worker.objects.filter(pk=worker.pk).values_list("status", flat=True).first()
-        )
+        # The assignment's worker's status, read with it (another worker's lease is refused
+        # before the status matters).
+        worker_status = locked.worker_status if locked is not None else assignment.worker.status
         first = _submittable(
             assignment=assignment, worker=worker, worker_status=worker_status, label=label, now=now
         )

@@ -739,7 +739,8 @@ RESULT_CHECK_TOLERANCE = 0.01
 def result_violations(*, job_id: int | None = None) -> list[str]:
     """Every delivered result that is wrong, as one line each ([] when all hold): a settled
     item without a label (or with one outside the job's classes), and a result written by
-    a job aggregation that a fresh aggregation of the same answers contradicts.
+    a job aggregation that a fresh aggregation of the labels the job's latest run read
+    contradicts.
 
     Reads only (the fresh aggregation is computed, not stored). Items whose answers changed
     since their result was written are not compared: their next run rewrites them.
@@ -766,7 +767,9 @@ def _results_against_fresh(*, job: Job) -> list[str]:
     if run is None:
         return []
     policy = quality_policy(job)
-    arrays = job_label_arrays(job=job)
+    # The labels the job's latest run read: labels since then change the workers' matrices,
+    # and with them results the next run will rewrite; those are not wrong yet.
+    arrays = job_label_arrays(job=job, max_label_id=run.max_label_id)
     if arrays.tasks.size == 0:
         return []
     result = _aggregate_arrays(job=job, arrays=arrays, method=run.method, policy=policy)

@@ -280,9 +280,10 @@ def test_next_and_submit_query_counts(make_actor, job, django_assert_max_num_que
     actor.client.post(f"/api/v1/assignments/{warm['id']}/submit/", {"label": "cat"}, format="json")
 
     # PostgreSQL: token with worker, open jobs, one lease statement (+ savepoint pair in
-    # tests). SQLite: token, worker, open jobs, candidate, lease count, insert (+ 2).
+    # tests). SQLite: token, worker, open jobs, the worker's status (not trusted from the
+    # credentials), candidate, lease count, insert (+ 2).
     postgres = connection.vendor == "postgresql"
-    with django_assert_max_num_queries(5 if postgres else 8):
+    with django_assert_max_num_queries(5 if postgres else 9):
         task = actor.client.post(NEXT).json()
     # PostgreSQL: token with worker, locked assignment with item and job, one statement for
     # assignment + label + ledger + the item's answers with matrices, item update (+ 2).
