@@ -161,6 +161,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "concord")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# The annotator hot path's SQL statements on PostgreSQL (apps.assignments.fastpath). Off,
+# PostgreSQL runs the same ORM path as SQLite: for an incident, and so that CI runs both.
+CONCORD_FASTPATH = env_bool("CONCORD_FASTPATH", True)
+
 # How long a QC reviewer's claim on a review lasts before it returns to the queue.
 REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", "600"))
 

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.assignments import fastpath
 from apps.assignments.services import (
     Idle,
     IdleReason,
@@ -35,6 +36,17 @@ IDLE_HEADER = "Concord-Idle-Reason"
 _DATETIME = serializers.DateTimeField(
     default_timezone=timezone.get_default_timezone() if settings.USE_TZ else None
 )
+
+
+PATH_HEADER = "Concord-Path"
+
+
+def _with_path(response: Response) -> Response:
+    """Say which write path served the lease or submit (sql, sql-locked or orm)."""
+    path = fastpath.served_by()
+    if path is not None:
+        response[PATH_HEADER] = path.value
+    return response
 
 
 def _body(request: Request) -> object:
@@ -169,6 +181,7 @@ class AssignmentNextApi(APIView):
         if "job" not in data and "job" in query:
             data = {"job": query["job"]}
         validated = _validated(data, self.INPUT_FIELDS)
+        fastpath.served_reset()
         result = assignment_next(worker=_worker(request), job_id=validated.get("job"))
         if isinstance(result, Idle):
             response = Response(status=status.HTTP_204_NO_CONTENT)
@@ -177,18 +190,20 @@ class AssignmentNextApi(APIView):
                 response["Retry-After"] = str(result.retry_after)
             return response
         # Built by hand on the hot path (the serializer documents the shape; same output).
-        return Response(
-            {
-                "id": result.id,
-                "job": result.job,
-                "item": result.item,
-                "external_id": result.external_id,
-                "payload": result.payload,
-                "classes": result.classes,
-                "instructions": result.instructions,
-                "prelabel": result.prelabel,
-                "expires_at": _DATETIME.to_representation(result.expires_at),
-            }
+        return _with_path(
+            Response(
+                {
+                    "id": result.id,
+                    "job": result.job,
+                    "item": result.item,
+                    "external_id": result.external_id,
+                    "payload": result.payload,
+                    "classes": result.classes,
+                    "instructions": result.instructions,
+                    "prelabel": result.prelabel,
+                    "expires_at": _DATETIME.to_representation(result.expires_at),
+                }
+            )
         )
 
 
@@ -227,6 +242,7 @@ class AssignmentSubmitApi(APIView):
     )
     def post(self, request: Request, assignment_id: int) -> Response:
         validated = _validated(_body(request), self.INPUT_FIELDS)
+        fastpath.served_reset()
         result = assignment_submit(
             worker=_worker(request),
             assignment_id=assignment_id,
@@ -234,15 +250,17 @@ class AssignmentSubmitApi(APIView):
             duration_ms=validated.get("duration_ms"),
         )
         label = result.label
-        return Response(
-            {
-                "assignment": label.assignment_id,
-                "item": label.item_id,
-                "job": label.job_id,
-                "label": label.value,
-                "duration_ms": label.duration_ms,
-                "created_at": _DATETIME.to_representation(label.created_at),
-            }
+        return _with_path(
+            Response(
+                {
+                    "assignment": label.assignment_id,
+                    "item": label.item_id,
+                    "job": label.job_id,
+                    "label": label.value,
+                    "duration_ms": label.duration_ms,
+                    "created_at": _DATETIME.to_representation(label.created_at),
+                }
+            )
         )
 
 

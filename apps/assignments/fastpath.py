@@ -10,6 +10,9 @@ enforced by the database's constraints. Table names come from the models' metada
 
 from __future__ import annotations
 
+import contextvars
+import enum
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +20,7 @@ from functools import cache
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import connection
 
 from apps.assignments.models import Assignment, Label
@@ -28,7 +32,37 @@ from apps.workforce.models import LedgerEntry, Pool, Worker
 
 
 def enabled() -> bool:
-    return connection.vendor == "postgresql"
+    """Whether the hot path runs as these statements: on PostgreSQL, unless the
+    CONCORD_FASTPATH setting turns it off (then PostgreSQL runs the ORM path, as SQLite)."""
+    return connection.vendor == "postgresql" and settings.CONCORD_FASTPATH
+
+
+class Path(enum.StrEnum):
+    """Which write path served a lease or a submit (the `Concord-Path` response header)."""
+
+    SQL = "sql"  # the statements below, outside any transaction of the caller
+    SQL_LOCKED = "sql-locked"  # the statements below, under the item's row lock
+    ORM = "orm"  # the ORM (SQLite, gold leases, CONCORD_FASTPATH off)
+
+
+# Per request (a context variable, so threads and requests do not mix) and per process.
+_SERVED: contextvars.ContextVar[Path | None] = contextvars.ContextVar("served", default=None)
+SERVED_COUNTS: Counter[Path] = Counter()
+
+
+def served(path: Path) -> None:
+    """Record which path served the current lease or submit."""
+    _SERVED.set(path)
+    SERVED_COUNTS[path] += 1
+
+
+def served_by() -> Path | None:
+    """The path that served the current request's lease or submit, if any."""
+    return _SERVED.get()
+
+
+def served_reset() -> None:
+    _SERVED.set(None)
 
 
 def _json(value: str | None) -> Any:
@@ -124,24 +158,46 @@ def _open_jobs_query(*, worker_id: int, job_id: int | None) -> list[Job]:
 
 
 @cache
+def _eligible_sql() -> str:
+    """The lease's rule for an item `i` the worker may take: the SQL form of
+    apps.assignments.services.eligible_items (a test holds the two equal on the same data).
+    Parameters: %(job)s, %(state)s, %(spread)s, %(worker)s."""
+    t = _tables()
+    return f"""i.job_id = %(job)s AND i.state = %(state)s AND i.gold_label IS NULL
+      AND i.n_labels < i.labels_needed - i.n_leases
+      AND (i.n_leases = 0 OR NOT %(spread)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM {t["assignment"]} a WHERE a.item_id = i.id AND a.worker_id = %(worker)s
+      )"""
+
+
+_ELIGIBLE_ORDER = "ORDER BY i.priority DESC, i.id"
+
+
+def eligible_ids(*, job_id: int, worker_id: int, state: str, spread: bool) -> list[int]:
+    """Every item the lease statement could pick, best first (for the parity tests)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT i.id FROM {_tables()['item']} i WHERE {_eligible_sql()} {_ELIGIBLE_ORDER}",
+            {"job": job_id, "worker": worker_id, "state": state, "spread": spread},
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@cache
 def _lease_sql() -> str:
     t = _tables()
     worker = Worker._meta.db_table
     return f"""
 WITH c AS MATERIALIZED (
     SELECT i.id, i.external_id, i.payload, i.prediction FROM {t["item"]} i
-    WHERE i.job_id = %(job)s AND i.state = %(state)s AND i.gold_label IS NULL
-      AND i.n_labels < i.labels_needed - i.n_leases
-      AND (i.n_leases = 0 OR NOT %(spread)s)
+    WHERE {_eligible_sql()}
       AND EXISTS (SELECT 1 FROM {t["job"]} jj WHERE jj.id = %(job)s AND jj.status = 'running')
       -- The worker's status is read here, not trusted from the request's credentials.
       AND EXISTS (
           SELECT 1 FROM {worker} ww WHERE ww.id = %(worker)s AND ww.status = 'active'
       )
-      AND NOT EXISTS (
-          SELECT 1 FROM {t["assignment"]} a WHERE a.item_id = i.id AND a.worker_id = %(worker)s
-      )
-    ORDER BY i.priority DESC, i.id
+    {_ELIGIBLE_ORDER}
     LIMIT 1
     FOR UPDATE OF i SKIP LOCKED
 ), taken AS (
@@ -238,6 +294,15 @@ def _best_matrix_sql() -> str:
           AND (q.job_id = {{job}} OR (q.classes_key = {{key}} AND q.source = 'aggregation'))
         ORDER BY (q.job_id = {{job}}) DESC, q.updated_at DESC
         LIMIT 1"""
+
+
+def stored_matrix(*, worker_id: int, job_id: int, key: str) -> list | None:
+    """The matrix the submit statements read for a worker (for the parity tests)."""
+    sql = _best_matrix_sql().format(worker="%(worker)s", job="%(job)s", key="%(key)s")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"worker": worker_id, "job": job_id, "key": key})
+        row = cursor.fetchone()
+    return None if row is None else _json(row[0]) if isinstance(row[0], str) else row[0]
 
 
 def _answers_columns_sql(*, item: str, job: str, key: str) -> str:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, Min, OuterRef, Q
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 from rest_framework import status
 
@@ -148,7 +148,22 @@ def _not_seen_by(worker_id: int) -> Exists:
     return Exists(Assignment.objects.filter(item_id=OuterRef("pk"), worker_id=worker_id))
 
 
-def _candidate(*, job: Job, worker: Worker, state: str) -> Item | None:
+def eligible_items(*, job_id: int, worker_id: int, state: str, spread: bool) -> QuerySet[Item]:
+    """The items of this state the worker may lease now, best first: not gold, a free slot,
+    never assigned to the worker; with `spread`, only items nobody holds a lease on. The
+    rule the fast path's lease statement carries in SQL (a test holds the two equal)."""
+    items = Item.objects.filter(
+        job_id=job_id,
+        state=state,
+        gold_label__isnull=True,
+        n_labels__lt=F("labels_needed") - F("n_leases"),
+    )
+    if spread:
+        items = items.filter(n_leases=0)
+    return items.filter(~_not_seen_by(worker_id)).order_by("-priority", "id")
+
+
+def _candidate(*, job: Job, worker: Worker, state: str, spread: bool) -> Item | None:
     """The best item of this state the worker may lease now, row-locked (PostgreSQL).
 
     Walks item_queue_idx (job, state, -priority, id) from the head and stops at the first
@@ -156,14 +171,7 @@ def _candidate(*, job: Job, worker: Worker, state: str) -> Item | None:
     SKIP LOCKED lets concurrent annotators take different items without waiting.
     """
     return (
-        Item.objects.filter(
-            job_id=job.pk,
-            state=state,
-            gold_label__isnull=True,
-            n_labels__lt=F("labels_needed") - F("n_leases"),
-        )
-        .filter(~_not_seen_by(worker.pk))
-        .order_by("-priority", "id")
+        eligible_items(job_id=job.pk, worker_id=worker.pk, state=state, spread=spread)
         .only("id", "external_id", "payload", "prediction")
         .select_for_update(skip_locked=True, of=("self",))
         .first()
@@ -264,6 +272,7 @@ def _try_lease_fast(*, job: Job, worker: Worker, states: list[str], now: datetim
         else:
             leased = lease()
         if leased is not None:
+            fastpath.served(fastpath.Path.SQL)
             return _task(
                 job=job,
                 item=leased.item,
@@ -290,8 +299,10 @@ def _try_lease_in_job(
         # not from the request's cached credentials (a ban made a moment ago counts).
         if not Worker.objects.filter(pk=worker.pk, status=Worker.Status.ACTIVE).exists():
             return None
-        for state in states:
-            item = _candidate(job=job, worker=worker, state=state)
+        fastpath.served(fastpath.Path.ORM)
+        # As the fast path: first an item nobody holds (spread), then any with a free slot.
+        for state, spread in itertools.product(states, (True, False)):
+            item = _candidate(job=job, worker=worker, state=state, spread=spread)
             if item is None:
                 continue
             if want_gold:
@@ -693,8 +704,10 @@ def assignment_submit(
             if locked is None:
                 raise _not_found()
             assignment, item = locked.assignment, locked.item
+            fastpath.served(fastpath.Path.SQL_LOCKED)
         else:
             assignment, item, locked = _locked_assignment(assignment_id=assignment_id), None, None
+            fastpath.served(fastpath.Path.ORM)
         # The assignment's worker's status, read with it (another worker's lease is refused
         # before the status matters).
         worker_status = locked.worker_status if locked is not None else assignment.worker.status
@@ -840,6 +853,7 @@ def _submit_unlocked(
     read = fastpath.read_for_submit(assignment_id=assignment_id, worker_id=worker.pk)
     if read is None:
         raise _not_found()
+    fastpath.served(fastpath.Path.SQL)
     first = _submittable(
         assignment=read.assignment,
         worker=worker,

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from apps.assignments import fastpath
 from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item
 from apps.workforce.models import Worker
@@ -282,7 +283,7 @@ def test_next_and_submit_query_counts(make_actor, job, django_assert_max_num_que
     # PostgreSQL: token with worker, open jobs, one lease statement (+ savepoint pair in
     # tests). SQLite: token, worker, open jobs, the worker's status (not trusted from the
     # credentials), candidate, lease count, insert (+ 2).
-    postgres = connection.vendor == "postgresql"
+    postgres = fastpath.enabled()
     with django_assert_max_num_queries(5 if postgres else 9):
         task = actor.client.post(NEXT).json()
     # PostgreSQL: token with worker, locked assignment with item and job, one statement for
@@ -371,7 +372,6 @@ def test_a_revoked_token_is_refused_on_the_very_next_request(make_actor, job):
 def test_touching_one_token_keeps_the_other_cached_credentials(make_actor, job):
     """last_used_at is written once a minute per token; that write refreshes only its own
     cached row (on PostgreSQL, where credentials are cached), not every token's."""
-    from django.db import connection
 
     from apps.accounts import authentication
     from apps.accounts.models import ApiToken
@@ -449,3 +449,20 @@ def test_a_ban_no_cache_heard_of_still_stops_gold_leases_and_submits(make_actor)
     assert (submit.status_code, submit.json()["error"]["code"]) == (403, "worker_inactive")
     assert not Label.objects.filter(worker=worker).exists()
     assert not LedgerEntry.objects.filter(worker=worker).exists()
+
+
+def test_the_response_says_which_path_served(make_actor, job, settings):
+    """Concord-Path: the PostgreSQL statements (sql; sql-locked under a caller's
+    transaction, as here) or the ORM (SQLite, gold leases, CONCORD_FASTPATH off)."""
+    actor, _ = _annotator(make_actor, job)
+    fast = fastpath.enabled()
+
+    leased = actor.client.post(NEXT)
+    submitted = actor.client.post(
+        f"/api/v1/assignments/{leased.json()['id']}/submit/", {"label": "cat"}, format="json"
+    )
+
+    assert leased["Concord-Path"] == ("sql" if fast else "orm")
+    assert submitted["Concord-Path"] == ("sql-locked" if fast else "orm")
+    settings.CONCORD_FASTPATH = False
+    assert actor.client.post(NEXT)["Concord-Path"] == "orm"

@@ -16,7 +16,7 @@ from apps.quality.services import classes_key
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 
 pytestmark = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="the statements are PostgreSQL's hot path"
+    not fastpath.enabled(), reason="the statements are PostgreSQL's hot path (CONCORD_FASTPATH)"
 )
 
 
