@@ -423,7 +423,9 @@ class JobResultsApi(APIView):
             200: OpenApiResponse(
                 description=(
                     "Per item: external_id, label, confidence, agreement, n_labels, source "
-                    "(crowd|model|expert|qc), status, is_gold, posterior, result_meta. Streamed."
+                    "(crowd|model|expert|qc), status, is_gold, posterior, result_meta. Streamed. "
+                    "For a client, result_meta.workers names each worker by an opaque name "
+                    "that is stable within the job only."
                 )
             )
         },
@@ -439,7 +441,8 @@ class JobResultsApi(APIView):
         if state and state not in Item.State.values:
             raise ApplicationError(f"Unknown status {state!r}.", details={"status": "invalid"})
         content_type, render = _RESULT_FORMATS[fmt]
-        rows = selectors.job_results(job=job, state=state)
+        staff = bool(selectors.job_vendor_ids_for_user(user=request.user, job=job))
+        rows = selectors.job_results(job=job, state=state, workers_visible=staff)
         response = StreamingHttpResponse(_batched(render(rows)), content_type=content_type)
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-results.{fmt}"'
         return response

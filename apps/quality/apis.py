@@ -1,7 +1,6 @@
 """Quality API: a worker's quality record, a job's agreement and gold lifecycle, and
 on-demand re-aggregation."""
 
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -10,7 +9,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader
-from apps.accounts.selectors import user_roles
 from apps.jobs.selectors import job_get_for_user
 from apps.quality.selectors import (
     job_agreement,
@@ -19,8 +17,7 @@ from apps.quality.selectors import (
     latest_run,
     worker_quality,
 )
-from apps.workforce.models import Worker
-from apps.workforce.selectors import worker_get_for_earnings
+from apps.workforce.selectors import worker_get_for_quality
 
 
 class WorkerQualityApi(APIView):
@@ -31,13 +28,8 @@ class WorkerQualityApi(APIView):
         )
     )
     def get(self, request: Request, worker_id: int) -> Response:
-        # The worker themself, their vendor's ops, or QC staff may read it.
-        if "qc" in user_roles(user=request.user):
-            worker = Worker.objects.select_related("user").filter(pk=worker_id).first()
-            if worker is None:
-                raise Http404("No such worker.")
-        else:
-            worker = worker_get_for_earnings(user=request.user, worker_id=worker_id)
+        # The worker themself, or their vendor's ops or QC staff may read it.
+        worker = worker_get_for_quality(user=request.user, worker_id=worker_id)
         return Response(worker_quality(worker=worker))
 
 

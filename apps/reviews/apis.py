@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOps
 from apps.assignments.apis import ErrorSerializer, IsWorker
-from apps.jobs.selectors import job_get_for_user
+from apps.jobs.selectors import job_get_for_user, job_vendor_ids_for_user
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, ReviewOutcome, Tag
 
@@ -420,7 +420,11 @@ class ReviewMetricsOutputSerializer(serializers.Serializer):
     audit_accuracy_model = serializers.FloatField(
         allow_null=True, help_text="Accuracy of audited auto-accepted (model) items."
     )
-    workers = _WorkerOutcomeSerializer(many=True)
+    workers = _WorkerOutcomeSerializer(
+        many=True,
+        required=False,
+        help_text="Your vendor's workers judged by QC; absent for clients.",
+    )
 
 
 class ReviewMetricsApi(APIView):
@@ -432,4 +436,6 @@ class ReviewMetricsApi(APIView):
     )
     def get(self, request: Request, job_id: int) -> Response:
         job = job_get_for_user(user=request.user, job_id=job_id)
-        return Response(ReviewMetricsOutputSerializer(selectors.review_metrics(job=job)).data)
+        vendor_ids = job_vendor_ids_for_user(user=request.user, job=job)
+        metrics = selectors.review_metrics(job=job, worker_vendor_ids=vendor_ids)
+        return Response(ReviewMetricsOutputSerializer(metrics).data)

@@ -4,6 +4,7 @@ feedback, guideline gaps and the review metrics of a job."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,6 @@ from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from apps.accounts.selectors import user_roles
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import job_list_for_user
@@ -23,11 +23,13 @@ GUIDELINE_GAPS_MAX = 500
 
 
 def review_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Review]:
-    """Reviews of the jobs the user may see (QC and ops see every job), queue order."""
-    qs = Review.objects.select_related("job", "item", "claimed_by")
-    if not user_roles(user=user) & {"ops", "qc"}:
-        qs = qs.filter(job__in=job_list_for_user(user=user))
-    return qs.order_by("-priority", "created_at", "id")
+    """Reviews of the jobs the user may see (the tenancy rule of `job_list_for_user`: QC and
+    ops see the jobs of their vendor's clients), queue order."""
+    return (
+        Review.objects.select_related("job", "item", "claimed_by")
+        .filter(job__in=job_list_for_user(user=user))
+        .order_by("-priority", "created_at", "id")
+    )
 
 
 def review_get_for_user(*, user: AbstractBaseUser, review_id: int) -> Review:
@@ -212,14 +214,16 @@ def guideline_gaps(*, job: Job) -> dict[str, Any]:
     }
 
 
-def review_metrics(*, job: Job) -> dict[str, Any]:
+def review_metrics(*, job: Job, worker_vendor_ids: Collection[int] = ()) -> dict[str, Any]:
     """What QC found in the job.
 
     - qc_override_rate: among current decisions on items that had a result before QC, the
       share where QC chose a different label (crowd, model or expert overturned).
     - audit_accuracy: among decided audits, the share where the audited result stood, per
       source of that result; audit_accuracy_model is the auto-accepted (model) figure.
-    - workers: per worker, labels judged by QC and the share overturned.
+    - workers: per worker, labels judged by QC and the share overturned; only the workers
+      of `worker_vendor_ids` (the vendors through which the reader is staff on the job), and
+      left out for a client reader: clients never see worker identities.
     """
     reviews = dict(
         Review.objects.filter(job_id=job.pk, status=Review.Status.OPEN)
@@ -253,13 +257,15 @@ def review_metrics(*, job: Job) -> dict[str, Any]:
         for row in audits
     }
     workers = list(
-        ReviewOutcome.objects.filter(job_id=job.pk, is_current=True)
+        ReviewOutcome.objects.filter(
+            job_id=job.pk, is_current=True, worker__organization_id__in=list(worker_vendor_ids)
+        )
         .values("worker_id", "worker__user__username")
         .annotate(n=Count("id"), wrong=Count("id", filter=Q(correct=False)))
         .order_by("-wrong", "worker_id")
     )
     model = audit_accuracy.get(Item.Source.MODEL)
-    return {
+    metrics = {
         "open_reviews": {reason: reviews.get(reason, 0) for reason in Reason.values},
         "decisions": totals["n"],
         "qc_override_rate": (
@@ -268,7 +274,9 @@ def review_metrics(*, job: Job) -> dict[str, Any]:
         "qc_overrides": totals["overridden"],
         "audit_accuracy": audit_accuracy,
         "audit_accuracy_model": model["accuracy"] if model else None,
-        "workers": [
+    }
+    if worker_vendor_ids:
+        metrics["workers"] = [
             {
                 "worker": row["worker_id"],
                 "username": row["worker__user__username"],
@@ -277,5 +285,5 @@ def review_metrics(*, job: Job) -> dict[str, Any]:
                 "overturned_rate": row["wrong"] / row["n"],
             }
             for row in workers
-        ],
-    }
+        ]
+    return metrics

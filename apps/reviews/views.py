@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts.selectors import user_roles
 from apps.common.errors import ApplicationError
-from apps.jobs.models import Job
+from apps.jobs.selectors import job_list_for_user
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, Tag
 
@@ -76,7 +76,12 @@ def queue(request: HttpRequest) -> HttpResponse:
     if "reason" in filters:
         reviews = reviews.filter(reason=filters["reason"])
     counts = dict(reviews.order_by().values_list("reason").annotate(n=Count("id")))
-    jobs = Job.objects.filter(reviews__status=Review.Status.OPEN).distinct().order_by("-id")
+    jobs = (
+        job_list_for_user(user=request.user)
+        .filter(reviews__status=Review.Status.OPEN)
+        .distinct()
+        .order_by("-id")
+    )
     rows = [
         {"review": r, "holder": selectors.review_claim_holder(review=r)}
         for r in reviews[:QUEUE_ROWS]
