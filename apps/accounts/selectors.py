@@ -33,11 +33,14 @@ def user_client_org_ids(*, user: AbstractBaseUser) -> list[int]:
     )
 
 
-def user_vendor_org_ids(*, user: AbstractBaseUser) -> QuerySet[Membership]:
-    """Ids of the vendor organizations in which the user is staff (ops or QC), as a subquery
-    (`.values("organization_id")`) so that callers fold it into their own query."""
+def user_vendor_org_ids(
+    *, user: AbstractBaseUser, roles: frozenset[str] = STAFF_ROLES
+) -> QuerySet[Membership]:
+    """Ids of the vendor organizations in which the user holds one of `roles` (staff: ops or
+    QC, by default), as a subquery (`.values("organization_id")`) so that callers fold it
+    into their own query."""
     return Membership.objects.filter(
-        user=user, role__in=STAFF_ROLES, organization__kind=Organization.Kind.VENDOR
+        user=user, role__in=roles, organization__kind=Organization.Kind.VENDOR
     ).values("organization_id")
 
 

@@ -119,10 +119,11 @@ def _organization_for_new_job(request: Request, name: str | None) -> Organizatio
                 "Ops must name the client organization the job is for.",
                 details={"organization": "required"},
             )
-        org = Organization.objects.filter(name=name, kind=Organization.Kind.CLIENT).first()
+        org = selectors.client_organization_for_ops(user=request.user, name=name)
         if org is None:
             raise ApplicationError(
-                f"No client organization named {name!r}.", details={"organization": "unknown"}
+                f"No client organization named {name!r} that your vendor serves.",
+                details={"organization": "unknown"},
             )
         return org
     org_ids = user_client_org_ids(user=request.user)

@@ -18,6 +18,7 @@ from django.db.models import JSONField, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.http import Http404
 
+from apps.accounts.models import Organization, Role
 from apps.accounts.selectors import (
     STAFF_ROLES,
     contract_client_ids,
@@ -75,6 +76,17 @@ def job_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Job]:
     if not allowed:
         return Job.objects.none()
     return Job.objects.filter(scope)
+
+
+def client_organization_for_ops(*, user: AbstractBaseUser, name: str) -> Organization | None:
+    """The client organization of this name if one of the user's vendors, as ops, has an
+    active contract with it (ops create jobs only for the clients they serve); else None."""
+    vendor_ids = user_vendor_org_ids(user=user, roles=frozenset({Role.OPS.value}))
+    return Organization.objects.filter(
+        name=name,
+        kind=Organization.Kind.CLIENT,
+        pk__in=contract_client_ids(vendor_ids=vendor_ids),
+    ).first()
 
 
 def job_vendor_ids_for_user(*, user: AbstractBaseUser, job: Job) -> list[int]:

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.permissions import IsClientOrOps, IsJobReader
+from apps.accounts.permissions import IsClientOrOps, IsJobReader, has_role
 from apps.jobs.selectors import job_get_for_user
 from apps.quality.selectors import (
     job_agreement,
@@ -21,6 +21,8 @@ from apps.workforce.selectors import worker_get_for_quality
 
 
 class WorkerQualityApi(APIView):
+    permission_classes = [has_role("ops", "qc", "annotator", "expert")]
+
     @extend_schema(
         responses=OpenApiResponse(
             description="gold accuracy with Wilson interval, per-job confusion matrix and skill, "

@@ -12,12 +12,11 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.permissions import IsOps
+from apps.accounts.permissions import IsOps, has_role
 from apps.workforce.models import Pool, Worker
 from apps.workforce.selectors import (
     job_get_for_bonus,
@@ -251,11 +250,9 @@ class WorkerUnbanApi(APIView):
         )
 
 
-class IsOpsOrWorker(BasePermission):
-    """Ops, or any authenticated user (the selector then admits only the worker themself)."""
-
-    def has_permission(self, request: Request, view: APIView) -> bool:
-        return bool(request.user and request.user.is_authenticated)
+# Ops, or a worker (the selector then admits only the worker themself); clients and QC have
+# no business with pay (403).
+IsOpsOrWorker = has_role("ops", "annotator", "expert")
 
 
 class EarningsOutputSerializer(serializers.Serializer):
