@@ -910,3 +910,21 @@ def test_vendor_contract_rules(db):
         VendorContract.objects.create(client=client, vendor=vendor)
     with pytest.raises(IntegrityError), transaction.atomic():
         VendorContract.objects.create(client=client, vendor=client)
+
+
+def test_a_role_acts_only_through_its_own_memberships(client_actor, make_actor):
+    """QC of a vendor without a contract who is also a client of Acme reads Acme's jobs as
+    their client, but cannot decide Acme's reviews: QC work goes through QC memberships."""
+    job = _client_job(client_actor)
+    item = Item.objects.create(job=job, external_id="a", payload={})
+    review, _ = review_open(item=item, job=job, reason=Reason.CLIENT_DISPUTE)
+    both = make_actor("qc", org="Other Vendor", username="janus")
+    membership_ensure(username="janus", org_name="Acme Client", org_kind="client", role="client")
+
+    assert both.client.get(f"/api/v1/jobs/{job.pk}/").status_code == 200
+    assert review.pk not in _list_ids(both.client.get("/api/v1/reviews/").json())
+    assert both.client.get(f"/api/v1/reviews/{review.pk}/").status_code == 404
+    assert both.client.post(f"/api/v1/reviews/{review.pk}/claim/").status_code == 404
+    resolved = both.client.post(f"/api/v1/reviews/{review.pk}/resolve/", {"label": "cat"})
+    assert resolved.status_code == 404
+    assert both.client.post("/api/v1/reviews/next/", {}, format="json").status_code == 204

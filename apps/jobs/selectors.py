@@ -54,6 +54,13 @@ def _vendor_jobs(vendor_ids: QuerySet | list[int]) -> Q:
     )
 
 
+def job_list_for_vendors(*, vendor_ids: QuerySet | list[int]) -> QuerySet[Job]:
+    """Jobs the staff of these vendors may see and act on (the vendor half of
+    `job_list_for_user`), for operations only one staff role may do (ops opening pools and
+    paying bonuses, QC deciding reviews), scoped through that role's memberships alone."""
+    return Job.objects.filter(_vendor_jobs(vendor_ids))
+
+
 def job_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Job]:
     """Jobs the user may see and act on (what they may do with them is their role's call).
 

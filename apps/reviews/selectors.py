@@ -13,9 +13,10 @@ from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from apps.accounts.selectors import user_vendor_org_ids
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
-from apps.jobs.selectors import job_list_for_user
+from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome
 from apps.workforce.models import Worker
 
@@ -23,11 +24,12 @@ GUIDELINE_GAPS_MAX = 500
 
 
 def review_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Review]:
-    """Reviews of the jobs the user may see (the tenancy rule of `job_list_for_user`: QC and
-    ops see the jobs of their vendor's clients), queue order."""
+    """Reviews of the jobs the user's vendors serve, as their staff (the vendor half of the
+    tenancy rule of `job_list_for_user`), queue order. Reviews show workers and their
+    quality, so a client membership the user may also hold never widens this."""
     return (
         Review.objects.select_related("job", "item", "claimed_by")
-        .filter(job__in=job_list_for_user(user=user))
+        .filter(job__in=job_list_for_vendors(vendor_ids=user_vendor_org_ids(user=user)))
         .order_by("-priority", "created_at", "id")
     )
 

@@ -16,9 +16,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from apps.accounts.selectors import user_roles
+from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.common.errors import ApplicationError
-from apps.jobs.selectors import job_list_for_user
+from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, Tag
 
@@ -77,7 +77,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         reviews = reviews.filter(reason=filters["reason"])
     counts = dict(reviews.order_by().values_list("reason").annotate(n=Count("id")))
     jobs = (
-        job_list_for_user(user=request.user)
+        job_list_for_vendors(vendor_ids=user_vendor_org_ids(user=request.user))
         .filter(reviews__status=Review.Status.OPEN)
         .distinct()
         .order_by("-id")

@@ -12,7 +12,7 @@ from apps.accounts.models import Membership, Organization, Role
 from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.common.errors import ApplicationError
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_list_for_user
+from apps.jobs.selectors import job_list_for_vendors
 from apps.workforce.models import LedgerEntry, Pool, Worker
 
 
@@ -113,9 +113,10 @@ def pool_get_for_ops(*, user: AbstractBaseUser, pool_id: int) -> Pool:
 def job_list_for_ops(*, user: AbstractBaseUser) -> QuerySet[Job]:
     """Jobs the ops user's vendors may act on: the tenancy rule of
     `apps.jobs.selectors.job_list_for_user`, through the user's ops memberships only."""
-    if not ops_organization_ids(user=user):
+    vendor_ids = ops_organization_ids(user=user)
+    if not vendor_ids:
         return Job.objects.none()
-    return job_list_for_user(user=user)
+    return job_list_for_vendors(vendor_ids=vendor_ids)
 
 
 def job_get_for_pool_ops(*, user: AbstractBaseUser, job_id: int) -> Job:
