@@ -632,6 +632,7 @@ def _assert_no_worker_identity(world: World, content: bytes) -> None:
             assert str(entry["worker"]).startswith("w-")
 
 
+# Anonymous callers and public routes have no tenant: one relation is the whole row.
 CELLS = [
     pytest.param(key, role, relation, id=f"{key[1]}:{key[0]}:{role}:{relation}")
     for key, spec in MATRIX.items()
@@ -641,37 +642,96 @@ CELLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def world(django_db_setup, django_db_blocker):
-    """The world, built once for the module in a transaction that is rolled back at the
-    end; each cell runs in a savepoint inside it (pytest-django's own per-test atomic), so
-    whatever a cell changes is gone before the next."""
-    with django_db_blocker.unblock(), transaction.atomic():
-        yield build_world()
-        transaction.set_rollback(True)
-
-
 @pytest.mark.django_db
-@pytest.mark.parametrize(("key", "role", "relation"), CELLS)
-def test_cell(world: World, key: tuple[str, str], role: str, relation: str):
-    spec = MATRIX[key]
-    cell = Cell(world=world, role=role, relation=relation)
+class TestWorld:
+    """The matrix, and two regressions that read the same world: client metrics and
+    results that named workers, and a bonus on a job the worker never labeled."""
 
-    response = _request(cell, key)
+    @pytest.fixture(scope="class")
+    def world(self, django_db_setup, django_db_blocker):
+        """The world, built once for the class in a transaction that is rolled back at its
+        end (tests outside the class never see it). Each test runs in a savepoint inside
+        it (pytest-django's own per-test atomic), so whatever a cell changes is gone before
+        the next."""
+        with django_db_blocker.unblock(), transaction.atomic():
+            yield build_world()
+            transaction.set_rollback(True)
 
-    expected = expected_status(spec, key, role, relation)
-    assert response.status_code == expected, _content(response)[:500]
-    if spec.hidden is not None and expected == 200:
-        # Lists show the caller's own tenant's object and never another tenant's.
-        assert (spec.hidden(cell) in _list_ids(response.json())) == (relation == "own")
-    if spec.hidden_text is not None and expected == 200:
-        shown = spec.hidden_text(cell).encode() in _content(response)
-        assert shown == (relation == "own")
-    if key == ("qc-next", "post") and role == "qc":
-        claimed = response.url.startswith(f"/qc/reviews/{cell.review()}/")
-        assert claimed == (relation == "own"), response.url
-    if role == "client" and 200 <= response.status_code < 300:
-        _assert_no_worker_identity(world, _content(response))
+    @pytest.mark.parametrize(("key", "role", "relation"), CELLS)
+    def test_cell(self, world: World, key: tuple[str, str], role: str, relation: str):
+        spec = MATRIX[key]
+        cell = Cell(world=world, role=role, relation=relation)
+
+        response = _request(cell, key)
+
+        expected = expected_status(spec, key, role, relation)
+        assert response.status_code == expected, _content(response)[:500]
+        if spec.hidden is not None and expected == 200:
+            # Lists show the caller's own tenant's object and never another tenant's.
+            assert (spec.hidden(cell) in _list_ids(response.json())) == (relation == "own")
+        if spec.hidden_text is not None and expected == 200:
+            shown = spec.hidden_text(cell).encode() in _content(response)
+            assert shown == (relation == "own")
+        if key == ("qc-next", "post") and role == "qc":
+            claimed = response.url.startswith(f"/qc/reviews/{cell.review()}/")
+            assert claimed == (relation == "own"), response.url
+        if role == "client" and 200 <= response.status_code < 300:
+            _assert_no_worker_identity(world, _content(response))
+
+    def test_client_metrics_and_results_name_no_worker(self, world: World):
+        client = Cell(world=world, role="client", relation="own")
+        ops = Cell(world=world, role="ops", relation="own")
+
+        metrics = _request(client, ("job-metrics", "get")).json()
+        results = json.loads(_content(_request(client, ("job-results", "get"))))
+        ops_metrics = _request(ops, ("job-metrics", "get")).json()
+        ops_results = json.loads(_content(_request(ops, ("job-results", "get"))))
+
+        assert "workers" not in metrics
+        assert metrics["worker_count"] == 2
+        _assert_no_worker_identity(world, json.dumps([metrics, *results]).encode())
+        assert {w["username"] for w in ops_metrics["workers"]} == {"acme-annotator", "acme-expert"}
+        settled = next(row for row in results if row["result_meta"])
+        ops_settled = next(row for row in ops_results if row["result_meta"])
+        names = [w["worker"] for w in settled["result_meta"]["workers"]]
+        assert names == [
+            worker_pseudonym(job_id=world.acme.job.pk, worker_id=w["worker"])
+            for w in ops_settled["result_meta"]["workers"]
+        ]
+        assert [w["worker"] for w in ops_settled["result_meta"]["workers"]] == [
+            world.acme.annotator.pk,
+            world.acme.expert.pk,
+        ]
+        assert "qc_user" in ops_settled["result_meta"]
+        # Pseudonyms are stable within a job and unlinkable across jobs.
+        assert worker_pseudonym(job_id=1, worker_id=7) == worker_pseudonym(job_id=1, worker_id=7)
+        assert worker_pseudonym(job_id=1, worker_id=7) != worker_pseudonym(job_id=2, worker_id=7)
+
+    def test_a_bonus_needs_a_label_of_the_worker_in_a_job_of_the_vendor(self, world: World):
+        ops = Cell(world=world, role="ops", relation="own")
+        acme = world.acme
+        fresh = Job.objects.create(
+            organization=acme.client_org, name="Untouched", label_schema={"classes": CLASSES}
+        )
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=ops.user)}")
+
+        def bonus(job_id: int, key: str):
+            return api.post(
+                f"/api/v1/workers/{acme.annotator.pk}/bonuses/",
+                {"job": job_id, "amount": "5.00", "idempotency_key": key},
+                format="json",
+            )
+
+        never_labeled = bonus(fresh.pk, "k1")
+        other_tenant = bonus(world.initech.job.pk, "k2")
+        labeled = bonus(acme.job.pk, "k3")
+
+        assert never_labeled.status_code == other_tenant.status_code == 400
+        assert "job" in never_labeled.json()["error"]["details"]
+        assert never_labeled.json() == other_tenant.json()  # nothing told about other tenants
+        assert labeled.status_code == 201
+        assert not LedgerEntry.objects.filter(job=fresh, kind="bonus").exists()
 
 
 # --------------------------------------------------------------------------- regressions
@@ -732,65 +792,6 @@ def test_a_second_vendor_qc_sees_none_of_a_clients_reviews(
     assert api.post("/api/v1/reviews/next/", {}, format="json").status_code == 204
     # The contracted vendor's QC does see it.
     assert review.pk in _list_ids(qc_actor.client.get("/api/v1/reviews/").json())
-
-
-@pytest.mark.django_db
-def test_client_metrics_and_results_name_no_worker(world: World):
-    client = Cell(world=world, role="client", relation="own")
-    ops = Cell(world=world, role="ops", relation="own")
-
-    metrics = _request(client, ("job-metrics", "get")).json()
-    results = json.loads(_content(_request(client, ("job-results", "get"))))
-    ops_metrics = _request(ops, ("job-metrics", "get")).json()
-    ops_results = json.loads(_content(_request(ops, ("job-results", "get"))))
-
-    assert "workers" not in metrics
-    assert metrics["worker_count"] == 2
-    _assert_no_worker_identity(world, json.dumps([metrics, *results]).encode())
-    assert {w["username"] for w in ops_metrics["workers"]} == {"acme-annotator", "acme-expert"}
-    settled = next(row for row in results if row["result_meta"])
-    ops_settled = next(row for row in ops_results if row["result_meta"])
-    names = [w["worker"] for w in settled["result_meta"]["workers"]]
-    assert names == [
-        worker_pseudonym(job_id=world.acme.job.pk, worker_id=w["worker"])
-        for w in ops_settled["result_meta"]["workers"]
-    ]
-    assert [w["worker"] for w in ops_settled["result_meta"]["workers"]] == [
-        world.acme.annotator.pk,
-        world.acme.expert.pk,
-    ]
-    assert "qc_user" in ops_settled["result_meta"]
-    # Pseudonyms are stable within a job and unlinkable across jobs.
-    assert worker_pseudonym(job_id=1, worker_id=7) == worker_pseudonym(job_id=1, worker_id=7)
-    assert worker_pseudonym(job_id=1, worker_id=7) != worker_pseudonym(job_id=2, worker_id=7)
-
-
-@pytest.mark.django_db
-def test_a_bonus_needs_a_label_of_the_worker_in_a_job_of_the_vendor(world: World):
-    ops = Cell(world=world, role="ops", relation="own")
-    acme = world.acme
-    fresh = Job.objects.create(
-        organization=acme.client_org, name="Untouched", label_schema={"classes": CLASSES}
-    )
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=ops.user)}")
-
-    def bonus(job_id: int, key: str):
-        return api.post(
-            f"/api/v1/workers/{acme.annotator.pk}/bonuses/",
-            {"job": job_id, "amount": "5.00", "idempotency_key": key},
-            format="json",
-        )
-
-    never_labeled = bonus(fresh.pk, "k1")
-    other_tenant = bonus(world.initech.job.pk, "k2")
-    labeled = bonus(acme.job.pk, "k3")
-
-    assert never_labeled.status_code == other_tenant.status_code == 400
-    assert "job" in never_labeled.json()["error"]["details"]
-    assert never_labeled.json() == other_tenant.json()  # nothing told about other tenants
-    assert labeled.status_code == 201
-    assert not LedgerEntry.objects.filter(job=fresh, kind="bonus").exists()
 
 
 def test_ledger_bonus_refuses_a_job_the_worker_never_labeled(client_actor):
@@ -868,8 +869,8 @@ def test_ending_a_contract_ends_access_and_closes_the_vendors_pools(
 def test_a_vendor_sees_only_its_own_workers_in_a_shared_jobs_metrics(client_actor, ops_actor):
     """Two vendors on one client's job: each one's ops see their own workers' rows only."""
     world_job = _client_job(client_actor)
-    contract_set(client_name="Acme Client", vendor_name="Other Vendor")
     Organization.objects.get_or_create(name="Other Vendor", defaults={"kind": "vendor"})
+    contract_set(client_name="Acme Client", vendor_name="Other Vendor")
     ours, _ = worker_create(
         organization=Organization.objects.get(name="Concord Vendor"), username="ours"
     )
