@@ -866,8 +866,11 @@ def test_ending_a_contract_ends_access_and_closes_the_vendors_pools(
     assert ops_actor.client.get(f"/api/v1/jobs/{job.pk}/").status_code == 200
 
 
-def test_a_vendor_sees_only_its_own_workers_in_a_shared_jobs_metrics(client_actor, ops_actor):
-    """Two vendors on one client's job: each one's ops see their own workers' rows only."""
+def test_a_vendor_sees_only_its_own_workers_in_a_shared_jobs_metrics(
+    client_actor, ops_actor, qc_actor
+):
+    """Two vendors on one client's job: each one's ops see their own workers' rows only, and
+    its QC see the other vendor's workers by pseudonym."""
     world_job = _client_job(client_actor)
     Organization.objects.get_or_create(name="Other Vendor", defaults={"kind": "vendor"})
     contract_set(client_name="Acme Client", vendor_name="Other Vendor")
@@ -889,10 +892,19 @@ def test_a_vendor_sees_only_its_own_workers_in_a_shared_jobs_metrics(client_acto
         task = assignment_next(worker=worker, job_id=world_job.pk)
         assignment_submit(worker=worker, assignment_id=task.id, label="cat")
 
+    shared = Item.objects.get(
+        job=world_job, labels__worker=ours, pk__in=theirs.labels.values("item")
+    )
+    review, _ = review_open(item=shared, job=world_job, reason=Reason.CLIENT_DISPUTE)
+
     body = ops_actor.client.get(f"/api/v1/jobs/{world_job.pk}/metrics/").json()
+    detail = qc_actor.client.get(f"/api/v1/reviews/{review.pk}/").json()
 
     assert body["worker_count"] == 2
     assert [w["username"] for w in body["workers"]] == ["ours"]
+    assert sorted(row["username"] for row in detail["labels"]) == sorted(
+        ["ours", worker_pseudonym(job_id=world_job.pk, worker_id=theirs.pk)]
+    )
 
 
 def test_vendor_contract_rules(db):

@@ -159,7 +159,9 @@ class ReviewDetailApi(APIView):
     @extend_schema(responses={200: ReviewDetailOutputSerializer, 404: ErrorSerializer})
     def get(self, request: Request, review_id: int) -> Response:
         review = selectors.review_get_for_user(user=request.user, review_id=review_id)
-        return Response(ReviewDetailOutputSerializer(selectors.review_detail(review=review)).data)
+        vendor_ids = selectors.viewer_vendor_ids(user=request.user)
+        detail = selectors.review_detail(review=review, viewer_vendor_ids=vendor_ids)
+        return Response(ReviewDetailOutputSerializer(detail).data)
 
 
 class ReviewNextInputSerializer(serializers.Serializer):

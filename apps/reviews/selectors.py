@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.accounts.selectors import user_vendor_org_ids
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
-from apps.jobs.selectors import job_list_for_vendors
+from apps.jobs.selectors import job_list_for_vendors, worker_pseudonym
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome
 from apps.workforce.models import Worker
 
@@ -32,6 +32,11 @@ def review_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Review]:
         .filter(job__in=job_list_for_vendors(vendor_ids=user_vendor_org_ids(user=user)))
         .order_by("-priority", "created_at", "id")
     )
+
+
+def viewer_vendor_ids(*, user: AbstractBaseUser) -> list[int]:
+    """The vendors the user is staff of: whose workers they see by name."""
+    return list(user_vendor_org_ids(user=user).values_list("organization_id", flat=True))
 
 
 def review_get_for_user(*, user: AbstractBaseUser, review_id: int) -> Review:
@@ -81,9 +86,15 @@ def worker_review_stats(*, worker_ids: list[int]) -> dict[int, dict[str, Any]]:
     return stats
 
 
-def review_detail(*, review: Review) -> dict[str, Any]:
+def review_detail(
+    *, review: Review, viewer_vendor_ids: Collection[int] | None = None
+) -> dict[str, Any]:
     """Everything QC needs to decide: the item, every label with its worker's quality, the
-    posterior, the model's prediction, the gold answer, the item's reviews and decisions."""
+    posterior, the model's prediction, the gold answer, the item's reviews and decisions.
+
+    With `viewer_vendor_ids`, a worker of another vendor (two vendors serving one client's
+    job) is named by their per-job pseudonym instead of their username: their quality
+    figures stay, since the decision needs them."""
     item = review.item
     job = review.job
     labels = list(
@@ -97,9 +108,16 @@ def review_detail(*, review: Review) -> dict[str, Any]:
             "duration_ms",
             "created_at",
             "worker__id",
+            "worker__organization_id",
             "worker__user__username",
         )
     )
+
+    def name(worker: Worker) -> str:
+        if viewer_vendor_ids is None or worker.organization_id in viewer_vendor_ids:
+            return worker.user.username
+        return worker_pseudonym(job_id=job.pk, worker_id=worker.pk)
+
     stats = worker_review_stats(worker_ids=sorted({label.worker_id for label in labels}))
     decisions = list(
         ReviewDecision.objects.filter(item_id=item.pk).select_related("decided_by").order_by("-id")
@@ -119,7 +137,7 @@ def review_detail(*, review: Review) -> dict[str, Any]:
             {
                 "id": label.pk,
                 "worker": label.worker_id,
-                "username": label.worker.user.username,
+                "username": name(label.worker),
                 "tier": label.tier,
                 "value": label.value,
                 "duration_ms": label.duration_ms,

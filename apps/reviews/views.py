@@ -112,7 +112,8 @@ def claim_next(request: HttpRequest) -> HttpResponse:
 def _render_review(
     request: HttpRequest, review: Review, filters: dict[str, str], *, error: str = "", status=200
 ) -> HttpResponse:
-    detail = selectors.review_detail(review=review)
+    vendor_ids = selectors.viewer_vendor_ids(user=request.user)
+    detail = selectors.review_detail(review=review, viewer_vendor_ids=vendor_ids)
     holder = selectors.review_claim_holder(review=review)
     return render(
         request,
