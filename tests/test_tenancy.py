@@ -941,3 +941,20 @@ def test_a_role_acts_only_through_its_own_memberships(client_actor, make_actor):
     resolved = both.client.post(f"/api/v1/reviews/{review.pk}/resolve/", {"label": "cat"})
     assert resolved.status_code == 404
     assert both.client.post("/api/v1/reviews/next/", {}, format="json").status_code == 204
+
+
+def test_qc_at_one_vendor_and_ops_at_another_cannot_change_the_first_vendors_jobs(
+    client_actor, make_actor
+):
+    job = _client_job(client_actor)
+    both = make_actor("qc", username="dual")  # QC at Concord Vendor, which serves Acme
+    membership_ensure(username="dual", org_name="Other Vendor", org_kind="vendor", role="ops")
+    base = f"/api/v1/jobs/{job.pk}"
+
+    assert both.client.get(f"{base}/").status_code == 200  # reading, as Concord's QC
+    assert both.client.patch(f"{base}/", {"name": "x"}, format="json").status_code == 404
+    assert both.client.post(f"{base}/cancel/").status_code == 404
+    assert both.client.post(f"{base}/aggregate/").status_code == 404
+    assert both.client.post(f"{base}/retrain/").status_code == 404
+    job.refresh_from_db()
+    assert (job.name, job.status) == ("Secret", Job.Status.DRAFT)

@@ -20,6 +20,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -108,7 +109,9 @@ class JobFilter(filters.FilterSet):
 
 
 def _job_for_request(request: Request, job_id: int) -> Job:
-    return selectors.job_get_for_user(user=request.user, job_id=job_id)
+    # A change goes through the user's client and ops memberships only (never QC ones).
+    roles = None if request.method in SAFE_METHODS else selectors.JOB_WRITER_ROLES
+    return selectors.job_get_for_user(user=request.user, job_id=job_id, roles=roles)
 
 
 def _organization_for_new_job(request: Request, name: str | None) -> Organization:

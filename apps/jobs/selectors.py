@@ -61,7 +61,14 @@ def job_list_for_vendors(*, vendor_ids: QuerySet | list[int]) -> QuerySet[Job]:
     return Job.objects.filter(_vendor_jobs(vendor_ids))
 
 
-def job_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Job]:
+# The roles that change jobs (edit, upload, launch / pause / cancel, re-aggregate, retrain,
+# dispute): QC read jobs but never change them.
+JOB_WRITER_ROLES = frozenset({Role.CLIENT.value, Role.OPS.value})
+
+
+def job_list_for_user(
+    *, user: AbstractBaseUser, roles: frozenset[str] | None = None
+) -> QuerySet[Job]:
     """Jobs the user may see and act on (what they may do with them is their role's call).
 
     - A client sees the jobs of the client organizations they belong to.
@@ -70,12 +77,16 @@ def job_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Job]:
       vendor keeps sight of work its workers still do; opening a job to a pool needs the
       contract in the first place).
     - Annotators and experts see no jobs here: only the tasks handed to them.
+
+    `roles` limits the memberships that count to those roles (JOB_WRITER_ROLES for a
+    change), so that someone who is QC at one vendor and ops at another cannot change the
+    first vendor's clients' jobs.
     """
-    roles = user_roles(user=user)
+    roles = user_roles(user=user) if roles is None else user_roles(user=user) & roles
     scope = Q()
     allowed = False
     if roles & STAFF_ROLES:
-        scope |= _vendor_jobs(user_vendor_org_ids(user=user))
+        scope |= _vendor_jobs(user_vendor_org_ids(user=user, roles=roles & STAFF_ROLES))
         allowed = True
     if "client" in roles:
         scope |= Q(organization_id__in=user_client_org_ids(user=user))
@@ -127,9 +138,17 @@ def worker_pseudonym(*, job_id: int, worker_id: int) -> str:
 _RESULT_META_STAFF_KEYS = ("qc_user",)
 
 
-def job_get_for_user(*, user: AbstractBaseUser, job_id: int) -> Job:
-    """The job if the user may see it; 404 otherwise, so other tenants' ids stay hidden."""
-    job = job_list_for_user(user=user).select_related("organization").filter(pk=job_id).first()
+def job_get_for_user(
+    *, user: AbstractBaseUser, job_id: int, roles: frozenset[str] | None = None
+) -> Job:
+    """The job if the user may see it (through memberships of `roles`, when given); 404
+    otherwise, so other tenants' ids stay hidden."""
+    job = (
+        job_list_for_user(user=user, roles=roles)
+        .select_related("organization")
+        .filter(pk=job_id)
+        .first()
+    )
     if job is None:
         raise Http404("No such job.")
     return job

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOps
 from apps.assignments.apis import ErrorSerializer, IsWorker
-from apps.jobs.selectors import job_get_for_user, job_vendor_ids_for_user
+from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user, job_vendor_ids_for_user
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, ReviewOutcome, Tag
 
@@ -335,7 +335,7 @@ class ItemDisputeApi(APIView):
         description="The job's client (or ops) disputes a delivered result; QC decides.",
     )
     def post(self, request: Request, job_id: int, external_id: str) -> Response:
-        job = job_get_for_user(user=request.user, job_id=job_id)
+        job = job_get_for_user(user=request.user, job_id=job_id, roles=JOB_WRITER_ROLES)
         data = DisputeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         review, created = services.review_client_dispute(
