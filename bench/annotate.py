@@ -90,13 +90,14 @@ def seed(
     django.setup()
     from django.db import connection
 
-    from apps.accounts.models import Organization
+    from apps.accounts.models import Organization, VendorContract
     from apps.jobs.models import Item, Job
     from apps.workforce.models import Pool
     from apps.workforce.services import pool_job_open, worker_create
 
     client = Organization.objects.create(name="Bench Client", kind="client")
     vendor = Organization.objects.create(name="Bench Vendor", kind="vendor")
+    VendorContract.objects.create(client=client, vendor=vendor)
     job = Job.objects.create(
         organization=client,
         name="bench",

@@ -11,6 +11,21 @@ from rest_framework.test import APIClient
 from apps.accounts.services import membership_ensure, token_create
 
 VENDOR = "Concord Vendor"
+# The default tenants: Concord Vendor serves both client organizations (an active contract
+# each); "Other Vendor" has staff of its own and no contract with anyone.
+CLIENT_ORGS = ("Acme Client", "Globex Client")
+OTHER_VENDOR = "Other Vendor"
+
+
+def ensure_default_contracts() -> None:
+    """Concord Vendor under contract with Acme Client and Globex Client (idempotent)."""
+    from apps.accounts.models import Organization
+    from apps.accounts.services import contract_set
+
+    Organization.objects.get_or_create(name=VENDOR, defaults={"kind": "vendor"})
+    for name in CLIENT_ORGS:
+        Organization.objects.get_or_create(name=name, defaults={"kind": "client"})
+        contract_set(client_name=name, vendor_name=VENDOR)
 
 
 @dataclass
@@ -33,6 +48,9 @@ def make_actor(db) -> Callable[..., Actor]:
         kind = "client" if role == "client" else "vendor"
         org_name = org or ("Acme Client" if kind == "client" else VENDOR)
         name = username or f"{role}{counter['n']}"
+        if not counter.get("contracts"):
+            ensure_default_contracts()
+            counter["contracts"] = 1
         membership = membership_ensure(username=name, org_name=org_name, org_kind=kind, role=role)
         if role in ("annotator", "expert"):
             from apps.workforce.services import worker_ensure
@@ -64,6 +82,18 @@ def ops_actor(make_actor) -> Actor:
 @pytest.fixture
 def qc_actor(make_actor) -> Actor:
     return make_actor("qc", username="quinn")
+
+
+@pytest.fixture
+def other_vendor_ops_actor(make_actor) -> Actor:
+    """Ops of a second vendor that has no contract with any client."""
+    return make_actor("ops", org=OTHER_VENDOR, username="victor")
+
+
+@pytest.fixture
+def other_vendor_qc_actor(make_actor) -> Actor:
+    """QC of a second vendor that has no contract with any client."""
+    return make_actor("qc", org=OTHER_VENDOR, username="vera")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.accounts.models import ApiToken, Membership, Organization
+from apps.accounts.models import ApiToken, Membership, Organization, VendorContract
 
 
 class MembershipInline(admin.TabularInline):
@@ -31,3 +31,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_filter = ["revoked_at"]
     search_fields = ["user__username", "prefix", "name"]
     readonly_fields = ["prefix", "digest", "created_at", "last_used_at"]
+
+
+@admin.register(VendorContract)
+class VendorContractAdmin(admin.ModelAdmin):
+    """Which vendor serves which client: the vendor's ops and QC see the client's jobs while
+    the contract is active."""
+
+    list_display = ["vendor", "client", "active", "created_at", "updated_at"]
+    list_filter = ["active", "vendor"]
+    list_editable = ["active"]
+    search_fields = ["client__name", "vendor__name", "note"]
+    autocomplete_fields = ["client", "vendor"]
+    readonly_fields = ["created_at", "updated_at"]

@@ -10,7 +10,14 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from apps.accounts.models import ROLE_ORG_KIND, ApiToken, Membership, Organization, Role
+from apps.accounts.models import (
+    ROLE_ORG_KIND,
+    ApiToken,
+    Membership,
+    Organization,
+    Role,
+    VendorContract,
+)
 from apps.common.errors import ApplicationError
 
 
@@ -53,3 +60,41 @@ def membership_ensure(
     user, _ = user_model.objects.get_or_create(username=username, defaults={"email": email})
     membership, _ = Membership.objects.get_or_create(user=user, organization=org, role=role)
     return membership
+
+
+@transaction.atomic
+def contract_set(
+    *, client_name: str, vendor_name: str, active: bool = True, note: str | None = None
+) -> tuple[VendorContract, bool]:
+    """Create or update the contract between a client and a vendor organization (both must
+    exist, with those kinds); return it and whether it was created.
+
+    Deactivating ends the vendor staff's access to the client's jobs, except jobs still open
+    to one of the vendor's pools: the caller that deactivates closes those (see the
+    `contract` command).
+    """
+    orgs = {
+        org.name: org for org in Organization.objects.filter(name__in=[client_name, vendor_name])
+    }
+    client, vendor = orgs.get(client_name), orgs.get(vendor_name)
+    details = {}
+    if client is None or client.kind != Organization.Kind.CLIENT:
+        details["client"] = f"No client organization named {client_name!r}."
+    if vendor is None or vendor.kind != Organization.Kind.VENDOR:
+        details["vendor"] = f"No vendor organization named {vendor_name!r}."
+    if details:
+        raise ApplicationError(" ".join(details.values()), details=details)
+    contract, created = VendorContract.objects.select_for_update().get_or_create(
+        client=client, vendor=vendor, defaults={"active": active, "note": note or ""}
+    )
+    if not created:
+        fields = []
+        if contract.active != active:
+            contract.active = active
+            fields.append("active")
+        if note is not None and contract.note != note:
+            contract.note = note
+            fields.append("note")
+        if fields:
+            contract.save(update_fields=[*fields, "updated_at"])
+    return contract, created

@@ -20,6 +20,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -108,7 +109,9 @@ class JobFilter(filters.FilterSet):
 
 
 def _job_for_request(request: Request, job_id: int) -> Job:
-    return selectors.job_get_for_user(user=request.user, job_id=job_id)
+    # A change goes through the user's client and ops memberships only (never QC ones).
+    roles = None if request.method in SAFE_METHODS else selectors.JOB_WRITER_ROLES
+    return selectors.job_get_for_user(user=request.user, job_id=job_id, roles=roles)
 
 
 def _organization_for_new_job(request: Request, name: str | None) -> Organization:
@@ -119,10 +122,11 @@ def _organization_for_new_job(request: Request, name: str | None) -> Organizatio
                 "Ops must name the client organization the job is for.",
                 details={"organization": "required"},
             )
-        org = Organization.objects.filter(name=name, kind=Organization.Kind.CLIENT).first()
+        org = selectors.client_organization_for_ops(user=request.user, name=name)
         if org is None:
             raise ApplicationError(
-                f"No client organization named {name!r}.", details={"organization": "unknown"}
+                f"No client organization named {name!r} that your vendor serves.",
+                details={"organization": "unknown"},
             )
         return org
     org_ids = user_client_org_ids(user=request.user)
@@ -423,7 +427,9 @@ class JobResultsApi(APIView):
             200: OpenApiResponse(
                 description=(
                     "Per item: external_id, label, confidence, agreement, n_labels, source "
-                    "(crowd|model|expert|qc), status, is_gold, posterior, result_meta. Streamed."
+                    "(crowd|model|expert|qc), status, is_gold, posterior, result_meta. Streamed. "
+                    "For a client, result_meta.workers names each worker by an opaque name "
+                    "that is stable within the job only."
                 )
             )
         },
@@ -439,7 +445,8 @@ class JobResultsApi(APIView):
         if state and state not in Item.State.values:
             raise ApplicationError(f"Unknown status {state!r}.", details={"status": "invalid"})
         content_type, render = _RESULT_FORMATS[fmt]
-        rows = selectors.job_results(job=job, state=state)
+        staff = bool(selectors.job_vendor_ids_for_user(user=request.user, job=job))
+        rows = selectors.job_results(job=job, state=state, workers_visible=staff)
         response = StreamingHttpResponse(_batched(render(rows)), content_type=content_type)
         response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-results.{fmt}"'
         return response

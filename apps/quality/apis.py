@@ -1,7 +1,6 @@
 """Quality API: a worker's quality record, a job's agreement and gold lifecycle, and
 on-demand re-aggregation."""
 
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -9,9 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.permissions import IsClientOrOps, IsJobReader
-from apps.accounts.selectors import user_roles
-from apps.jobs.selectors import job_get_for_user
+from apps.accounts.permissions import IsClientOrOps, IsJobReader, has_role
+from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user
 from apps.quality.selectors import (
     job_agreement,
     job_gold_items,
@@ -19,11 +17,12 @@ from apps.quality.selectors import (
     latest_run,
     worker_quality,
 )
-from apps.workforce.models import Worker
-from apps.workforce.selectors import worker_get_for_earnings
+from apps.workforce.selectors import worker_get_for_quality
 
 
 class WorkerQualityApi(APIView):
+    permission_classes = [has_role("ops", "qc", "annotator", "expert")]
+
     @extend_schema(
         responses=OpenApiResponse(
             description="gold accuracy with Wilson interval, per-job confusion matrix and skill, "
@@ -31,13 +30,8 @@ class WorkerQualityApi(APIView):
         )
     )
     def get(self, request: Request, worker_id: int) -> Response:
-        # The worker themself, their vendor's ops, or QC staff may read it.
-        if "qc" in user_roles(user=request.user):
-            worker = Worker.objects.select_related("user").filter(pk=worker_id).first()
-            if worker is None:
-                raise Http404("No such worker.")
-        else:
-            worker = worker_get_for_earnings(user=request.user, worker_id=worker_id)
+        # The worker themself, or their vendor's ops or QC staff may read it.
+        worker = worker_get_for_quality(user=request.user, worker_id=worker_id)
         return Response(worker_quality(worker=worker))
 
 
@@ -152,7 +146,7 @@ class JobAggregateApi(APIView):
     def post(self, request: Request, job_id: int) -> Response:
         from workers.tasks_quality import aggregate_job
 
-        job = job_get_for_user(user=request.user, job_id=job_id)
+        job = job_get_for_user(user=request.user, job_id=job_id, roles=JOB_WRITER_ROLES)
         aggregate_job.delay(job.pk)
         run = latest_run(job=job)
         body = None

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsJobReader, IsOps
-from apps.jobs.selectors import job_get_for_user
+from apps.jobs.selectors import job_get_for_user, job_vendor_ids_for_user
 from apps.reports.selectors import job_metrics, pool_metrics
 from apps.workforce.selectors import pool_list_for_ops
 
@@ -17,12 +17,15 @@ class JobMetricsApi(APIView):
     @extend_schema(
         responses=OpenApiResponse(
             description="throughput (labels total / last hour / hourly), cost (labels, bonuses, "
-            "per settled item), error_rates (gold accuracy, review share), workers summary"
+            "per settled item), error_rates (gold accuracy, review share), worker_count; for "
+            "vendor staff also `workers`, a summary of their own vendor's workers (clients "
+            "never see worker identities or pay)"
         )
     )
     def get(self, request: Request, job_id: int) -> Response:
         job = job_get_for_user(user=request.user, job_id=job_id)
-        return Response(job_metrics(job=job))
+        vendor_ids = job_vendor_ids_for_user(user=request.user, job=job)
+        return Response(job_metrics(job=job, worker_vendor_ids=vendor_ids))
 
 
 class PoolMetricsApi(APIView):

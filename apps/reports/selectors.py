@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -84,8 +85,17 @@ def worker_summaries(
     return rows
 
 
-def job_metrics(*, job: Job, hours: int = 24) -> dict[str, Any]:
-    """Throughput, cost, error rates and a worker summary for one job."""
+def job_metrics(
+    *, job: Job, worker_vendor_ids: Collection[int] = (), hours: int = 24
+) -> dict[str, Any]:
+    """Throughput, cost, error rates and a worker summary for one job.
+
+    The worker summary (usernames, gold accuracy, earnings) lists only the workers of
+    `worker_vendor_ids`, the vendors through which the reader is staff on this job
+    (`apps.jobs.selectors.job_vendor_ids_for_user`); with none, a client reading, the
+    `workers` key is left out: clients never see worker identities or pay. `worker_count`
+    (how many workers labeled the job) is there for everyone.
+    """
     now = timezone.now()
     labels = Label.objects.filter(job=job)
     ledger = LedgerEntry.objects.filter(job=job)
@@ -97,10 +107,11 @@ def job_metrics(*, job: Job, hours: int = 24) -> dict[str, Any]:
         total=Count("id"),
         last_hour=Count("id", filter=Q(created_at__gte=now - timedelta(hours=1))),
         expert=Count("id", filter=Q(tier="expert")),
+        workers=Count("worker_id", distinct=True),
     )
     cost = _cost(ledger)
     n_settled = counts.get("settled", 0)
-    return {
+    metrics = {
         "job": job.pk,
         "status": job.status,
         "items": {"total": n_items, **counts, "settled_by_source": by_source},
@@ -122,8 +133,14 @@ def job_metrics(*, job: Job, hours: int = 24) -> dict[str, Any]:
             **_gold_figures(labels),
             "review_share": (counts.get("review", 0) / n_items) if n_items else None,
         },
-        "workers": worker_summaries(labels=labels, ledger=ledger),
+        "worker_count": totals["workers"],
     }
+    if worker_vendor_ids:
+        metrics["workers"] = worker_summaries(
+            labels=labels.filter(worker__organization_id__in=worker_vendor_ids),
+            ledger=ledger,
+        )
+    return metrics
 
 
 def pool_metrics(*, pool: Pool) -> dict[str, Any]:
@@ -192,7 +209,12 @@ def overview_metrics(*, jobs: QuerySet[Job]) -> list[dict[str, Any]]:
     return rows
 
 
-def worker_list_metrics(*, limit: int = WORKER_SUMMARY_LIMIT) -> list[dict[str, Any]]:
+def worker_list_metrics(
+    *, vendor_ids: Collection[int], limit: int = WORKER_SUMMARY_LIMIT
+) -> list[dict[str, Any]]:
+    """The busiest workers of these vendors, over every job."""
     return worker_summaries(
-        labels=Label.objects.all(), ledger=LedgerEntry.objects.all(), limit=limit
+        labels=Label.objects.filter(worker__organization_id__in=vendor_ids),
+        ledger=LedgerEntry.objects.all(),
+        limit=limit,
     )

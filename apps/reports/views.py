@@ -13,8 +13,9 @@ from django.views.decorators.http import require_http_methods
 from apps.accounts.models import ApiToken
 from apps.accounts.selectors import user_roles
 from apps.accounts.services import token_digest
-from apps.jobs.selectors import job_get_for_user, job_list_for_user
+from apps.jobs.selectors import job_get_for_user, job_list_for_user, job_vendor_ids_for_user
 from apps.reports.selectors import job_metrics, overview_metrics, worker_list_metrics
+from apps.workforce.selectors import ops_organization_ids
 
 
 class TokenLoginForm(forms.Form):
@@ -71,7 +72,8 @@ def _require_reader(request: HttpRequest) -> None:
 def dashboard(request: HttpRequest) -> HttpResponse:
     _require_reader(request)
     rows = overview_metrics(jobs=job_list_for_user(user=request.user))
-    workers = worker_list_metrics(limit=20) if "ops" in user_roles(user=request.user) else []
+    ops_vendor_ids = ops_organization_ids(user=request.user)
+    workers = worker_list_metrics(vendor_ids=ops_vendor_ids, limit=20) if ops_vendor_ids else []
     return render(request, "reports/dashboard.html", {"rows": rows, "workers": workers})
 
 
@@ -79,4 +81,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
     _require_reader(request)
     job = job_get_for_user(user=request.user, job_id=job_id)
-    return render(request, "reports/job.html", {"job": job, "m": job_metrics(job=job)})
+    vendor_ids = job_vendor_ids_for_user(user=request.user, job=job)
+    metrics = job_metrics(job=job, worker_vendor_ids=vendor_ids)
+    return render(request, "reports/job.html", {"job": job, "m": metrics})

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOps
 from apps.assignments.apis import ErrorSerializer, IsWorker
-from apps.jobs.selectors import job_get_for_user
+from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user, job_vendor_ids_for_user
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, ReviewOutcome, Tag
 
@@ -159,7 +159,9 @@ class ReviewDetailApi(APIView):
     @extend_schema(responses={200: ReviewDetailOutputSerializer, 404: ErrorSerializer})
     def get(self, request: Request, review_id: int) -> Response:
         review = selectors.review_get_for_user(user=request.user, review_id=review_id)
-        return Response(ReviewDetailOutputSerializer(selectors.review_detail(review=review)).data)
+        vendor_ids = selectors.viewer_vendor_ids(user=request.user)
+        detail = selectors.review_detail(review=review, viewer_vendor_ids=vendor_ids)
+        return Response(ReviewDetailOutputSerializer(detail).data)
 
 
 class ReviewNextInputSerializer(serializers.Serializer):
@@ -333,7 +335,7 @@ class ItemDisputeApi(APIView):
         description="The job's client (or ops) disputes a delivered result; QC decides.",
     )
     def post(self, request: Request, job_id: int, external_id: str) -> Response:
-        job = job_get_for_user(user=request.user, job_id=job_id)
+        job = job_get_for_user(user=request.user, job_id=job_id, roles=JOB_WRITER_ROLES)
         data = DisputeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         review, created = services.review_client_dispute(
@@ -420,7 +422,11 @@ class ReviewMetricsOutputSerializer(serializers.Serializer):
     audit_accuracy_model = serializers.FloatField(
         allow_null=True, help_text="Accuracy of audited auto-accepted (model) items."
     )
-    workers = _WorkerOutcomeSerializer(many=True)
+    workers = _WorkerOutcomeSerializer(
+        many=True,
+        required=False,
+        help_text="Your vendor's workers judged by QC; absent for clients.",
+    )
 
 
 class ReviewMetricsApi(APIView):
@@ -432,4 +438,6 @@ class ReviewMetricsApi(APIView):
     )
     def get(self, request: Request, job_id: int) -> Response:
         job = job_get_for_user(user=request.user, job_id=job_id)
-        return Response(ReviewMetricsOutputSerializer(selectors.review_metrics(job=job)).data)
+        vendor_ids = job_vendor_ids_for_user(user=request.user, job=job)
+        metrics = selectors.review_metrics(job=job, worker_vendor_ids=vendor_ids)
+        return Response(ReviewMetricsOutputSerializer(metrics).data)

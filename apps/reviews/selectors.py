@@ -4,6 +4,7 @@ feedback, guideline gaps and the review metrics of a job."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -12,10 +13,10 @@ from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from apps.accounts.selectors import user_roles
+from apps.accounts.selectors import user_vendor_org_ids
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
-from apps.jobs.selectors import job_list_for_user
+from apps.jobs.selectors import job_list_for_vendors, worker_pseudonym
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome
 from apps.workforce.models import Worker
 
@@ -23,11 +24,19 @@ GUIDELINE_GAPS_MAX = 500
 
 
 def review_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Review]:
-    """Reviews of the jobs the user may see (QC and ops see every job), queue order."""
-    qs = Review.objects.select_related("job", "item", "claimed_by")
-    if not user_roles(user=user) & {"ops", "qc"}:
-        qs = qs.filter(job__in=job_list_for_user(user=user))
-    return qs.order_by("-priority", "created_at", "id")
+    """Reviews of the jobs the user's vendors serve, as their staff (the vendor half of the
+    tenancy rule of `job_list_for_user`), queue order. Reviews show workers and their
+    quality, so a client membership the user may also hold never widens this."""
+    return (
+        Review.objects.select_related("job", "item", "claimed_by")
+        .filter(job__in=job_list_for_vendors(vendor_ids=user_vendor_org_ids(user=user)))
+        .order_by("-priority", "created_at", "id")
+    )
+
+
+def viewer_vendor_ids(*, user: AbstractBaseUser) -> list[int]:
+    """The vendors the user is staff of: whose workers they see by name."""
+    return list(user_vendor_org_ids(user=user).values_list("organization_id", flat=True))
 
 
 def review_get_for_user(*, user: AbstractBaseUser, review_id: int) -> Review:
@@ -77,9 +86,15 @@ def worker_review_stats(*, worker_ids: list[int]) -> dict[int, dict[str, Any]]:
     return stats
 
 
-def review_detail(*, review: Review) -> dict[str, Any]:
+def review_detail(
+    *, review: Review, viewer_vendor_ids: Collection[int] | None = None
+) -> dict[str, Any]:
     """Everything QC needs to decide: the item, every label with its worker's quality, the
-    posterior, the model's prediction, the gold answer, the item's reviews and decisions."""
+    posterior, the model's prediction, the gold answer, the item's reviews and decisions.
+
+    With `viewer_vendor_ids`, a worker of another vendor (two vendors serving one client's
+    job) is named by their per-job pseudonym instead of their username: their quality
+    figures stay, since the decision needs them."""
     item = review.item
     job = review.job
     labels = list(
@@ -93,9 +108,16 @@ def review_detail(*, review: Review) -> dict[str, Any]:
             "duration_ms",
             "created_at",
             "worker__id",
+            "worker__organization_id",
             "worker__user__username",
         )
     )
+
+    def name(worker: Worker) -> str:
+        if viewer_vendor_ids is None or worker.organization_id in viewer_vendor_ids:
+            return worker.user.username
+        return worker_pseudonym(job_id=job.pk, worker_id=worker.pk)
+
     stats = worker_review_stats(worker_ids=sorted({label.worker_id for label in labels}))
     decisions = list(
         ReviewDecision.objects.filter(item_id=item.pk).select_related("decided_by").order_by("-id")
@@ -115,7 +137,7 @@ def review_detail(*, review: Review) -> dict[str, Any]:
             {
                 "id": label.pk,
                 "worker": label.worker_id,
-                "username": label.worker.user.username,
+                "username": name(label.worker),
                 "tier": label.tier,
                 "value": label.value,
                 "duration_ms": label.duration_ms,
@@ -212,14 +234,16 @@ def guideline_gaps(*, job: Job) -> dict[str, Any]:
     }
 
 
-def review_metrics(*, job: Job) -> dict[str, Any]:
+def review_metrics(*, job: Job, worker_vendor_ids: Collection[int] = ()) -> dict[str, Any]:
     """What QC found in the job.
 
     - qc_override_rate: among current decisions on items that had a result before QC, the
       share where QC chose a different label (crowd, model or expert overturned).
     - audit_accuracy: among decided audits, the share where the audited result stood, per
       source of that result; audit_accuracy_model is the auto-accepted (model) figure.
-    - workers: per worker, labels judged by QC and the share overturned.
+    - workers: per worker, labels judged by QC and the share overturned; only the workers
+      of `worker_vendor_ids` (the vendors through which the reader is staff on the job), and
+      left out for a client reader: clients never see worker identities.
     """
     reviews = dict(
         Review.objects.filter(job_id=job.pk, status=Review.Status.OPEN)
@@ -253,13 +277,15 @@ def review_metrics(*, job: Job) -> dict[str, Any]:
         for row in audits
     }
     workers = list(
-        ReviewOutcome.objects.filter(job_id=job.pk, is_current=True)
+        ReviewOutcome.objects.filter(
+            job_id=job.pk, is_current=True, worker__organization_id__in=list(worker_vendor_ids)
+        )
         .values("worker_id", "worker__user__username")
         .annotate(n=Count("id"), wrong=Count("id", filter=Q(correct=False)))
         .order_by("-wrong", "worker_id")
     )
     model = audit_accuracy.get(Item.Source.MODEL)
-    return {
+    metrics = {
         "open_reviews": {reason: reviews.get(reason, 0) for reason in Reason.values},
         "decisions": totals["n"],
         "qc_override_rate": (
@@ -268,7 +294,9 @@ def review_metrics(*, job: Job) -> dict[str, Any]:
         "qc_overrides": totals["overridden"],
         "audit_accuracy": audit_accuracy,
         "audit_accuracy_model": model["accuracy"] if model else None,
-        "workers": [
+    }
+    if worker_vendor_ids:
+        metrics["workers"] = [
             {
                 "worker": row["worker_id"],
                 "username": row["worker__user__username"],
@@ -277,5 +305,5 @@ def review_metrics(*, job: Job) -> dict[str, Any]:
                 "overturned_rate": row["wrong"] / row["n"],
             }
             for row in workers
-        ],
-    }
+        ]
+    return metrics

@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from rest_framework import status
 
-from apps.accounts.selectors import user_roles
+from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.assignments.models import Assignment, Label
 from apps.common.bulk import bulk_update_rows
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
+from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome, Tag
 from apps.workforce.models import Worker
 
@@ -521,11 +522,20 @@ def _require_qc(user: AbstractBaseUser) -> None:
         )
 
 
-def _locked_review(review_id: int) -> Review:
+def _qc_jobs(user: AbstractBaseUser) -> QuerySet[Job]:
+    """The jobs whose reviews the user may decide: those of the vendors they are QC for."""
+    return job_list_for_vendors(
+        vendor_ids=user_vendor_org_ids(user=user, roles=frozenset({QC_ROLE}))
+    )
+
+
+def _locked_review(review_id: int, user: AbstractBaseUser) -> Review:
+    """The review, row-locked, if it belongs to a job the user's vendor may act on (as QC);
+    404 otherwise (another tenant's review does not exist for them)."""
     review = (
         Review.objects.select_for_update(of=("self",))
         .select_related("job")
-        .filter(pk=review_id)
+        .filter(pk=review_id, job__in=_qc_jobs(user))
         .first()
     )
     if review is None:
@@ -552,7 +562,7 @@ def review_claim(
     _require_qc(user)
     now = now or timezone.now()
     with transaction.atomic():
-        review = _locked_review(review_id)
+        review = _locked_review(review_id, user)
         if review.status != Review.Status.OPEN:
             raise _conflict(f"The review is {review.status}.", ErrorCode.INVALID_STATE)
         if _claim_live(review, now) and review.claimed_by_id != user.pk:
@@ -576,7 +586,11 @@ def review_claim_next(
     """
     _require_qc(user)
     now = now or timezone.now()
-    scope = Q(status=Review.Status.OPEN) & ~Q(job__status=Job.Status.CANCELLED)
+    scope = (
+        Q(status=Review.Status.OPEN)
+        & ~Q(job__status=Job.Status.CANCELLED)
+        & Q(job__in=_qc_jobs(user))
+    )
     if job_id is not None:
         scope &= Q(job_id=job_id)
     if reason:
@@ -611,7 +625,7 @@ def review_release(
     _require_qc(user)
     now = now or timezone.now()
     with transaction.atomic():
-        review = _locked_review(review_id)
+        review = _locked_review(review_id, user)
         if review.claimed_by_id is None:
             return review
         if review.claimed_by_id != user.pk and _claim_live(review, now):
@@ -661,7 +675,7 @@ def review_resolve(
     now = now or timezone.now()
     tags = _check_tags(tags)
     with transaction.atomic():
-        review = _locked_review(review_id)
+        review = _locked_review(review_id, user)
         job = review.job
         if label not in job.classes:
             raise ApplicationError(
@@ -773,7 +787,7 @@ def review_reopen(
     _require_qc(user)
     now = now or timezone.now()
     with transaction.atomic():
-        review = _locked_review(review_id)
+        review = _locked_review(review_id, user)
         if review.status == Review.Status.OPEN:
             return review
         context = dict(review.context or {})

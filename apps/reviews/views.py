@@ -16,9 +16,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from apps.accounts.selectors import user_roles
+from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.common.errors import ApplicationError
-from apps.jobs.models import Job
+from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, Tag
 
@@ -76,7 +76,12 @@ def queue(request: HttpRequest) -> HttpResponse:
     if "reason" in filters:
         reviews = reviews.filter(reason=filters["reason"])
     counts = dict(reviews.order_by().values_list("reason").annotate(n=Count("id")))
-    jobs = Job.objects.filter(reviews__status=Review.Status.OPEN).distinct().order_by("-id")
+    jobs = (
+        job_list_for_vendors(vendor_ids=user_vendor_org_ids(user=request.user))
+        .filter(reviews__status=Review.Status.OPEN)
+        .distinct()
+        .order_by("-id")
+    )
     rows = [
         {"review": r, "holder": selectors.review_claim_holder(review=r)}
         for r in reviews[:QUEUE_ROWS]
@@ -107,7 +112,8 @@ def claim_next(request: HttpRequest) -> HttpResponse:
 def _render_review(
     request: HttpRequest, review: Review, filters: dict[str, str], *, error: str = "", status=200
 ) -> HttpResponse:
-    detail = selectors.review_detail(review=review)
+    vendor_ids = selectors.viewer_vendor_ids(user=request.user)
+    detail = selectors.review_detail(review=review, viewer_vendor_ids=vendor_ids)
     holder = selectors.review_claim_holder(review=review)
     return render(
         request,

@@ -10,6 +10,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,7 +18,7 @@ from rest_framework.views import APIView
 from apps.accounts.permissions import IsClientOrOps, IsJobReader
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_get_for_user
+from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user
 from apps.routing import algorithms, selectors, services
 from apps.routing.models import ModelVersion
 
@@ -37,7 +38,9 @@ ERROR = inline_serializer(
 
 
 def _job(request: Request, job_id: int) -> Job:
-    return job_get_for_user(user=request.user, job_id=job_id)
+    # A POST (retrain, evaluate) goes through client and ops memberships only, never QC ones.
+    roles = None if request.method in SAFE_METHODS else JOB_WRITER_ROLES
+    return job_get_for_user(user=request.user, job_id=job_id, roles=roles)
 
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):

@@ -12,14 +12,14 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.permissions import IsOps
+from apps.accounts.permissions import IsOps, has_role
 from apps.workforce.models import Pool, Worker
 from apps.workforce.selectors import (
+    job_get_for_bonus,
     job_get_for_pool_ops,
     ops_organization_for,
     pool_get_for_ops,
@@ -250,11 +250,9 @@ class WorkerUnbanApi(APIView):
         )
 
 
-class IsOpsOrWorker(BasePermission):
-    """Ops, or any authenticated user (the selector then admits only the worker themself)."""
-
-    def has_permission(self, request: Request, view: APIView) -> bool:
-        return bool(request.user and request.user.is_authenticated)
+# Ops, or a worker (the selector then admits only the worker themself); clients and QC have
+# no business with pay (403).
+IsOpsOrWorker = has_role("ops", "annotator", "expert")
 
 
 class EarningsOutputSerializer(serializers.Serializer):
@@ -317,7 +315,10 @@ class WorkerBonusApi(APIView):
         operation_id="workers_bonus",
         request=InputSerializer,
         responses={201: OutputSerializer, 200: OutputSerializer},
-        description="Idempotent on idempotency_key: a retry answers 200 with the first entry.",
+        description=(
+            "Idempotent on idempotency_key: a retry answers 200 with the first entry. The job "
+            "must be one the worker labeled and your vendor may act on (400 on `job`)."
+        ),
     )
     def post(self, request: Request, worker_id: int) -> Response:
         worker = worker_get_for_ops(user=request.user, worker_id=worker_id)
@@ -326,7 +327,7 @@ class WorkerBonusApi(APIView):
         data = serializer.validated_data
         entry, created = ledger_bonus(
             worker=worker,
-            job=job_get_for_pool_ops(job_id=data["job"]),
+            job=job_get_for_bonus(user=request.user, worker=worker, job_id=data["job"]),
             amount=data["amount"],
             idempotency_key=data["idempotency_key"],
             note=data["note"],
@@ -424,17 +425,20 @@ class JobPoolsApi(APIView):
 
     @extend_schema(operation_id="jobs_pools_list", responses=OutputSerializer)
     def get(self, request: Request, job_id: int) -> Response:
-        job_get_for_pool_ops(job_id=job_id)
+        job_get_for_pool_ops(user=request.user, job_id=job_id)
         return Response(self._output(request, job_id))
 
     @extend_schema(
         operation_id="jobs_pools_open",
         request=InputSerializer,
         responses={201: OutputSerializer, 200: OutputSerializer},
-        description="Open the job to a pool; idempotent (200 when it already was).",
+        description=(
+            "Open the job to a pool; idempotent (200 when it already was). The pool's vendor "
+            "needs an active contract with the job's client (400 on `pool`)."
+        ),
     )
     def post(self, request: Request, job_id: int) -> Response:
-        job = job_get_for_pool_ops(job_id=job_id)
+        job = job_get_for_pool_ops(user=request.user, job_id=job_id)
         serializer = self.InputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         created = pool_job_open(pool=serializer.validated_data["pool"], job=job)

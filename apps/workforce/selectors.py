@@ -9,8 +9,10 @@ from django.db.models import Count, QuerySet, Sum
 from django.http import Http404
 
 from apps.accounts.models import Membership, Organization, Role
-from apps.accounts.selectors import user_roles
+from apps.accounts.selectors import user_roles, user_vendor_org_ids
+from apps.common.errors import ApplicationError
 from apps.jobs.models import Job
+from apps.jobs.selectors import job_list_for_vendors
 from apps.workforce.models import LedgerEntry, Pool, Worker
 
 
@@ -66,6 +68,21 @@ def worker_get_for_earnings(*, user: AbstractBaseUser, worker_id: int) -> Worker
     raise Http404("No such worker.")
 
 
+def worker_get_for_quality(*, user: AbstractBaseUser, worker_id: int) -> Worker:
+    """The worker whose quality record the user may read: their own, or as staff (ops or
+    QC) of its vendor; 404 otherwise."""
+    worker = Worker.objects.select_related("user").filter(pk=worker_id).first()
+    if worker is None:
+        raise Http404("No such worker.")
+    if worker.user_id == user.pk:
+        return worker
+    if worker.organization_id is not None and (
+        user_vendor_org_ids(user=user).filter(organization_id=worker.organization_id).exists()
+    ):
+        return worker
+    raise Http404("No such worker.")
+
+
 def worker_for_user(*, user: AbstractBaseUser) -> Worker | None:
     """The user's worker record, with only the columns the assignment engine reads.
 
@@ -93,12 +110,38 @@ def pool_get_for_ops(*, user: AbstractBaseUser, pool_id: int) -> Pool:
     return pool
 
 
-def job_get_for_pool_ops(*, job_id: int) -> Job:
-    """A job ops may open to their pools. Vendor ops serve every client's jobs in this
-    deployment, so any existing job qualifies."""
-    job = Job.objects.filter(pk=job_id).first()
+def job_list_for_ops(*, user: AbstractBaseUser) -> QuerySet[Job]:
+    """Jobs the ops user's vendors may act on: the tenancy rule of
+    `apps.jobs.selectors.job_list_for_user`, through the user's ops memberships only."""
+    vendor_ids = ops_organization_ids(user=user)
+    if not vendor_ids:
+        return Job.objects.none()
+    return job_list_for_vendors(vendor_ids=vendor_ids)
+
+
+def job_get_for_pool_ops(*, user: AbstractBaseUser, job_id: int) -> Job:
+    """A job whose pools the ops user may list and open; 404 for a job their vendor may not
+    act on, so other tenants' ids stay hidden."""
+    job = job_list_for_ops(user=user).filter(pk=job_id).first()
     if job is None:
         raise Http404("No such job.")
+    return job
+
+
+BONUS_JOB_ERROR = "The worker has no labels in a job of yours with this id."
+
+
+def job_get_for_bonus(*, user: AbstractBaseUser, worker: Worker, job_id: int) -> Job:
+    """The job a bonus to the worker may be charged to: one the ops user's vendor may act on
+    and in which the worker has a label. Otherwise a 400 naming the `job` field, with the same
+    message whether the job is another tenant's or the worker never labeled it."""
+    job = (
+        job_list_for_ops(user=user)
+        .filter(pk=job_id, pk__in=worker.labels.filter(job_id=job_id).values("job_id"))
+        .first()
+    )
+    if job is None:
+        raise ApplicationError(BONUS_JOB_ERROR, details={"job": [BONUS_JOB_ERROR]})
     return job
 
 

@@ -12,6 +12,7 @@ from rest_framework import status
 
 from apps.accounts.authentication import credentials_changed
 from apps.accounts.models import Membership, Organization, Role
+from apps.accounts.selectors import contract_vendor_ids
 from apps.accounts.services import membership_ensure, token_create
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Job
@@ -200,7 +201,14 @@ def pool_update(*, pool: Pool, data: dict[str, Any]) -> Pool:
 
 
 def pool_job_open(*, pool: Pool, job: Job) -> bool:
-    """Open the job to the pool's workers; True if it was not open yet (idempotent)."""
+    """Open the job to the pool's workers; True if it was not open yet (idempotent).
+
+    The pool's vendor needs an active contract with the job's client (400 on `pool`
+    otherwise): the contract is what lets a vendor work for a client.
+    """
+    if not contract_vendor_ids(client_id=job.organization_id, vendor_ids=[pool.organization_id]):
+        message = "The pool's vendor has no active contract with the job's client."
+        raise ApplicationError(message, details={"pool": [message]})
     through = Pool.jobs.through
     try:
         with transaction.atomic():
@@ -255,11 +263,17 @@ def ledger_bonus(
 ) -> tuple[LedgerEntry, bool]:
     """Credit a bonus once per idempotency key; a retry returns the first entry (created False).
 
-    Reusing a key for a different worker, job or amount is a conflict, not a retry.
+    A bonus pays for work: the worker must have a label in the job (400 on `job` otherwise),
+    since the bonus lands in that job's cost, which its client pays. Reusing a key for a
+    different worker, job or amount is a conflict, not a retry. Precondition: the caller
+    checked that its vendor may act on the job (`selectors.job_get_for_bonus`).
     """
     amount = Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
     if amount <= 0:
         raise ApplicationError("A bonus must be positive.", details={"amount": ["positive"]})
+    if not worker.labels.filter(job_id=job.pk).exists():
+        message = "The worker has no labels in this job."
+        raise ApplicationError(message, details={"job": [message]})
     key = f"bonus:{idempotency_key}"
     try:
         with transaction.atomic():

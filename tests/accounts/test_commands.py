@@ -78,3 +78,49 @@ def test_importitems_loads_a_file_and_reports_bad_rows(db, tmp_path, client_acto
     assert out.getvalue().strip() == "created 5000, updated 0, rejected 1"
     assert "row 5001: bad" in err.getvalue()
     assert job.items.count() == 5000
+
+
+def test_contract_starts_lists_and_ends_a_vendors_service_to_a_client(db):
+    def token(username: str, org: str, kind: str, role: str) -> APIClient:
+        out = io.StringIO()
+        args = ["--username", username, "--org", org, "--org-kind", kind, "--role", role]
+        call_command("createtoken", *args, stdout=out, stderr=io.StringIO())
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Token {out.getvalue().strip().splitlines()[-1]}")
+        return api
+
+    client = token("cora", "Initech", "client", "client")
+    ops = token("omar", "Vend", "vendor", "ops")
+    body = {"name": "J", "label_schema": {"kind": "single_choice", "classes": ["a", "b"]}}
+    job_id = client.post("/api/v1/jobs/", body, format="json").json()["id"]
+    assert ops.get(f"/api/v1/jobs/{job_id}/").status_code == 404
+
+    started, listed, ended = io.StringIO(), io.StringIO(), io.StringIO()
+    call_command("contract", "--client", "Initech", "--vendor", "Vend", stdout=started)
+    call_command("contract", stdout=listed)
+    seen = ops.get(f"/api/v1/jobs/{job_id}/").status_code
+    call_command(
+        "contract", "--client", "Initech", "--vendor", "Vend", "--deactivate", stdout=ended
+    )
+
+    assert started.getvalue().strip() == "Vend serves Initech: active (created)"
+    assert listed.getvalue().strip() == "Vend\tInitech\tactive"
+    assert seen == 200
+    assert ended.getvalue().strip() == "Vend serves Initech: inactive (updated)"
+    assert ops.get(f"/api/v1/jobs/{job_id}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--client", "Nope", "--vendor", "Vend"], "No client organization named 'Nope'"),
+        (["--client", "Vend", "--vendor", "Vend"], "No client organization named 'Vend'"),
+        (["--client", "Initech"], "Name both --client and --vendor"),
+    ],
+    ids=["unknown-client", "vendor-as-client", "half"],
+)
+def test_contract_refuses_unknown_or_wrong_kinds_of_organizations(db, args, message):
+    Organization.objects.create(name="Initech", kind="client")
+    Organization.objects.create(name="Vend", kind="vendor")
+    with pytest.raises(CommandError, match=message):
+        call_command("contract", *args, stdout=io.StringIO())

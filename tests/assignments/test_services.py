@@ -532,6 +532,7 @@ def test_experts_get_items_the_crowd_could_not_settle_and_settle_them():
 
 def test_bonus_is_credited_once_per_idempotency_key():
     job, _, (worker,) = _setup(1)
+    assignment_submit(worker=worker, assignment_id=_next(worker).id, label="cat")  # work to pay
 
     first, created = ledger_bonus(
         worker=worker, job=job, amount=Decimal("2.5"), idempotency_key="w1"

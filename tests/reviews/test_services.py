@@ -477,7 +477,7 @@ def test_review_metrics_count_overrides_audits_and_overturned_workers(qc_actor, 
     review_resolve(user=qc_actor.user, review_id=dispute.pk, label="dog")
     review_resolve(user=qc_actor.user, review_id=audit.pk, label="bird")
 
-    metrics = review_metrics(job=job)
+    metrics = review_metrics(job=job, worker_vendor_ids=[cat_workers[0].organization_id])
     assert (metrics["decisions"], metrics["qc_overrides"], metrics["qc_override_rate"]) == (
         2,
         1,

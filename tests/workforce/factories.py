@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import factory
 
 from apps.accounts.models import Organization
+from apps.accounts.services import contract_set
 from apps.jobs.models import Item, Job
 from apps.workforce.models import Pool, Worker
 from apps.workforce.services import pool_job_open, worker_create
@@ -20,9 +21,17 @@ class ClientOrgFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Organization
         django_get_or_create = ("name",)
+        skip_postgeneration_save = True
 
     name = "Acme Client"
     kind = Organization.Kind.CLIENT
+
+    @factory.post_generation
+    def contract(self, create: bool, extracted: object, **kwargs: object) -> None:
+        """Concord Vendor serves the client (pass contract=False for a client it does not)."""
+        if create and extracted is not False:
+            VendorOrgFactory()
+            contract_set(client_name=self.name, vendor_name=VENDOR)
 
 
 class VendorOrgFactory(factory.django.DjangoModelFactory):

@@ -275,7 +275,10 @@ def test_earnings_for_ops_and_the_worker_themself(ops_actor, make_actor):
 
 def test_bonus_is_idempotent(ops_actor):
     job = JobFactory()
+    make_items(job, 1)
     worker = make_worker()
+    make_pool(jobs=[job], workers=[worker])
+    _earn(worker, job, 1)  # a bonus pays for work done in the job
     body = {"job": job.pk, "amount": "2.00", "idempotency_key": "k1", "note": "great week"}
 
     first = ops_actor.client.post(f"/api/v1/workers/{worker.pk}/bonuses/", body, format="json")
@@ -286,7 +289,7 @@ def test_bonus_is_idempotent(ops_actor):
 
     assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 409)
     assert first.json()["id"] == again.json()["id"]
-    assert LedgerEntry.objects.get().amount == Decimal("2.0000")
+    assert LedgerEntry.objects.get(kind="bonus").amount == Decimal("2.0000")
 
 
 def test_schema_documents_the_workforce_api(client):

@@ -17,6 +17,7 @@ from apps.assignments.services import (
     assignment_skip,
     assignment_submit,
 )
+from apps.common.errors import ApplicationError
 from apps.jobs.models import Item, Job
 from apps.workforce.models import Pool, Worker
 from apps.workforce.services import pool_job_open, worker_create
@@ -135,7 +136,13 @@ class Command(BaseCommand):
         pool, _ = Pool.objects.get_or_create(
             organization=vendor, name=f"simulated crowd (job {job.pk})"
         )
-        pool_job_open(pool=pool, job=job)
+        try:
+            pool_job_open(pool=pool, job=job)
+        except ApplicationError as exc:
+            raise CommandError(
+                f"{exc.message} Start one with: manage.py contract "
+                f"--client {job.organization.name!r} --vendor {vendor.name!r}"
+            ) from exc
         n_experts = (
             options["experts"] if options["experts"] is not None else options["workers"] // 10
         )

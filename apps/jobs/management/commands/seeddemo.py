@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from apps.accounts.models import Organization, Role
-from apps.accounts.services import membership_ensure, token_create
+from apps.accounts.services import contract_set, membership_ensure, token_create
 from apps.jobs.models import Item, Job
 from apps.jobs.services import item_ingest, job_create, job_launch
 from apps.workforce.models import Pool
@@ -98,6 +98,8 @@ class Command(BaseCommand):
             report = item_ingest(job=job, stream=io.BytesIO(body.encode()), fmt="json")
             self.stdout.write(f"job {job.pk}: {report.created} items uploaded")
             job = job_launch(job=job)
+        # The demo vendor serves the demo client: its ops and QC see the job, its pool works on it.
+        contract_set(client_name=CLIENT_ORG, vendor_name=VENDOR_ORG, active=True)
         vendor = Organization.objects.get(name=VENDOR_ORG)
         pool, _ = Pool.objects.get_or_create(organization=vendor, name="demo pool")
         pool.members.add(*workers)
