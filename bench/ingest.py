@@ -45,8 +45,9 @@ import orjson
 import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = ROOT / ".venv" / "bin" / "python"
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
+# The interpreter running this bench (whatever virtual environment it is) and its gunicorn.
+PYTHON = Path(sys.executable)
+GUNICORN = PYTHON.parent / "gunicorn"
 FEATURE_DIM = 64
 CLASSES = ["cat", "dog", "bird"]
 

@@ -1,6 +1,7 @@
 """Benchmark: Concord's confidence routing against fixed-redundancy policies on a simulated digits crowd."""
 
-# Run: .venv/bin/python -m bench.routing [seed ...]  (default seeds 0-4; about 1-2 minutes).
+# Run from the repository root: .venv/bin/python bench/routing.py [seed ...]
+# (default seeds 0-4; about 1-2 minutes).
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from apps.routing.algorithms import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from apps.routing.algorithms import (  # noqa: E402
     CROWD,
     EXPERT,
     calibrate_probabilities,
