@@ -27,6 +27,7 @@ class ErrorCode(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     LEASE_NOT_YOURS = "lease_not_yours"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    SERVER_ERROR = "server_error"
 
 
 class ApplicationError(Exception):

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOps
 from apps.assignments.apis import ErrorSerializer, IsWorker
+from apps.common.filters import StrictBooleanFilter
 from apps.jobs.selectors import job_get_for_user
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, ReviewOutcome, Tag
@@ -23,7 +24,7 @@ class ReviewFilter(filters.FilterSet):
     job = filters.NumberFilter(field_name="job_id", help_text="Only this job.")
     status = filters.MultipleChoiceFilter(choices=Review.Status.choices)
     reason = filters.MultipleChoiceFilter(choices=Reason.choices)
-    claimed = filters.BooleanFilter(
+    claimed = StrictBooleanFilter(
         method="filter_claimed", help_text="true: held by a live claim; false: free to claim."
     )
 

@@ -8,6 +8,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
     extend_schema_field,
+    extend_schema_serializer,
     inline_serializer,
 )
 from rest_framework import serializers, status
@@ -18,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsOps
+from apps.common.serializers import StrictInputSerializer
 from apps.workforce.models import Pool, Worker
 from apps.workforce.selectors import (
     job_get_for_pool_ops,
@@ -123,6 +125,7 @@ class WorkerListCreateApi(GenericAPIView):
     filterset_class = WorkerFilter
     serializer_class = WorkerOutputSerializer
 
+    @extend_schema_serializer(component_name="WorkerCreateInput")
     class InputSerializer(serializers.Serializer):
         username = serializers.RegexField(r"^[\w.@+-]+$", max_length=150)
         email = serializers.EmailField(required=False, default="")
@@ -179,12 +182,17 @@ class WorkerListCreateApi(GenericAPIView):
 class WorkerDetailApi(APIView):
     permission_classes = [IsOps]
 
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="WorkerUpdateInput")
+    class InputSerializer(StrictInputSerializer):
         tier = serializers.ChoiceField(choices=Worker.Tier.choices, required=False)
         pay_rate = serializers.DecimalField(
             max_digits=8, decimal_places=2, min_value=0, required=False
         )
         skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+
+        class Meta:
+            # Status changes through ban / suspend / unban, which keep their history.
+            read_only_names = ("id", "username", "status", "status_reason", "pools", "created_at")
 
     @extend_schema(operation_id="workers_retrieve", responses=WorkerOutputSerializer)
     def get(self, request: Request, worker_id: int) -> Response:
@@ -298,12 +306,14 @@ class WorkerEarningsApi(APIView):
 class WorkerBonusApi(APIView):
     permission_classes = [IsOps]
 
+    @extend_schema_serializer(component_name="WorkerBonusInput")
     class InputSerializer(serializers.Serializer):
         job = serializers.IntegerField(min_value=1)
         amount = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=0)
         idempotency_key = serializers.CharField(max_length=150)
         note = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
+    @extend_schema_serializer(component_name="WorkerBonusOutput")
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         worker = serializers.IntegerField(source="worker_id")
@@ -345,6 +355,7 @@ class PoolListCreateApi(GenericAPIView):
     filterset_class = PoolFilter
     serializer_class = PoolOutputSerializer
 
+    @extend_schema_serializer(component_name="PoolCreateInput")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, default="", allow_blank=True)
@@ -380,10 +391,14 @@ class PoolListCreateApi(GenericAPIView):
 class PoolDetailApi(APIView):
     permission_classes = [IsOps]
 
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="PoolUpdateInput")
+    class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(max_length=200, required=False)
         description = serializers.CharField(required=False, allow_blank=True)
         members = _OpsWorkers(many=True, required=False, help_text="Replaces the member list.")
+
+        class Meta:
+            read_only_names = ("id", "organization", "created_at")
 
     @extend_schema(operation_id="pools_retrieve", responses=PoolOutputSerializer)
     def get(self, request: Request, pool_id: int) -> Response:
@@ -411,9 +426,11 @@ class JobPoolsApi(APIView):
 
     permission_classes = [IsOps]
 
+    @extend_schema_serializer(component_name="JobPoolOpenInput")
     class InputSerializer(serializers.Serializer):
         pool = _OpsPools()
 
+    @extend_schema_serializer(component_name="JobPoolsOutput")
     class OutputSerializer(serializers.Serializer):
         job = serializers.IntegerField()
         pools = serializers.ListField(child=serializers.IntegerField())

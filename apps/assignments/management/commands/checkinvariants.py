@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.assignments.selectors import invariant_violations
+from apps.jobs.models import Job
 
 
 class Command(BaseCommand):
@@ -15,6 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--job", type=int, default=None, help="Check only this job.")
 
     def handle(self, *args, **options) -> None:
+        if options["job"] is not None and not Job.objects.filter(pk=options["job"]).exists():
+            # Checking nothing is not "all invariants hold": a mistyped id must not pass.
+            raise CommandError(f"No job {options['job']}.")
         problems = invariant_violations(job_id=options["job"])
         for problem in problems:
             self.stdout.write(problem)
