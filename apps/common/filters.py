@@ -32,4 +32,12 @@ class StrictNullBooleanField(forms.NullBooleanField):
 
 
 class StrictBooleanFilter(django_filters.BooleanFilter):
+    """A boolean query parameter: true/false, or a 400. The widget passes the raw text on
+    (django-filter's boolean widgets map any unknown word to "no filter" before the field
+    sees it)."""
+
     field_class = StrictNullBooleanField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.TextInput)
+        super().__init__(*args, **kwargs)

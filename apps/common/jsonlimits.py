@@ -43,9 +43,12 @@ def max_body_bytes() -> int:
 
 
 def _where(path: tuple[Any, ...]) -> str:
-    """A readable location: `policy.escalation`, `[3].payload.tags[0]`, or `body`."""
+    """A readable location: `policy.escalation`, `[3].payload.tags[0]`, or `body`; a deep
+    one is cut after about 60 characters and ends in `...`."""
     text = ""
     for part in path:
+        if len(text) > 60:
+            return text + "..."
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "body"
 
