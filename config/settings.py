@@ -131,14 +131,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.common.schema.AutoSchema",
     # JSON through one strict parser (apps.common.jsonlimits): finite numbers, 64-bit
     # integers, no NUL characters, bounded depth and size.
-    "DEFAULT_PARSER_CLASSES": [
-        "apps.common.jsonlimits.StrictJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # The API speaks JSON only (the item upload reads its own formats from the stream).
+    "DEFAULT_PARSER_CLASSES": ["apps.common.jsonlimits.StrictJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "apps.common.pagination.CappedPageNumberPagination",
     "PAGE_SIZE": 50,
@@ -153,6 +151,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.common.schema.add_error_responses",
+    ],
     # Several models have a `status`; each choice set gets its own stable name.
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "apps.jobs.models.Job.Status",

@@ -49,4 +49,20 @@ class MoneyField(serializers.DecimalField):
         return float(value)
 
 
-__all__ = ["ID_MAX", "FiniteFloatField", "MoneyField"]
+class UniqueListField(serializers.ListField):
+    """A list whose items must all differ (documented as `uniqueItems` in the schema)."""
+
+    default_error_messages = {"not_unique": "Items must be unique."}
+
+    def to_internal_value(self, data: Any) -> list:
+        value = super().to_internal_value(data)
+        try:
+            unique = len(set(value)) == len(value)
+        except TypeError:  # unhashable items: compare pairwise
+            unique = all(a != b for i, a in enumerate(value) for b in value[i + 1 :])
+        if not unique:
+            self.fail("not_unique")
+        return value
+
+
+__all__ = ["ID_MAX", "FiniteFloatField", "MoneyField", "UniqueListField"]

@@ -19,7 +19,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -301,7 +300,6 @@ class JobItemsApi(generics.ListAPIView):
     serializer_class = ItemOutputSerializer
     filterset_class = ItemFilter
     # The upload body is read as a stream by the view itself, never by a DRF parser.
-    parser_classes = [JSONParser]
 
     def get_permissions(self):
         if self.request.method == "POST":

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from apps.common.fields import FiniteFloatField, MoneyField
+from apps.common.fields import FiniteFloatField, MoneyField, UniqueListField
 from apps.quality.algorithms.aggregation import METHODS as AGGREGATORS
 from apps.routing.algorithms.names import STRATEGIES
 
@@ -17,18 +17,14 @@ ROUTING_STRATEGIES = STRATEGIES
 
 class LabelSchemaSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["single_choice"], default="single_choice")
-    classes = serializers.ListField(
+    # A job without classes used to be accepted and then fail at launch.
+    classes = UniqueListField(
         child=serializers.CharField(max_length=200),
         min_length=2,
         max_length=1000,
+        error_messages={"not_unique": "Class names must be unique."},
         help_text="The answer classes: 2 to 1000 distinct names.",
     )
-
-    def validate_classes(self, value: list[str]) -> list[str]:
-        # A job without classes used to be accepted and then fail at launch.
-        if len(set(value)) != len(value):
-            raise serializers.ValidationError("Class names must be unique.")
-        return value
 
 
 class PolicySerializer(serializers.Serializer):

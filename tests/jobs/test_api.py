@@ -306,7 +306,9 @@ def test_multipart_file_upload(client_actor, job):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     file = SimpleUploadedFile("items.jsonl", b'{"external_id": "m1", "payload": {}}\n')
-    response = client_actor.client.post(f"/api/v1/jobs/{job.pk}/items/", {"file": file})
+    response = client_actor.client.post(
+        f"/api/v1/jobs/{job.pk}/items/", {"file": file}, format="multipart"
+    )
     assert response.status_code == 201
     assert response.json()["created"] == 1
 
