@@ -124,6 +124,16 @@ def test_a_body_over_the_size_limit_is_a_413(client_actor, settings):
     assert not Job.objects.exists()
 
 
+def test_a_label_over_the_size_limit_is_a_413(make_actor, settings):
+    settings.API_MAX_BODY_BYTES = 1000
+    annotator = make_actor("annotator")
+    body = json.dumps({"label": "cat", "note": "x" * 2000})
+
+    response = post_raw(annotator, "/api/v1/assignments/1/submit/", body)
+
+    assert error_of(response, 413)["code"] == "payload_too_large"
+
+
 # ------------------------------------------------------------------ URLs (findings 6, 7)
 
 
@@ -253,10 +263,28 @@ def test_next_with_a_body_that_is_not_an_object_is_a_400(make_actor, body):
     assert error_of(response, 400)["code"] == "invalid"
 
 
-def test_next_with_a_job_id_beyond_bigint_is_a_400(make_actor):
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/api/v1/assignments/next/", '{"job": 9223372036854775808}'),
+        ("/api/v1/assignments/next/?job=10723151780598845931", "{}"),
+        ("/api/v1/assignments/next/?job=9223372036854775808", ""),
+    ],
+    ids=["body", "query", "query-no-body"],
+)
+def test_next_with_a_job_id_beyond_bigint_is_a_400(make_actor, url, body):
     annotator = make_actor("annotator")
 
-    response = post_raw(annotator, "/api/v1/assignments/next/", '{"job": 9223372036854775808}')
+    response = post_raw(annotator, url, body)
+
+    assert "job" in error_of(response, 400)["details"]
+
+
+def test_reviews_next_with_a_job_id_beyond_bigint_is_a_400(qc_actor):
+    response = post_raw(qc_actor, "/api/v1/reviews/next/", '{"job": 9223372036854775807}')
+    assert response.status_code == 204  # the largest id is fine, it just has no reviews
+
+    response = post_raw(qc_actor, "/api/v1/reviews/next/", '{"job": 9223372036854775808}')
 
     assert "job" in error_of(response, 400)["details"]
 

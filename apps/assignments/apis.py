@@ -29,7 +29,8 @@ from apps.assignments.services import (
     assignment_skip,
     assignment_submit,
 )
-from apps.common.jsonlimits import json_loads_strict
+from apps.common.fields import ID_MAX
+from apps.common.jsonlimits import body_too_large, json_loads_strict, max_body_bytes
 from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_for_user
 
@@ -48,6 +49,10 @@ def _body(request: Request) -> object:
     django_request = request._request
     if django_request.content_type != "application/json":
         return request.data
+    limit = max_body_bytes()
+    length = django_request.META.get("CONTENT_LENGTH") or "0"
+    if length.isdigit() and int(length) > limit:
+        raise body_too_large(limit)  # refused before reading it
     try:
         body = django_request.body
     except RawPostDataException:  # the stream was read already (DRF has parsed it)
@@ -122,7 +127,9 @@ class AssignmentNextApi(APIView):
 
     @extend_schema_serializer(component_name="AssignmentNextInput")
     class InputSerializer(serializers.Serializer):
-        job = serializers.IntegerField(required=False, min_value=1, help_text="Only this job.")
+        job = serializers.IntegerField(
+            required=False, min_value=1, max_value=ID_MAX, help_text="Only this job."
+        )
 
     INPUT_FIELDS = dict(InputSerializer().fields)  # bound once; validated per request
 

@@ -31,6 +31,7 @@ __all__ = [
     "INT64_MIN",
     "MAX_JSON_DEPTH",
     "StrictJSONParser",
+    "body_too_large",
     "json_problem",
     "json_loads_strict",
     "max_body_bytes",
@@ -86,6 +87,16 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, s
     return None
 
 
+def body_too_large(limit: int) -> ApplicationError:
+    """The 413 for a JSON body over `limit` bytes."""
+    return ApplicationError(
+        f"The request body is larger than {limit} bytes.",
+        code=ErrorCode.PAYLOAD_TOO_LARGE,
+        status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        details={"body": f"at most {limit} bytes"},
+    )
+
+
 def json_loads_strict(body: bytes, *, limit: int | None = None) -> Any:
     """Parse a JSON request body under the API's limits; raise ApplicationError otherwise.
 
@@ -95,12 +106,7 @@ def json_loads_strict(body: bytes, *, limit: int | None = None) -> Any:
     """
     limit = max_body_bytes() if limit is None else limit
     if len(body) > limit:
-        raise ApplicationError(
-            f"The request body is larger than {limit} bytes.",
-            code=ErrorCode.PAYLOAD_TOO_LARGE,
-            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            details={"body": f"at most {limit} bytes"},
-        )
+        raise body_too_large(limit)
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -96,9 +96,9 @@ class ApiErrorMiddleware:
 
 
 def _url_problem(request: HttpRequest) -> str | None:
-    if "\x00" in request.path or "%00" in request.path_info:
+    if "\x00" in request.path:  # the path arrives percent-decoded
         return "path"
-    query = request.META.get("QUERY_STRING", "")
+    query = request.META.get("QUERY_STRING", "")  # the query arrives as sent
     if "%00" in query or "\x00" in query:
         return "query"
     return None

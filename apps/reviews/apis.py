@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOps
 from apps.assignments.apis import ErrorSerializer, IsWorker
+from apps.common.fields import ID_MAX
 from apps.common.filters import StrictBooleanFilter
 from apps.jobs.selectors import job_get_for_user
 from apps.reviews import selectors, services
@@ -164,7 +165,9 @@ class ReviewDetailApi(APIView):
 
 
 class ReviewNextInputSerializer(serializers.Serializer):
-    job = serializers.IntegerField(required=False, min_value=1, help_text="Only this job.")
+    job = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only this job."
+    )
     reason = serializers.ChoiceField(choices=Reason.choices, required=False)
 
 

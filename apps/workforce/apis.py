@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsOps
+from apps.common.fields import ID_MAX
 from apps.common.serializers import StrictInputSerializer
 from apps.workforce.models import Pool, Worker
 from apps.workforce.selectors import (
@@ -292,7 +293,7 @@ class WorkerEarningsApi(APIView):
     )
     def get(self, request: Request, worker_id: int) -> Response:
         worker = worker_get_for_earnings(user=request.user, worker_id=worker_id)
-        job = serializers.IntegerField(required=False, min_value=1)
+        job = serializers.IntegerField(required=False, min_value=1, max_value=ID_MAX)
         job_id = (
             job.run_validation(request.query_params["job"])
             if "job" in request.query_params
@@ -308,7 +309,7 @@ class WorkerBonusApi(APIView):
 
     @extend_schema_serializer(component_name="WorkerBonusInput")
     class InputSerializer(serializers.Serializer):
-        job = serializers.IntegerField(min_value=1)
+        job = serializers.IntegerField(min_value=1, max_value=ID_MAX)
         amount = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=0)
         idempotency_key = serializers.CharField(max_length=150)
         note = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
