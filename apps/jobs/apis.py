@@ -27,10 +27,11 @@ from apps.accounts.models import Organization
 from apps.accounts.permissions import IsClientOrOps, IsJobReader
 from apps.accounts.selectors import user_client_org_ids, user_roles
 from apps.common.errors import ApplicationError, ErrorCode
+from apps.common.fields import FiniteFloatField
 from apps.common.filters import StrictBooleanFilter
 from apps.common.serializers import StrictInputSerializer
 from apps.jobs import selectors, services
-from apps.jobs.ingest import UploadFormatError, format_from_content_type
+from apps.jobs.ingest import MAX_PAYLOAD_BYTES, UploadFormatError, format_from_content_type
 from apps.jobs.models import Item, Job
 from apps.jobs.specs import (
     LabelSchemaSerializer,
@@ -259,6 +260,23 @@ IngestReportSerializer = inline_serializer(
 )
 
 
+class ItemRowSerializer(serializers.Serializer):
+    """One uploaded row, for the schema: rows are validated one by one in apps.jobs.ingest
+    (a bad row is reported, not a 400), so this serializer never validates anything."""
+
+    external_id = serializers.CharField(max_length=255)
+    payload = serializers.DictField(
+        help_text=f"Any JSON object, at most {MAX_PAYLOAD_BYTES} characters as compact JSON."
+    )
+    features = serializers.ListField(child=FiniteFloatField(), required=False)
+    prediction = serializers.ListField(
+        child=FiniteFloatField(min_value=0, max_value=1),
+        required=False,
+        help_text="Class probabilities in the order of the job's classes (or an object).",
+    )
+    gold_label = serializers.CharField(required=False)
+
+
 class ItemOutputSerializer(serializers.ModelSerializer):
     is_gold = serializers.BooleanField()
     status = serializers.CharField(source="state")
@@ -314,7 +332,7 @@ class JobItemsApi(generics.ListAPIView):
 
     @extend_schema(
         request={
-            "application/json": OpenApiTypes.OBJECT,
+            "application/json": ItemRowSerializer(many=True),
             "application/x-ndjson": OpenApiTypes.STR,
             "text/csv": OpenApiTypes.STR,
             "multipart/form-data": inline_serializer("ItemFile", {"file": serializers.FileField()}),
