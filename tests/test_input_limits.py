@@ -336,6 +336,25 @@ def test_a_json_list_nested_10000_deep_is_a_row_error(client_actor, job):
     assert response.json()["rejected"] == 1
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_features_beyond_float32_are_a_quiet_row_error(client_actor, job, fmt):
+    rows = [
+        {"external_id": "good", "payload": {}},
+        {"external_id": "huge", "payload": {}, "features": [1e300, 1.0]},
+    ]
+    if fmt == "json":
+        response = upload(client_actor, job, json.dumps(rows), "application/json")
+    else:
+        body = "\n".join(json.dumps(row) for row in rows)
+        response = upload(client_actor, job, body, "application/x-ndjson")
+
+    assert response.status_code == 201, response.content[:500]
+    assert response.json()["errors"][0]["errors"] == {
+        "features": "must be a flat list of finite numbers"
+    }
+
+
 def test_a_nul_external_id_in_a_csv_is_a_row_error(client_actor, job):
     body = "external_id,text\ngood,hello\nb\x00ad,bye\n"
 

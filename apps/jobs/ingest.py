@@ -301,8 +301,10 @@ def _check_features(features: Any, schema: RowSchema) -> tuple[bytes | None, str
     except (struct.error, OverflowError, TypeError, ValueError):
         pass
     try:
-        vector = np.asarray(features, dtype="<f4")
-    except (TypeError, ValueError):
+        # A value beyond float32's range becomes inf here and is rejected just below.
+        with np.errstate(over="ignore"):
+            vector = np.asarray(features, dtype="<f4")
+    except (TypeError, ValueError, OverflowError):
         return None, "must be a list of numbers"
     if vector.ndim != 1 or not np.isfinite(vector).all():
         return None, "must be a flat list of finite numbers"
