@@ -3,8 +3,9 @@
 Each operation gets a bounded number of generated requests (valid and invalid, NUL
 characters included), sent through the WSGI app with a real token of the role the endpoint
 is for, against seeded data that the path ids point at half of the time. Every answer must
-be below 500 and conform to the schema: a documented status, content type and body (errors
-included, through the `4XX` response every operation documents). A 500 is a bug.
+be below 500 and conform to the schema: a documented status, content type, headers and
+body (errors included, through the `4XX` response every operation documents). A 500 is a
+bug.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -38,6 +40,7 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    response_headers_conformance,
 ]
 
 
