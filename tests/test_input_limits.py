@@ -105,6 +105,48 @@ def test_job_spec_numbers_must_be_finite_and_within_bounds(client_actor, job, se
     assert job.pricing == {"crowd_label": 0.05, "expert_label": 0.5}
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "actor_name", "body", "field"),
+    [
+        (
+            "post",
+            "/api/v1/jobs/",
+            "client_actor",
+            job_spec(instructions="x" * 20_001),
+            "instructions",
+        ),
+        (
+            "patch",
+            "/api/v1/jobs/{job}/",
+            "client_actor",
+            {"instructions": "x" * 20_001},
+            "instructions",
+        ),
+        (
+            "post",
+            "/api/v1/pools/",
+            "ops_actor",
+            {"name": "p", "description": "x" * 2001},
+            "description",
+        ),
+        (
+            "post",
+            "/api/v1/workers/",
+            "ops_actor",
+            {"username": "u", "skills": ["s"] * 101},
+            "skills",
+        ),
+    ],
+    ids=["job-instructions", "patch-instructions", "pool-description", "worker-skills"],
+)
+def test_text_and_list_fields_have_a_size_limit(request, job, method, url, actor_name, body, field):
+    actor = request.getfixturevalue(actor_name)
+
+    response = getattr(actor.client, method)(url.format(job=job.pk), body, format="json")
+
+    assert set(error_of(response, 400)["details"]) == {field}
+
+
 def test_a_price_with_four_decimals_is_kept(client_actor):
     response = client_actor.client.post(
         "/api/v1/jobs/", job_spec(pricing={"crowd_label": "0.0425"}), format="json"

@@ -79,6 +79,8 @@ class JobDetailOutputSerializer(JobOutputSerializer):
         return selectors.job_item_counts(job=job)
 
 
+# Instructions are shown to annotators with every task: long enough for a guideline page.
+MAX_INSTRUCTIONS = 20_000
 _JOB_READ_ONLY = (
     "id",
     "status",
@@ -94,13 +96,17 @@ _JOB_READ_ONLY = (
 
 class JobInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200)
-    instructions = serializers.CharField(required=False, allow_blank=True, default="")
+    instructions = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_INSTRUCTIONS
+    )
     label_schema = LabelSchemaSerializer()
     policy = PolicySerializer(required=False)
     pricing = PricingSerializer(required=False)
     routing = RoutingSerializer(required=False)
     organization = serializers.CharField(
-        required=False, help_text="Client organization name; needed when ops create a job."
+        required=False,
+        max_length=200,
+        help_text="Client organization name; needed when ops create a job.",
     )
 
     class Meta:
@@ -109,7 +115,9 @@ class JobInputSerializer(StrictInputSerializer):
 
 class JobUpdateSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, required=False)
-    instructions = serializers.CharField(required=False, allow_blank=True)
+    instructions = serializers.CharField(
+        required=False, allow_blank=True, max_length=MAX_INSTRUCTIONS
+    )
     label_schema = LabelSchemaSerializer(required=False)
     policy = PolicySerializer(required=False)
     pricing = PricingSerializer(required=False)

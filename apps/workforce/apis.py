@@ -134,7 +134,9 @@ class WorkerListCreateApi(GenericAPIView):
         pay_rate = serializers.DecimalField(
             max_digits=8, decimal_places=2, min_value=0, required=False
         )
-        skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+        skills = serializers.ListField(
+            child=serializers.CharField(max_length=50), max_length=100, required=False
+        )
         pools = _OpsPools(many=True, required=False)
 
     def get_queryset(self):
@@ -189,7 +191,9 @@ class WorkerDetailApi(APIView):
         pay_rate = serializers.DecimalField(
             max_digits=8, decimal_places=2, min_value=0, required=False
         )
-        skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+        skills = serializers.ListField(
+            child=serializers.CharField(max_length=50), max_length=100, required=False
+        )
 
         class Meta:
             # Status changes through ban / suspend / unban, which keep their history.
@@ -359,7 +363,9 @@ class PoolListCreateApi(GenericAPIView):
     @extend_schema_serializer(component_name="PoolCreateInput")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
-        description = serializers.CharField(required=False, default="", allow_blank=True)
+        description = serializers.CharField(
+            required=False, default="", allow_blank=True, max_length=2000
+        )
         members = _OpsWorkers(many=True, required=False)
 
     def get_queryset(self):
@@ -395,7 +401,7 @@ class PoolDetailApi(APIView):
     @extend_schema_serializer(component_name="PoolUpdateInput")
     class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(max_length=200, required=False)
-        description = serializers.CharField(required=False, allow_blank=True)
+        description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
         members = _OpsWorkers(many=True, required=False, help_text="Replaces the member list.")
 
         class Meta:
