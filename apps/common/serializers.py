@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
-from rest_framework.settings import api_settings
 
 
 class StrictInputSerializer(serializers.Serializer):
@@ -30,8 +29,5 @@ class StrictInputSerializer(serializers.Serializer):
             }
             if errors:
                 raise serializers.ValidationError(errors)
-        elif data is not None:
-            raise serializers.ValidationError(
-                {api_settings.NON_FIELD_ERRORS_KEY: ["Invalid data. Expected a dictionary."]}
-            )
+        # Anything but an object is refused by DRF's own check in the call below.
         return super().to_internal_value(data)
