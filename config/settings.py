@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "apps.common.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -121,6 +122,8 @@ LOGIN_URL = "/login/"
 # Uploads of 100,000 items arrive as one body; the parser streams it, so allow it here.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 512 * 1024 * 1024))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+# The largest JSON body an API endpoint reads (413 beyond it); item uploads stream instead.
+API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", 1024 * 1024))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -128,7 +131,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.common.schema.AutoSchema",
+    # JSON through one strict parser (apps.common.jsonlimits): finite numbers, 64-bit
+    # integers, no NUL characters, bounded depth and size.
+    # The API speaks JSON only (the item upload reads its own formats from the stream).
+    "DEFAULT_PARSER_CLASSES": ["apps.common.jsonlimits.StrictJSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "apps.common.pagination.CappedPageNumberPagination",
     "PAGE_SIZE": 50,
@@ -143,6 +151,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.common.schema.add_error_responses",
+    ],
+    # Several models have a `status`; each choice set gets its own stable name.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "apps.jobs.models.Job.Status",
+        "ItemStateEnum": "apps.jobs.models.Item.State",
+    },
 }
 
 # Celery: Redis is broker and result store when REDIS_URL is set; otherwise tasks run

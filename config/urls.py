@@ -1,10 +1,14 @@
 """Concord's URL map: admin, the v1 REST API, its schema and docs, pages and health."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.common.converters import IdConverter
 from apps.common.views import healthz
+
+# Registered before the apps' URL modules are included: their ids use <id:...>.
+register_converter(IdConverter, "id")
 
 # The annotators' endpoints come first: they are most of the traffic, and Django tries the
 # patterns in order (none of these overlap, so the order changes nothing else).

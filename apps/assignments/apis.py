@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import orjson
 from django.conf import settings
 from django.http.request import RawPostDataException
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
-from rest_framework.exceptions import ParseError
 from rest_framework.fields import Field, empty
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import BasePermission
@@ -27,6 +30,8 @@ from apps.assignments.services import (
     assignment_skip,
     assignment_submit,
 )
+from apps.common.fields import ID_MAX
+from apps.common.jsonlimits import body_too_large, json_loads_strict, max_body_bytes
 from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_for_user
 
@@ -56,16 +61,17 @@ def _body(request: Request) -> object:
     django_request = request._request
     if django_request.content_type != "application/json":
         return request.data
+    limit = max_body_bytes()
+    length = django_request.META.get("CONTENT_LENGTH") or "0"
+    if length.isdigit() and int(length) > limit:
+        raise body_too_large(limit)  # refused before reading it
     try:
         body = django_request.body
     except RawPostDataException:  # the stream was read already (DRF has parsed it)
         return request.data
     if not body:
         return {}
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"JSON parse error - {exc}") from exc
+    return json_loads_strict(body)
 
 
 class JsonOnlyNegotiation(DefaultContentNegotiation):
@@ -131,11 +137,15 @@ class AssignmentNextApi(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonOnlyNegotiation
 
+    @extend_schema_serializer(component_name="AssignmentNextInput")
     class InputSerializer(serializers.Serializer):
-        job = serializers.IntegerField(required=False, min_value=1, help_text="Only this job.")
+        job = serializers.IntegerField(
+            required=False, min_value=1, max_value=ID_MAX, help_text="Only this job."
+        )
 
     INPUT_FIELDS = dict(InputSerializer().fields)  # bound once; validated per request
 
+    @extend_schema_serializer(component_name="AssignmentNextOutput")
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField(help_text="The assignment (lease) id.")
         job = serializers.IntegerField()
@@ -176,7 +186,12 @@ class AssignmentNextApi(APIView):
     )
     def post(self, request: Request) -> Response:
         body = _body(request)
-        data = body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            # A list (or any non-object) used to be read as "no job given": a lease from any job.
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Invalid data. Expected a dictionary."]}
+            )
+        data = body
         query = request._request.GET
         if "job" not in data and "job" in query:
             data = {"job": query["job"]}
@@ -221,6 +236,7 @@ class AssignmentSubmitApi(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonOnlyNegotiation
 
+    @extend_schema_serializer(component_name="AssignmentSubmitInput")
     class InputSerializer(serializers.Serializer):
         label = serializers.CharField(max_length=200)
         duration_ms = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)

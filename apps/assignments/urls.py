@@ -12,16 +12,16 @@ from apps.assignments.apis import (
 urlpatterns = [
     path("assignments/next/", AssignmentNextApi.as_view(), name="assignment-next"),
     path(
-        "assignments/<int:assignment_id>/submit/",
+        "assignments/<id:assignment_id>/submit/",
         AssignmentSubmitApi.as_view(),
         name="assignment-submit",
     ),
     path(
-        "assignments/<int:assignment_id>/release/",
+        "assignments/<id:assignment_id>/release/",
         AssignmentReleaseApi.as_view(),
         name="assignment-release",
     ),
     path(
-        "assignments/<int:assignment_id>/skip/", AssignmentSkipApi.as_view(), name="assignment-skip"
+        "assignments/<id:assignment_id>/skip/", AssignmentSkipApi.as_view(), name="assignment-skip"
     ),
 ]

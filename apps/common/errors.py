@@ -32,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     WORKER_INACTIVE = "worker_inactive"
     RETRY = "retry"
+    SERVER_ERROR = "server_error"
 
 
 class ApplicationError(Exception):

@@ -19,7 +19,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,8 +28,11 @@ from apps.accounts.models import Organization
 from apps.accounts.permissions import IsClientOrOps, IsJobReader
 from apps.accounts.selectors import user_client_org_ids, user_roles
 from apps.common.errors import ApplicationError, ErrorCode
+from apps.common.fields import FiniteFloatField
+from apps.common.filters import StrictBooleanFilter
+from apps.common.serializers import StrictInputSerializer
 from apps.jobs import selectors, services
-from apps.jobs.ingest import UploadFormatError, format_from_content_type
+from apps.jobs.ingest import MAX_PAYLOAD_BYTES, UploadFormatError, format_from_content_type
 from apps.jobs.models import Item, Job
 from apps.jobs.specs import (
     LabelSchemaSerializer,
@@ -78,25 +80,53 @@ class JobDetailOutputSerializer(JobOutputSerializer):
         return selectors.job_item_counts(job=job)
 
 
-class JobInputSerializer(serializers.Serializer):
+# Instructions are shown to annotators with every task: long enough for a guideline page.
+MAX_INSTRUCTIONS = 20_000
+_JOB_READ_ONLY = (
+    "id",
+    "status",
+    "classes",
+    "feature_dim",
+    "created_at",
+    "updated_at",
+    "launched_at",
+    "completed_at",
+    "item_counts",
+)
+
+
+class JobInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200)
-    instructions = serializers.CharField(required=False, allow_blank=True, default="")
+    instructions = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_INSTRUCTIONS
+    )
     label_schema = LabelSchemaSerializer()
     policy = PolicySerializer(required=False)
     pricing = PricingSerializer(required=False)
     routing = RoutingSerializer(required=False)
     organization = serializers.CharField(
-        required=False, help_text="Client organization name; needed when ops create a job."
+        required=False,
+        max_length=200,
+        help_text="Client organization name; needed when ops create a job.",
     )
 
+    class Meta:
+        read_only_names = _JOB_READ_ONLY
 
-class JobUpdateSerializer(serializers.Serializer):
+
+class JobUpdateSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, required=False)
-    instructions = serializers.CharField(required=False, allow_blank=True)
+    instructions = serializers.CharField(
+        required=False, allow_blank=True, max_length=MAX_INSTRUCTIONS
+    )
     label_schema = LabelSchemaSerializer(required=False)
     policy = PolicySerializer(required=False)
     pricing = PricingSerializer(required=False)
     routing = RoutingSerializer(required=False)
+
+    class Meta:
+        # A job's organization and status change only through their own operations.
+        read_only_names = (*_JOB_READ_ONLY, "organization")
 
 
 class JobFilter(filters.FilterSet):
@@ -242,6 +272,23 @@ IngestReportSerializer = inline_serializer(
 )
 
 
+class ItemRowSerializer(serializers.Serializer):
+    """One uploaded row, for the schema: rows are validated one by one in apps.jobs.ingest
+    (a bad row is reported, not a 400), so this serializer never validates anything."""
+
+    external_id = serializers.CharField(max_length=255)
+    payload = serializers.DictField(
+        help_text=f"Any JSON object, at most {MAX_PAYLOAD_BYTES} characters as compact JSON."
+    )
+    features = serializers.ListField(child=FiniteFloatField(), required=False)
+    prediction = serializers.ListField(
+        child=FiniteFloatField(min_value=0, max_value=1),
+        required=False,
+        help_text="Class probabilities in the order of the job's classes (or an object).",
+    )
+    gold_label = serializers.CharField(required=False)
+
+
 class ItemOutputSerializer(serializers.ModelSerializer):
     is_gold = serializers.BooleanField()
     status = serializers.CharField(source="state")
@@ -270,7 +317,7 @@ class ItemOutputSerializer(serializers.ModelSerializer):
 class ItemFilter(filters.FilterSet):
     status = filters.MultipleChoiceFilter(field_name="state", choices=Item.State.choices)
     external_id = filters.CharFilter()
-    is_gold = filters.BooleanFilter(field_name="gold_label", lookup_expr="isnull", exclude=True)
+    is_gold = StrictBooleanFilter(field_name="gold_label", lookup_expr="isnull", exclude=True)
 
     class Meta:
         model = Item
@@ -283,7 +330,6 @@ class JobItemsApi(generics.ListAPIView):
     serializer_class = ItemOutputSerializer
     filterset_class = ItemFilter
     # The upload body is read as a stream by the view itself, never by a DRF parser.
-    parser_classes = [JSONParser]
 
     def get_permissions(self):
         if self.request.method == "POST":
@@ -291,12 +337,14 @@ class JobItemsApi(generics.ListAPIView):
         return [IsJobReader()]
 
     def get_queryset(self) -> QuerySet[Item]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no job in the URL
+            return Item.objects.none()
         job = _job_for_request(self.request, self.kwargs["job_id"])
         return Item.objects.filter(job=job).defer("features").order_by("id")
 
     @extend_schema(
         request={
-            "application/json": OpenApiTypes.OBJECT,
+            "application/json": ItemRowSerializer(many=True),
             "application/x-ndjson": OpenApiTypes.STR,
             "text/csv": OpenApiTypes.STR,
             "multipart/form-data": inline_serializer("ItemFile", {"file": serializers.FileField()}),

@@ -20,6 +20,8 @@ import ijson
 import numpy as np
 import orjson
 
+from apps.common.jsonlimits import MAX_JSON_DEPTH, json_problem
+
 FORMATS = ("json", "jsonl", "csv")
 _CONTENT_TYPES = {
     "application/json": "json",
@@ -30,6 +32,8 @@ _CONTENT_TYPES = {
     "text/csv": "csv",
     "application/csv": "csv",
 }
+# One item's payload, as compact JSON: larger is a per-row error (README, "The API").
+MAX_PAYLOAD_BYTES = 256 * 1024
 KNOWN_FIELDS = ("external_id", "payload", "features", "prediction", "gold_label")
 PROBABILITY_TOLERANCE = 1e-3
 _KNOWN_FIELD_SET = frozenset(KNOWN_FIELDS)
@@ -107,10 +111,20 @@ def _iter_jsonl(stream: IO[bytes]) -> Iterator[RawRow]:
 
 def _iter_csv(stream: IO[bytes]) -> Iterator[RawRow]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    number = 0
     try:
-        reader = csv.DictReader(text)
+        # strict: a quote left open to the end of the file is an error, not one long field
+        # that swallows every row after it.
+        reader = csv.DictReader(text, strict=True)
         if not reader.fieldnames or "external_id" not in reader.fieldnames:
             raise UploadFormatError("The CSV header must name an external_id column.")
+        seen: set[str] = set()
+        for column, name in enumerate(reader.fieldnames, start=1):
+            if name in seen:
+                raise UploadFormatError(
+                    f"The CSV header names column {name!r} twice (again in column {column})."
+                )
+            seen.add(name)
         extra = [name for name in reader.fieldnames if name not in KNOWN_FIELDS]
         for number, record in enumerate(reader, start=1):
             if None in record:
@@ -123,7 +137,9 @@ def _iter_csv(stream: IO[bytes]) -> Iterator[RawRow]:
     except UnicodeDecodeError as exc:
         raise UploadFormatError(f"The CSV is not UTF-8: {exc}") from exc
     except csv.Error as exc:
-        raise UploadFormatError(f"The CSV cannot be read: {exc}") from exc
+        raise UploadFormatError(
+            f"The CSV cannot be read at row {number + 1} (line {reader.line_num}): {exc}"
+        ) from exc
     finally:
         text.detach()
 
@@ -207,12 +223,19 @@ def validate_row(data: Any, schema: RowSchema) -> tuple[CleanRow | None, dict[st
         errors["external_id"] = "must be a string"
     elif len(external_id) > 255:
         errors["external_id"] = "longer than 255 characters"
+    elif "\x00" in external_id:
+        errors["external_id"] = "contains a NUL character (\\u0000), which cannot be stored"
 
     payload = data.get("payload")
     if payload is None:
         errors["payload"] = "missing"
     elif not isinstance(payload, dict):
         errors["payload"] = "must be an object"
+    else:
+        problem = json_problem(payload, max_depth=MAX_JSON_DEPTH - 1)
+        if problem is not None:
+            where, what = problem
+            errors["payload"] = what if where == "body" else f"{where}: {what}"
 
     features_bytes = None
     features = data.get("features")
@@ -237,9 +260,10 @@ def validate_row(data: Any, schema: RowSchema) -> tuple[CleanRow | None, dict[st
     payload_json = ""
     if not errors:
         payload_json = _payload_json(payload)
-        if "\\u0000" in payload_json:
-            # PostgreSQL's jsonb cannot hold NUL characters; say so instead of failing the upload.
-            errors["payload"] = "contains a NUL character (\\u0000), which cannot be stored"
+        if len(payload_json) > MAX_PAYLOAD_BYTES:
+            errors["payload"] = (
+                f"is {len(payload_json)} characters as JSON; at most {MAX_PAYLOAD_BYTES} per item"
+            )
 
     if errors:
         return None, errors
@@ -277,8 +301,10 @@ def _check_features(features: Any, schema: RowSchema) -> tuple[bytes | None, str
     except (struct.error, OverflowError, TypeError, ValueError):
         pass
     try:
-        vector = np.asarray(features, dtype="<f4")
-    except (TypeError, ValueError):
+        # A value beyond float32's range becomes inf here and is rejected just below.
+        with np.errstate(over="ignore"):
+            vector = np.asarray(features, dtype="<f4")
+    except (TypeError, ValueError, OverflowError):
         return None, "must be a list of numbers"
     if vector.ndim != 1 or not np.isfinite(vector).all():
         return None, "must be a flat list of finite numbers"

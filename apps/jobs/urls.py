@@ -4,10 +4,10 @@ from apps.jobs import apis
 
 urlpatterns = [
     path("jobs/", apis.JobListCreateApi.as_view(), name="job-list"),
-    path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="job-detail"),
-    path("jobs/<int:job_id>/items/", apis.JobItemsApi.as_view(), name="job-items"),
-    path("jobs/<int:job_id>/launch/", apis.JobLaunchApi.as_view(), name="job-launch"),
-    path("jobs/<int:job_id>/pause/", apis.JobPauseApi.as_view(), name="job-pause"),
-    path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="job-cancel"),
-    path("jobs/<int:job_id>/results/", apis.JobResultsApi.as_view(), name="job-results"),
+    path("jobs/<id:job_id>/", apis.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<id:job_id>/items/", apis.JobItemsApi.as_view(), name="job-items"),
+    path("jobs/<id:job_id>/launch/", apis.JobLaunchApi.as_view(), name="job-launch"),
+    path("jobs/<id:job_id>/pause/", apis.JobPauseApi.as_view(), name="job-pause"),
+    path("jobs/<id:job_id>/cancel/", apis.JobCancelApi.as_view(), name="job-cancel"),
+    path("jobs/<id:job_id>/results/", apis.JobResultsApi.as_view(), name="job-results"),
 ]

@@ -3,6 +3,7 @@ on-demand re-aggregation."""
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.fields import empty
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,7 +41,9 @@ class JobAgreementApi(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("n_boot", int, description="Bootstrap replicates (default 500).")
+            OpenApiParameter(
+                "n_boot", int, description="Bootstrap replicates, 50 to 5000 (default 500)."
+            )
         ],
         responses=OpenApiResponse(
             description="Fleiss' kappa and Krippendorff's alpha (nominal) with bootstrap "
@@ -49,10 +52,12 @@ class JobAgreementApi(APIView):
     )
     def get(self, request: Request, job_id: int) -> Response:
         job = job_get_for_user(user=request.user, job_id=job_id)
+        # A malformed count is a 400 naming it, no longer silently the default.
+        field = serializers.IntegerField(min_value=50, max_value=5000, default=500)
         try:
-            n_boot = min(max(int(request.query_params.get("n_boot", 500)), 50), 5000)
-        except ValueError:
-            n_boot = 500
+            n_boot = field.run_validation(request.query_params.get("n_boot", empty))
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"n_boot": exc.detail}) from exc
         return Response(job_agreement(job=job, n_boot=n_boot))
 
 

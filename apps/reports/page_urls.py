@@ -7,5 +7,5 @@ urlpatterns = [
     path("login/", views.token_login, name="login"),
     path("logout/", views.token_logout, name="logout"),
     path("dashboard/", views.dashboard, name="dashboard"),
-    path("dashboard/jobs/<int:job_id>/", views.job_dashboard, name="job-dashboard"),
+    path("dashboard/jobs/<id:job_id>/", views.job_dashboard, name="job-dashboard"),
 ]

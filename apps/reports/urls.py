@@ -3,6 +3,6 @@ from django.urls import path
 from apps.reports.apis import JobMetricsApi, PoolMetricsApi
 
 urlpatterns = [
-    path("jobs/<int:job_id>/metrics/", JobMetricsApi.as_view(), name="job-metrics"),
-    path("pools/<int:pool_id>/metrics/", PoolMetricsApi.as_view(), name="pool-metrics"),
+    path("jobs/<id:job_id>/metrics/", JobMetricsApi.as_view(), name="job-metrics"),
+    path("pools/<id:pool_id>/metrics/", PoolMetricsApi.as_view(), name="pool-metrics"),
 ]

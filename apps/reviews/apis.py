@@ -14,6 +14,8 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOps
 from apps.assignments.apis import ErrorSerializer, IsWorker
+from apps.common.fields import ID_MAX
+from apps.common.filters import StrictBooleanFilter
 from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user, job_vendor_ids_for_user
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, ReviewOutcome, Tag
@@ -23,7 +25,7 @@ class ReviewFilter(filters.FilterSet):
     job = filters.NumberFilter(field_name="job_id", help_text="Only this job.")
     status = filters.MultipleChoiceFilter(choices=Review.Status.choices)
     reason = filters.MultipleChoiceFilter(choices=Reason.choices)
-    claimed = filters.BooleanFilter(
+    claimed = StrictBooleanFilter(
         method="filter_claimed", help_text="true: held by a live claim; false: free to claim."
     )
 
@@ -165,7 +167,9 @@ class ReviewDetailApi(APIView):
 
 
 class ReviewNextInputSerializer(serializers.Serializer):
-    job = serializers.IntegerField(required=False, min_value=1, help_text="Only this job.")
+    job = serializers.IntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Only this job."
+    )
     reason = serializers.ChoiceField(choices=Reason.choices, required=False)
 
 

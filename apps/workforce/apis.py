@@ -8,6 +8,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
     extend_schema_field,
+    extend_schema_serializer,
     inline_serializer,
 )
 from rest_framework import serializers, status
@@ -17,6 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsOps, has_role
+from apps.common.fields import ID_MAX
+from apps.common.serializers import StrictInputSerializer
 from apps.workforce.models import Pool, Worker
 from apps.workforce.selectors import (
     job_get_for_bonus,
@@ -123,6 +126,7 @@ class WorkerListCreateApi(GenericAPIView):
     filterset_class = WorkerFilter
     serializer_class = WorkerOutputSerializer
 
+    @extend_schema_serializer(component_name="WorkerCreateInput")
     class InputSerializer(serializers.Serializer):
         username = serializers.RegexField(r"^[\w.@+-]+$", max_length=150)
         email = serializers.EmailField(required=False, default="")
@@ -130,7 +134,9 @@ class WorkerListCreateApi(GenericAPIView):
         pay_rate = serializers.DecimalField(
             max_digits=8, decimal_places=2, min_value=0, required=False
         )
-        skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+        skills = serializers.ListField(
+            child=serializers.CharField(max_length=50), max_length=100, required=False
+        )
         pools = _OpsPools(many=True, required=False)
 
     def get_queryset(self):
@@ -179,12 +185,19 @@ class WorkerListCreateApi(GenericAPIView):
 class WorkerDetailApi(APIView):
     permission_classes = [IsOps]
 
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="WorkerUpdateInput")
+    class InputSerializer(StrictInputSerializer):
         tier = serializers.ChoiceField(choices=Worker.Tier.choices, required=False)
         pay_rate = serializers.DecimalField(
             max_digits=8, decimal_places=2, min_value=0, required=False
         )
-        skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+        skills = serializers.ListField(
+            child=serializers.CharField(max_length=50), max_length=100, required=False
+        )
+
+        class Meta:
+            # Status changes through ban / suspend / unban, which keep their history.
+            read_only_names = ("id", "username", "status", "status_reason", "pools", "created_at")
 
     @extend_schema(operation_id="workers_retrieve", responses=WorkerOutputSerializer)
     def get(self, request: Request, worker_id: int) -> Response:
@@ -282,7 +295,7 @@ class WorkerEarningsApi(APIView):
     )
     def get(self, request: Request, worker_id: int) -> Response:
         worker = worker_get_for_earnings(user=request.user, worker_id=worker_id)
-        job = serializers.IntegerField(required=False, min_value=1)
+        job = serializers.IntegerField(required=False, min_value=1, max_value=ID_MAX)
         job_id = (
             job.run_validation(request.query_params["job"])
             if "job" in request.query_params
@@ -296,12 +309,14 @@ class WorkerEarningsApi(APIView):
 class WorkerBonusApi(APIView):
     permission_classes = [IsOps]
 
+    @extend_schema_serializer(component_name="WorkerBonusInput")
     class InputSerializer(serializers.Serializer):
-        job = serializers.IntegerField(min_value=1)
+        job = serializers.IntegerField(min_value=1, max_value=ID_MAX)
         amount = serializers.DecimalField(max_digits=12, decimal_places=4, min_value=0)
         idempotency_key = serializers.CharField(max_length=150)
         note = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
+    @extend_schema_serializer(component_name="WorkerBonusOutput")
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         worker = serializers.IntegerField(source="worker_id")
@@ -346,9 +361,12 @@ class PoolListCreateApi(GenericAPIView):
     filterset_class = PoolFilter
     serializer_class = PoolOutputSerializer
 
+    @extend_schema_serializer(component_name="PoolCreateInput")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
-        description = serializers.CharField(required=False, default="", allow_blank=True)
+        description = serializers.CharField(
+            required=False, default="", allow_blank=True, max_length=2000
+        )
         members = _OpsWorkers(many=True, required=False)
 
     def get_queryset(self):
@@ -381,10 +399,14 @@ class PoolListCreateApi(GenericAPIView):
 class PoolDetailApi(APIView):
     permission_classes = [IsOps]
 
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="PoolUpdateInput")
+    class InputSerializer(StrictInputSerializer):
         name = serializers.CharField(max_length=200, required=False)
-        description = serializers.CharField(required=False, allow_blank=True)
+        description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
         members = _OpsWorkers(many=True, required=False, help_text="Replaces the member list.")
+
+        class Meta:
+            read_only_names = ("id", "organization", "created_at")
 
     @extend_schema(operation_id="pools_retrieve", responses=PoolOutputSerializer)
     def get(self, request: Request, pool_id: int) -> Response:
@@ -412,9 +434,11 @@ class JobPoolsApi(APIView):
 
     permission_classes = [IsOps]
 
+    @extend_schema_serializer(component_name="JobPoolOpenInput")
     class InputSerializer(serializers.Serializer):
         pool = _OpsPools()
 
+    @extend_schema_serializer(component_name="JobPoolsOutput")
     class OutputSerializer(serializers.Serializer):
         job = serializers.IntegerField()
         pools = serializers.ListField(child=serializers.IntegerField())

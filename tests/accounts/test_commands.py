@@ -73,7 +73,8 @@ def test_importitems_loads_a_file_and_reports_bad_rows(db, tmp_path, client_acto
     path.write_text("\n".join(json.dumps(r) for r in rows))
     out, err = io.StringIO(), io.StringIO()
 
-    call_command("importitems", str(job.pk), str(path), stdout=out, stderr=err)
+    with pytest.raises(CommandError, match=r"^1 row\(s\) rejected"):
+        call_command("importitems", str(job.pk), str(path), stdout=out, stderr=err)
 
     assert out.getvalue().strip() == "created 5000, updated 0, rejected 1"
     assert "row 5001: bad" in err.getvalue()
@@ -124,3 +125,20 @@ def test_contract_refuses_unknown_or_wrong_kinds_of_organizations(db, args, mess
     Organization.objects.create(name="Vend", kind="vendor")
     with pytest.raises(CommandError, match=message):
         call_command("contract", *args, stdout=io.StringIO())
+
+
+def test_importitems_exits_zero_when_every_row_is_stored(db, tmp_path, client_actor):
+    org = Organization.objects.get(name="Acme Client")
+    job = Job.objects.create(organization=org, name="cli", label_schema={"classes": ["a", "b"]})
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"external_id": "e1", "payload": {}}\n')
+    out = io.StringIO()
+
+    call_command("importitems", str(job.pk), str(path), stdout=out, stderr=io.StringIO())
+
+    assert out.getvalue().strip() == "created 1, updated 0, rejected 0"
+
+
+def test_checkinvariants_of_an_unknown_job_fails(db):
+    with pytest.raises(CommandError, match="No job with id 999"):
+        call_command("checkinvariants", "--job", "999", stdout=io.StringIO())

@@ -306,7 +306,9 @@ def test_multipart_file_upload(client_actor, job):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     file = SimpleUploadedFile("items.jsonl", b'{"external_id": "m1", "payload": {}}\n')
-    response = client_actor.client.post(f"/api/v1/jobs/{job.pk}/items/", {"file": file})
+    response = client_actor.client.post(
+        f"/api/v1/jobs/{job.pk}/items/", {"file": file}, format="multipart"
+    )
     assert response.status_code == 201
     assert response.json()["created"] == 1
 
@@ -342,9 +344,30 @@ def test_job_lifecycle_rules(client_actor, job):
     assert job.items.count() == 1
 
 
+@pytest.mark.parametrize(
+    "label_schema",
+    [
+        {"kind": "single_choice", "classes": []},
+        {"kind": "single_choice", "classes": ["only"]},
+        {"kind": "single_choice", "classes": ["a", "a"]},
+        {"kind": "single_choice"},
+    ],
+    ids=["empty", "one", "duplicate", "missing"],
+)
+def test_job_creation_needs_two_distinct_classes(client_actor, label_schema):
+    spec = job_spec(label_schema=label_schema)
+
+    response = client_actor.client.post("/api/v1/jobs/", spec, format="json")
+
+    assert response.status_code == 400, response.content
+    assert "classes" in response.json()["error"]["details"]["label_schema"]
+    assert not Job.objects.exists()
+
+
 def test_no_launch_without_classes(client_actor):
-    spec = job_spec(label_schema={"kind": "single_choice", "classes": []})
-    job_id = client_actor.client.post("/api/v1/jobs/", spec, format="json").json()["id"]
+    # Jobs made before the API required classes (or through the admin) may still lack them.
+    org = client_actor.user.memberships.first().organization
+    job_id = Job.objects.create(organization=org, name="old", label_schema={"classes": []}).pk
     upload(
         client_actor, job_id, rows_json([{"external_id": "i1", "payload": {}}]), "application/json"
     )

@@ -1,4 +1,8 @@
-"""importitems JOB FILE: the command-line twin of the upload API, with a progress bar."""
+"""importitems JOB FILE: the command-line twin of the upload API, with a progress bar.
+
+Exits non-zero when the file cannot be read or when any row was rejected (the good rows
+are stored either way, as through the API).
+"""
 
 from pathlib import Path
 
@@ -60,3 +64,6 @@ class Command(BaseCommand):
         self.stdout.write(
             f"created {report.created}, updated {report.updated}, rejected {report.rejected}"
         )
+        if report.rejected:
+            # Good rows are stored, but a script must be able to tell that some were not.
+            raise CommandError(f"{report.rejected} row(s) rejected; the other rows were stored.")
