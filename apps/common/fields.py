@@ -28,6 +28,9 @@ class FiniteFloatField(serializers.FloatField):
         return value
 
 
+PRICE_MAX = Decimal("10000")  # per label; what the ledger's DecimalField(12, 4) holds per entry
+
+
 @extend_schema_field({"type": "number", "minimum": 0, "maximum": 10000})
 class MoneyField(serializers.DecimalField):
     """A price per label: at most 10,000 with four decimal places (what the ledger's
@@ -37,7 +40,7 @@ class MoneyField(serializers.DecimalField):
         kwargs.setdefault("max_digits", 9)
         kwargs.setdefault("decimal_places", 4)
         kwargs.setdefault("min_value", Decimal("0"))
-        kwargs.setdefault("max_value", Decimal("10000"))
+        kwargs.setdefault("max_value", PRICE_MAX)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> float:  # type: ignore[override]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -15,6 +15,7 @@ from apps.accounts.models import Membership, Organization, Role
 from apps.accounts.selectors import contract_vendor_ids
 from apps.accounts.services import membership_ensure, token_create
 from apps.common.errors import ApplicationError, ErrorCode
+from apps.common.fields import PRICE_MAX
 from apps.jobs.models import Job
 from apps.workforce.models import LedgerEntry, Pool, Worker
 
@@ -235,9 +236,28 @@ def pool_job_close(*, pool: Pool, job: Job) -> bool:
 
 
 def label_price(*, pricing: dict, tier: str) -> Decimal:
-    """The job's price of one label from a worker of the given tier."""
+    """The job's price of one label from a worker of the given tier.
+
+    A price stored before prices were bounded (e.g. 1e308, which no ledger entry can hold)
+    is a 409 naming it, so that nothing is stored unpaid: ops correct the job's pricing."""
     key = "expert_label" if tier == Worker.Tier.EXPERT else "crowd_label"
-    return Decimal(str(pricing[key])).quantize(CENT, rounding=ROUND_HALF_UP)
+    try:
+        price = Decimal(str(pricing[key]))
+    except (InvalidOperation, KeyError, TypeError) as exc:
+        raise _bad_price(key, pricing.get(key)) from exc
+    if not price.is_finite() or not Decimal(0) <= price <= PRICE_MAX:
+        raise _bad_price(key, pricing.get(key))
+    return price.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _bad_price(key: str, value: object) -> ApplicationError:
+    return ApplicationError(
+        f"The job's price {key}={value!r} is outside 0..{PRICE_MAX}; its pricing must be "
+        "corrected before labels can be paid.",
+        code=ErrorCode.INVALID_STATE,
+        status_code=status.HTTP_409_CONFLICT,
+        details={f"pricing.{key}": ["Out of bounds."]},
+    )
 
 
 def ledger_credit_label(

@@ -466,3 +466,21 @@ def test_the_response_says_which_path_served(make_actor, job, settings):
     assert submitted["Concord-Path"] == ("sql-locked" if fast else "orm")
     settings.CONCORD_FASTPATH = False
     assert actor.client.post(NEXT)["Concord-Path"] == "orm"
+
+
+def test_a_price_stored_before_prices_were_bounded_is_a_409_not_a_500(make_actor):
+    """F7: a crowd_label of 1e308 was accepted at creation, then every submit failed with
+    decimal.InvalidOperation (a 500). A job stored like that now answers 409 naming the
+    price, and nothing is stored unpaid."""
+    job = JobFactory(pricing={"crowd_label": 1e308, "expert_label": 0.5})
+    make_items(job, 1)
+    actor, worker = _annotator(make_actor, job)
+    task = actor.client.post(NEXT).json()
+
+    response = actor.client.post(
+        f"/api/v1/assignments/{task['id']}/submit/", {"label": "cat"}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"]["details"] == {"pricing.crowd_label": ["Out of bounds."]}
+    assert not Label.objects.filter(worker=worker).exists()
