@@ -398,6 +398,14 @@ def assignment_next(
                 break
         idles.append(_idle_in_job(job=job, worker=worker, now=now))
 
+    # The lease read the worker's status from the database: a worker banned or suspended
+    # since the request's credentials were read (a ban in another process, a quality
+    # suspension by their last label) is told so, not "all leased".
+    current = Worker.objects.filter(pk=worker.pk).values_list("status", flat=True).first()
+    if current == Worker.Status.BANNED:
+        return Idle(IdleReason.WORKER_BANNED)
+    if current == Worker.Status.SUSPENDED:
+        return Idle(IdleReason.WORKER_SUSPENDED)
     for reason in (IdleReason.ALL_LEASED, IdleReason.CAP_REACHED, IdleReason.EXHAUSTED):
         matching = [idle for idle in idles if idle.reason == reason]
         if matching:

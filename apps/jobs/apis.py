@@ -209,7 +209,7 @@ class JobDetailApi(APIView):
     @extend_schema(request=JobUpdateSerializer, responses=JobDetailOutputSerializer)
     def patch(self, request: Request, job_id: int) -> Response:
         job = _job_for_request(request, job_id)
-        data = JobUpdateSerializer(data=request.data, partial=True)
+        data = JobUpdateSerializer(data=request.data, partial=True, context={"job": job})
         data.is_valid(raise_exception=True)
         job = services.job_update(job=job, changes=dict(data.validated_data))
         return Response(JobDetailOutputSerializer(job).data)

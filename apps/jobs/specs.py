@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from rest_framework import serializers
@@ -27,7 +28,44 @@ class LabelSchemaSerializer(serializers.Serializer):
     )
 
 
-class PolicySerializer(serializers.Serializer):
+def _unknown_keys(
+    serializer: serializers.Serializer, data: dict, stored: dict | None
+) -> dict[str, list[str]]:
+    """Errors for the keys of `data` this part of the job spec does not know, each with the
+    nearest valid key. A key the job already holds with the same value is let through: a
+    job stored before keys were checked still takes back what a client read from it."""
+    known = list(serializer.fields)
+    errors = {}
+    for key in data:
+        if key in serializer.fields or (stored is not None and stored.get(key) == data[key]):
+            continue
+        nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+        errors[str(key)] = [f"Unknown key {key!r}.{hint}"]
+    return errors
+
+
+class _SpecPart(serializers.Serializer):
+    """A part of the job spec (policy, pricing, routing): known keys checked, unknown ones a
+    400 naming the nearest valid key (a typo like `min_lables` no longer stored silently).
+
+    The job being changed, if any, comes in the context as `job`."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be an object.")
+        job = self.context.get("job")
+        stored = getattr(job, self.field_name, None) if job is not None else None
+        errors = _unknown_keys(self, data, stored if isinstance(stored, dict) else None)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return {**data, **super().to_internal_value(data)}
+
+
+class PolicySerializer(_SpecPart):
+    show_prelabel = serializers.BooleanField(
+        required=False, help_text="Show the client's predicted class as a suggestion."
+    )
     min_labels = serializers.IntegerField(min_value=1, max_value=100, required=False)
     max_labels = serializers.IntegerField(min_value=1, max_value=100, required=False)
     target_confidence = FiniteFloatField(min_value=0.5, max_value=0.99999, required=False)
@@ -77,23 +115,13 @@ class PolicySerializer(serializers.Serializer):
             raise serializers.ValidationError(f"Unknown reasons: {', '.join(unknown)}.")
         return value
 
-    class Meta:
-        # Later features add policy knobs; unknown keys are kept, known ones are checked.
-        extra = "allow"
 
-    def to_internal_value(self, data: Any) -> dict:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Must be an object.")
-        checked = super().to_internal_value(data)
-        return {**data, **checked}
-
-
-class PricingSerializer(serializers.Serializer):
+class PricingSerializer(_SpecPart):
     crowd_label = MoneyField(required=False, help_text="Price of a crowd label, 0 to 10000.")
     expert_label = MoneyField(required=False, help_text="Price of an expert label, 0 to 10000.")
 
 
-class RoutingSerializer(serializers.Serializer):
+class RoutingSerializer(_SpecPart):
     mode = serializers.ChoiceField(choices=["off", "model"], required=False)
     target_accuracy = FiniteFloatField(min_value=0.5, max_value=0.99999, required=False)
     strategy = serializers.ChoiceField(choices=ROUTING_STRATEGIES, required=False)
@@ -119,11 +147,7 @@ class RoutingSerializer(serializers.Serializer):
     expert_below = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
     max_expert_per_pass = serializers.IntegerField(min_value=0, max_value=100_000, required=False)
     min_compare = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
-
-    def to_internal_value(self, data: Any) -> dict:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Must be an object.")
-        return {**data, **super().to_internal_value(data)}
+    weight_decay = FiniteFloatField(min_value=0.0, max_value=10.0, required=False)
 
 
 def check_policy_consistency(policy: dict) -> None:

@@ -137,6 +137,8 @@ def test_re_aggregation_racing_annotators_and_gold_leaves_no_empty_result_and_no
             "max_labels": REDUNDANCY,
             "gold_rate": 0.5,
             "gold_max_exposures": 1000,
+            # Answers here are random: no worker is suspended for their gold accuracy.
+            "gold_min_accuracy": 0.0,
             "aggregation": "ds",
             "reaggregate_every": 0,
         },

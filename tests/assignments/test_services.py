@@ -609,3 +609,22 @@ def test_simulate_drives_a_job_to_completion_through_the_services():
     assert f"done: job {job.pk} is {job.status}" in out.getvalue()
     assert Worker.objects.filter(user__username__startswith="sim-").count() == 8
     assert invariant_violations() == []
+
+
+def test_a_worker_suspended_since_their_credentials_were_read_is_told_so():
+    """The lease reads the worker's status from the database; a stale worker object (the
+    request's credentials, or a suspension by the worker's own last label) gets the real
+    reason, not "all leased" forever."""
+    from apps.assignments.services import Idle, IdleReason, assignment_next
+    from apps.workforce.models import Worker
+    from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
+
+    job = JobFactory()
+    make_items(job, 2)
+    worker = make_worker()
+    make_pool(jobs=[job], workers=[worker])
+    Worker.objects.filter(pk=worker.pk).update(status=Worker.Status.SUSPENDED)
+
+    idle = assignment_next(worker=worker)  # worker.status still says active
+
+    assert idle == Idle(IdleReason.WORKER_SUSPENDED)

@@ -475,3 +475,50 @@ def test_every_aggregation_method_a_policy_may_name_runs(client_actor, method):
     assert response.json()["policy"]["aggregation"] == method
     result = aggregate([0, 0, 1], [0, 1, 0], [1, 1, 2], 3, method=method)
     assert result.posteriors.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("part", "body", "key", "hint"),
+    [
+        ("policy", {"min_lables": 3}, "min_lables", "min_labels"),
+        ("pricing", {"crowd_lable": 0.1}, "crowd_lable", "crowd_label"),
+        ("routing", {"target_acuracy": 0.9}, "target_acuracy", "target_accuracy"),
+        ("policy", {"zzz": 1}, "zzz", None),
+    ],
+    ids=["policy-typo", "pricing-typo", "routing-typo", "policy-unknown"],
+)
+def test_an_unknown_spec_key_is_a_400_naming_the_nearest(client_actor, part, body, key, hint):
+    """F10: a typo like `min_lables` was stored silently and did nothing."""
+    spec = {
+        "name": "typo",
+        "label_schema": {"kind": "single_choice", "classes": ["a", "b"]},
+        part: body,
+    }
+
+    response = client_actor.client.post("/api/v1/jobs/", spec, format="json")
+
+    assert response.status_code == 400
+    (message,) = response.json()["error"]["details"][part][key]
+    assert message.startswith(f"Unknown key {key!r}.")
+    assert (f"Did you mean {hint!r}?" in message) if hint else ("Did you mean" not in message)
+
+
+def test_a_key_stored_before_keys_were_checked_may_be_sent_back_unchanged(client_actor):
+    from apps.jobs.models import Job
+
+    created = client_actor.client.post(
+        "/api/v1/jobs/",
+        {"name": "old", "label_schema": {"kind": "single_choice", "classes": ["a", "b"]}},
+        format="json",
+    ).json()
+    job = Job.objects.get(pk=created["id"])
+    Job.objects.filter(pk=job.pk).update(policy={**job.policy, "legacy_knob": 7})
+    url = f"/api/v1/jobs/{job.pk}/"
+
+    same = client_actor.client.patch(url, {"policy": {"legacy_knob": 7, "min_labels": 2}})
+    changed = client_actor.client.patch(url, {"policy": {"legacy_knob": 8}})
+
+    assert same.status_code == 200
+    assert same.json()["policy"]["min_labels"] == 2
+    assert changed.status_code == 400
+    assert "legacy_knob" in changed.json()["error"]["details"]["policy"]
