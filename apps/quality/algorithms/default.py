@@ -1,0 +1,288 @@
+"""Concord's default aggregator: guarded Dawid-Skene that falls back to the answers when they
+cannot support a model, learns from the job's gold, and delivers calibrated confidence.
+
+Every accuracy constant here is in `DEFAULTS`, fitted leave-one-dataset-out on the 18 shared
+crowd data sets by `bench/aggregation.py` (each value chosen on 17 sets and scored on the
+18th; the bench prints the per-set choices and re-fits them with `--fit`). The caps below
+them (`max_pair_rows`, `fit_answers`, `refine_iter`) are engineering bounds on time and
+memory, not accuracy choices: every shared data set is under them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ._answers import Answers
+from .aggregation import (
+    _EPS,
+    Aggregation,
+    _confusion_log_table,
+    _one_coin_confusions,
+    _result,
+    as_answers,
+    dawid_skene,
+    dedupe_last,
+    no_answers,
+    one_coin_dawid_skene,
+)
+from .confidence import Calibration, fit_calibration
+from .dependence import dependence_aware_dawid_skene, dependent_pairs
+
+
+@dataclass(frozen=True)
+class DefaultConstants:
+    """The default method's constants (see `DEFAULTS` for the fitted values)."""
+
+    # One-coin pseudo-answers per true-class row of every worker's confusion matrix.
+    shrinkage: float = 5.0
+    # Worker pairs sharing >= min_overlap tasks whose agreement is > z_threshold standard
+    # errors above conditional independence are discounted by 1 / (1 + discount * partners).
+    min_overlap: int = 50
+    z_threshold: float = 9.0
+    discount: float = 4.0
+    # Calibration prior (confidence.fit_calibration): centre and strength in gold items.
+    temperature: float = 1.0
+    floor: float = 0.0
+    calibration_strength: float = 30.0
+    # A job where no item has two answers: the accuracy of a lone answer (Beta prior mean
+    # and strength in gold answers), the only thing the confidence can say then.
+    single_answer_accuracy: float = 0.7
+    single_answer_strength: float = 10.0
+    # Engineering caps: the dependence test samples tasks beyond this many answer pairs;
+    # beyond fit_answers, the model is fitted on a task sample of that many answers, then
+    # refined on all answers for refine_iter EM steps.
+    max_pair_rows: int = 2_000_000
+    fit_answers: int = 1_000_000
+    refine_iter: int = 3
+
+
+# Fitted by `bench/aggregation.py --fit` (leave-one-dataset-out; see the README).
+DEFAULTS = DefaultConstants()
+
+
+def default_aggregation(
+    tasks: np.ndarray | Answers,
+    workers: np.ndarray | None,
+    labels: np.ndarray | None,
+    n_classes: int,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    gold: np.ndarray | None = None,
+    constants: DefaultConstants = DEFAULTS,
+    calibrated: bool = True,
+    **options: object,
+) -> Aggregation:
+    """Concord's default, in four steps; answers only, plus the job's gold when given.
+
+    1. Duplicate (task, worker) rows keep the worker's LAST answer (a correction), as
+       `dedupe_last` does. No answers at all: every task at the uniform prior.
+    2. No item has two answers: nothing tells workers apart, so the result is each item's
+       answer, with the confidence of a lone answer (the gold accuracy of the job's
+       answers, shrunk toward `single_answer_accuracy`).
+    3. Otherwise Dawid-Skene with each worker's matrix shrunk toward their one-coin form
+       (`shrinkage` pseudo-answers per class; sparse workers behave one-coin, heavy ones
+       earn class-specific biases), run to convergence of the MAP objective, after a test
+       of every worker pair for dependence (`dependence.dependent_pairs`, against a one-coin
+       reference fit): flagged pairs' shared answers are discounted and cannot certify each
+       other. Gold items (`gold[t]` their class, -1 elsewhere) are clamped to their class
+       in every EM step, so gold answers teach the worker matrices.
+    4. Calibration: the posteriors are tempered and floored (`confidence.calibrate`) with
+       parameters fitted on the gold items' posteriors computed without their gold, around a
+       crowd-wide prior; the labels do not change.
+
+    `options` pass to Dawid-Skene (e.g. `init_confusions`, `prior` from the job's history).
+    """
+    if not isinstance(tasks, Answers):
+        t = np.asarray(tasks)
+        w = np.asarray(workers)
+        lab = np.asarray(labels)
+        if t.size and workers is not None:
+            keep = dedupe_last(t, w)
+            if not keep.all():
+                t, w, lab = t[keep], w[keep], lab[keep]
+        ans = Answers(t, w, lab, n_classes, n_tasks, n_workers)
+    else:
+        ans = tasks
+    if ans.n == 0:
+        return replace(no_answers("default", ans), detail="no answers: class prior")
+    known = _gold_array(gold, ans)
+    if int(ans.per_task.max()) <= 1:
+        return _single_answers(ans, known, constants)
+    c = constants
+    params = {
+        "shrinkage": c.shrinkage,
+        "shrink_to": "onecoin",
+        "prior": 0.01,
+        "class_prior_smoothing": 1.0,
+        "stopping": "objective",
+    }
+    params.update(options)
+    if ans.n > c.fit_answers and "init_confusions" not in options:
+        result, detail = _fit_at_scale(ans, known, c, params)
+    else:
+        result, detail = _guarded_fit(ans, known, c, params)
+    if not calibrated:
+        return replace(result, method="default", detail=detail)
+    cal = _calibration(ans, result, known, c)
+    post = result.posteriors
+    if ans.answered.any():
+        post = post.copy()
+        post[ans.answered] = cal.apply(post[ans.answered])
+    detail += f"; calibrated T={cal.temperature:.3g} floor={cal.floor:.3g} on {cal.n_gold} gold"
+    return replace(result, method="default", posteriors=post, detail=detail)
+
+
+def _gold_array(gold: np.ndarray | None, ans: Answers) -> np.ndarray | None:
+    if gold is None:
+        return None
+    known = np.asarray(gold, dtype=np.int64).ravel()
+    if known.size != ans.n_tasks:
+        raise ValueError("gold must have one entry per task (-1 where unknown)")
+    if known.size and int(known.max()) >= ans.k:
+        raise ValueError("a gold class is >= n_classes")
+    return known if (known >= 0).any() else None
+
+
+def _guarded_fit(
+    ans: Answers, known: np.ndarray | None, c: DefaultConstants, params: dict
+) -> tuple[Aggregation, str]:
+    """Shrunk Dawid-Skene with the dependence guard (step 3)."""
+    reference = one_coin_dawid_skene(
+        ans, None, None, ans.k, class_prior_smoothing=1.0, stopping="objective"
+    )
+    pairs = dependent_pairs(
+        ans,
+        reference.confusions,
+        reference.class_prior,
+        min_overlap=c.min_overlap,
+        z_threshold=c.z_threshold,
+        max_pair_rows=c.max_pair_rows,
+    )
+    name = f"ds+onecoin-shrinkage({c.shrinkage:g})"
+    if not pairs.flagged.any():
+        return dawid_skene(ans, None, None, ans.k, known=known, **params), name
+    keys = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
+    keys += ("init_class_prior", "max_iter", "tol")
+    result = dependence_aware_dawid_skene(
+        ans,
+        pairs,
+        discount=c.discount,
+        known=known,
+        **{key: params[key] for key in keys if key in params},
+    )
+    flagged = ", ".join(f"{a}-{b}" for a, b in pairs.flagged_pairs)
+    return result, f"{name}, dependent pairs discounted: {flagged}"
+
+
+def _fit_at_scale(
+    ans: Answers, known: np.ndarray | None, c: DefaultConstants, params: dict
+) -> tuple[Aggregation, str]:
+    """Beyond `fit_answers`: the guarded fit on a fixed random sample of tasks holding about
+    that many answers, then `refine_iter` EM steps on every answer from its matrices."""
+    keep_task = np.random.default_rng(0).random(ans.n_tasks) < c.fit_answers / ans.n
+    code = np.cumsum(keep_task) - 1
+    sel = np.flatnonzero(keep_task[ans.t])
+    sample = Answers(
+        code[ans.t[sel]], ans.w[sel], ans.l[sel], ans.k, int(keep_task.sum()), ans.n_workers
+    )
+    sample_known = None if known is None else known[keep_task]
+    fitted, name = _guarded_fit(sample, sample_known, c, params)
+    del sample, sel
+    refine = dict(params, max_iter=c.refine_iter)
+    refine["init_confusions"] = fitted.confusions
+    refine["init_class_prior"] = fitted.class_prior
+    name += f", fitted on {int(keep_task.sum())} sampled tasks, refined on all"
+    if "dependent pairs" not in name:
+        return dawid_skene(ans, None, None, ans.k, known=known, **refine), name
+    # Flagged pairs in the sample: discount them on every task they share.
+    reference = one_coin_dawid_skene(
+        ans, None, None, ans.k, class_prior_smoothing=1.0, stopping="objective", max_iter=10
+    )
+    pairs = dependent_pairs(
+        ans,
+        reference.confusions,
+        reference.class_prior,
+        min_overlap=c.min_overlap,
+        z_threshold=c.z_threshold,
+        max_pair_rows=c.max_pair_rows,
+    )
+    if not pairs.flagged.any():
+        return dawid_skene(ans, None, None, ans.k, known=known, **refine), name
+    keys = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
+    keys += ("init_class_prior", "max_iter", "tol")
+    result = dependence_aware_dawid_skene(
+        ans,
+        pairs,
+        discount=c.discount,
+        known=known,
+        **{key: refine[key] for key in keys if key in refine},
+    )
+    return result, name
+
+
+def _single_answers(ans: Answers, known: np.ndarray | None, c: DefaultConstants) -> Aggregation:
+    """Step 2: each item's one answer, as sure as a lone answer is (gold-estimated)."""
+    k = ans.k
+    hits = n_gold = 0
+    if known is not None:
+        on_gold = known[ans.t] >= 0
+        n_gold = int(on_gold.sum())
+        hits = int((ans.l[on_gold] == known[ans.t[on_gold]]).sum())
+    s = c.single_answer_strength
+    acc = (hits + s * c.single_answer_accuracy) / (n_gold + s)
+    acc = float(np.clip(acc, 1.0 / k, 1.0 - 1e-6))
+    post = np.full((ans.n_tasks, k), (1.0 - acc) / (k - 1))
+    post[ans.t, ans.l] = acc
+    votes = np.bincount(ans.l, minlength=k).astype(np.float64) + 1.0
+    class_prior = votes / votes.sum()
+    return _result(
+        "default",
+        ans,
+        post,
+        class_prior,
+        _one_coin_confusions(np.full(ans.n_workers, acc), k),
+        n_iter=0,
+        converged=True,
+        log_likelihood=np.nan,
+        detail=f"one answer per item: the answer, accuracy {acc:.3f} from {n_gold} gold answers",
+    )
+
+
+def _calibration(
+    ans: Answers, result: Aggregation, known: np.ndarray | None, c: DefaultConstants
+) -> Calibration:
+    """Step 4: calibration fitted on the gold items' posteriors from their answers alone."""
+    prior = {"temperature": c.temperature, "floor": c.floor, "strength": c.calibration_strength}
+    if known is None:
+        return Calibration(c.temperature, c.floor, 0)
+    gold_tasks = np.flatnonzero((known >= 0) & ans.answered)
+    if gold_tasks.size == 0:
+        return Calibration(c.temperature, c.floor, 0)
+    post = unclamped_posteriors(ans, result.confusions, result.class_prior, gold_tasks)
+    return fit_calibration(post, known[gold_tasks], **prior)
+
+
+def unclamped_posteriors(
+    ans: Answers, confusions: np.ndarray, class_prior: np.ndarray, tasks: np.ndarray
+) -> np.ndarray:
+    """(len(tasks), K) posteriors of the given tasks from their answers and the fitted
+    matrices (one E-step restricted to them), e.g. for gold tasks EM had clamped."""
+    slot = np.full(ans.n_tasks, -1, dtype=np.int64)
+    slot[tasks] = np.arange(tasks.size)
+    sel = np.flatnonzero(slot[ans.t] >= 0)
+    table = _confusion_log_table(confusions)  # (K, W * K)
+    scores = np.zeros((tasks.size, ans.k))
+    for cls in range(ans.k):
+        scores[:, cls] = np.bincount(
+            slot[ans.t[sel]], weights=table[cls, ans.wl[sel]], minlength=tasks.size
+        )
+    scores += np.log(np.clip(class_prior, _EPS, None))[None, :]
+    scores -= scores.max(axis=1, keepdims=True)
+    p = np.exp(scores)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+__all__ = ["DEFAULTS", "DefaultConstants", "as_answers", "default_aggregation"]
