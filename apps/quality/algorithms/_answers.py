@@ -21,7 +21,7 @@ def integer_codes(values: object, what: str) -> IntArray:
         bad = ~np.isfinite(flat) | (flat != np.round(flat))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{what} codes must be integers: row {i} is {flat[i]!r}")
+            raise ValueError(f"{what} codes must be integers: row {i} is {float(flat[i])!r}")
         return flat.astype(np.int64)
     raise ValueError(f"{what} codes must be integers, not {arr.dtype}")
 

@@ -24,6 +24,7 @@ from .aggregation import (
     as_answers,
     dawid_skene,
     dedupe_last,
+    majority_vote,
     no_answers,
     one_coin_dawid_skene,
 )
@@ -37,6 +38,14 @@ class DefaultConstants:
 
     # One-coin pseudo-answers per true-class row of every worker's confusion matrix.
     shrinkage: float = 5.0
+    # Dirichlet pseudo-counts per answered item pulling the class prior toward uniform
+    # (0: learned freely; inf: fixed uniform). A freely learned prior can absorb a crowd's
+    # bias on sparse jobs (every item pushed to one class), a uniform one misses real
+    # imbalance (zencrowd: 78% one class).
+    class_prior_strength: float = 0.0
+    # Below this many answers per worker (median over workers), worker quality cannot be
+    # told from the answers: the result is majority vote (ties to the lowest class).
+    min_answers_per_worker: float = 0.0
     # Worker pairs sharing >= min_overlap tasks whose agreement is > z_threshold standard
     # errors above conditional independence are discounted by 1 / (1 + discount * partners).
     min_overlap: int = 50
@@ -112,21 +121,26 @@ def default_aggregation(
     if int(ans.per_task.max()) <= 1:
         return _single_answers(ans, known, constants)
     c = constants
-    params = {
-        "shrinkage": c.shrinkage,
-        "shrink_to": "onecoin",
-        "prior": 0.01,
-        "class_prior_smoothing": 1.0,
-        "stopping": "objective",
-    }
-    params.update(options)
-    if ans.n > c.fit_answers and "init_confusions" not in options:
-        result, detail = _fit_at_scale(ans, known, c, params)
+    vote = float(np.median(ans.per_worker[ans.per_worker > 0])) < c.min_answers_per_worker
+    if vote:
+        result, detail = _majority(ans, known), "majority vote (too few answers per worker)"
     else:
-        result, detail = _guarded_fit(ans, known, c, params)
+        strength = c.class_prior_strength * float(ans.answered.sum())
+        params = {
+            "shrinkage": c.shrinkage,
+            "shrink_to": "onecoin",
+            "prior": 0.01,
+            "class_prior_smoothing": 1.0 + min(strength, 1e12),
+            "stopping": "objective",
+        }
+        params.update(options)
+        if ans.n > c.fit_answers and "init_confusions" not in options:
+            result, detail = _fit_at_scale(ans, known, c, params)
+        else:
+            result, detail = _guarded_fit(ans, known, c, params)
     if not calibrated:
         return replace(result, method="default", detail=detail)
-    cal = _calibration(ans, result, known, c)
+    cal = _calibration(ans, result, known, c, vote)
     post = result.posteriors
     if ans.answered.any():
         post = post.copy()
@@ -223,6 +237,18 @@ def _fit_at_scale(
     return result, name
 
 
+def _majority(ans: Answers, known: np.ndarray | None) -> Aggregation:
+    """Majority vote (step 3's fallback), gold items clamped."""
+    result = majority_vote(ans, None, None, ans.k)
+    post = result.posteriors
+    if known is not None:
+        post = post.copy()
+        rows = np.flatnonzero((known >= 0) & ans.answered)
+        post[rows] = 0.0
+        post[rows, known[rows]] = 1.0
+    return replace(result, method="default", posteriors=post, labels=np.argmax(post, axis=1))
+
+
 def _single_answers(ans: Answers, known: np.ndarray | None, c: DefaultConstants) -> Aggregation:
     """Step 2: each item's one answer, as sure as a lone answer is (gold-estimated)."""
     k = ans.k
@@ -252,7 +278,7 @@ def _single_answers(ans: Answers, known: np.ndarray | None, c: DefaultConstants)
 
 
 def _calibration(
-    ans: Answers, result: Aggregation, known: np.ndarray | None, c: DefaultConstants
+    ans: Answers, result: Aggregation, known: np.ndarray | None, c: DefaultConstants, vote: bool
 ) -> Calibration:
     """Step 4: calibration fitted on the gold items' posteriors from their answers alone."""
     prior = {"temperature": c.temperature, "floor": c.floor, "strength": c.calibration_strength}
@@ -261,8 +287,19 @@ def _calibration(
     gold_tasks = np.flatnonzero((known >= 0) & ans.answered)
     if gold_tasks.size == 0:
         return Calibration(c.temperature, c.floor, 0)
-    post = unclamped_posteriors(ans, result.confusions, result.class_prior, gold_tasks)
+    post = gold_posteriors(ans, result, gold_tasks, vote)
     return fit_calibration(post, known[gold_tasks], **prior)
+
+
+def gold_posteriors(
+    ans: Answers, result: Aggregation, gold_tasks: np.ndarray, vote: bool
+) -> np.ndarray:
+    """What the result would say about the gold tasks without their gold: vote shares for
+    majority vote, else `unclamped_posteriors` from the fitted matrices."""
+    if vote:
+        post = ans.vote_counts()[gold_tasks]
+        return post / post.sum(axis=1, keepdims=True)
+    return unclamped_posteriors(ans, result.confusions, result.class_prior, gold_tasks)
 
 
 def unclamped_posteriors(
