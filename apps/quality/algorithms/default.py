@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._answers import Answers
+from ._answers import Answers, integer_codes
 from .aggregation import (
     _EPS,
     Aggregation,
@@ -62,8 +62,8 @@ class DefaultConstants:
     # Engineering caps: the dependence test samples tasks beyond this many answer pairs;
     # beyond fit_answers, the model is fitted on a task sample of that many answers, then
     # refined on all answers for refine_iter EM steps.
-    max_pair_rows: int = 2_000_000
-    fit_answers: int = 1_000_000
+    max_pair_rows: int = 250_000
+    fit_answers: int = 250_000
     refine_iter: int = 3
 
 
@@ -105,13 +105,12 @@ def default_aggregation(
     `options` pass to Dawid-Skene (e.g. `init_confusions`, `prior` from the job's history).
     """
     if not isinstance(tasks, Answers):
-        t = np.asarray(tasks)
-        w = np.asarray(workers)
-        lab = np.asarray(labels)
-        if t.size and workers is not None:
+        t = integer_codes(tasks, "task")
+        w = integer_codes(workers, "worker")
+        lab = integer_codes(labels, "label")
+        if t.size and workers is not None and _has_duplicates(t, w):
             keep = dedupe_last(t, w)
-            if not keep.all():
-                t, w, lab = t[keep], w[keep], lab[keep]
+            t, w, lab = t[keep], w[keep], lab[keep]
         ans = Answers(t, w, lab, n_classes, n_tasks, n_workers)
     else:
         ans = tasks
@@ -147,6 +146,16 @@ def default_aggregation(
         post[ans.answered] = cal.apply(post[ans.answered])
     detail += f"; calibrated T={cal.temperature:.3g} floor={cal.floor:.3g} on {cal.n_gold} gold"
     return replace(result, method="default", posteriors=post, detail=detail)
+
+
+def _has_duplicates(tasks: np.ndarray, workers: np.ndarray) -> bool:
+    """Whether a (task, worker) pair repeats: one sort of int64 keys, about half the cost of
+    `dedupe_last`'s indexed unique, which then runs only when needed."""
+    t, w = tasks, workers
+    if t.size != w.size or t.min() < 0 or w.min() < 0:
+        return False  # Answers rejects negative codes with its own message
+    keys = np.sort(t * (int(w.max()) + 1) + w)
+    return bool((keys[1:] == keys[:-1]).any())
 
 
 def _gold_array(gold: np.ndarray | None, ans: Answers) -> np.ndarray | None:

@@ -124,14 +124,15 @@ def _deconvolved_confusions(
     `reference` of each shared task (so noise in the reference is not read as worker error)."""
     conf = np.full((n_pairs, k, k), 0.2 / (k - 1))
     conf[:, np.arange(k), np.arange(k)] = 0.8
-    cell = pair * k + labels
+    # Flat index of conf[pair, c, label] for every class c: one gather per iteration, and
+    # one scatter into the (pair, c, label) cells (the same cells, so the same sums).
+    flat = (pair * (k * k) + labels)[:, None] + (np.arange(k) * k)[None, :]
+    flat_c = flat.ravel()
     for _ in range(30):
-        q = reference * conf[pair, :, labels]
+        q = reference * np.take(conf.ravel(), flat)
         q /= q.sum(axis=1, keepdims=True)
-        counts = np.empty((k, n_pairs * k))
-        for c in range(k):
-            counts[c] = np.bincount(cell, weights=q[:, c], minlength=n_pairs * k)
-        counts = counts.reshape(k, n_pairs, k).transpose(1, 0, 2) + 0.5
+        counts = np.bincount(flat_c, weights=q.ravel(), minlength=n_pairs * k * k)
+        counts = counts.reshape(n_pairs, k, k) + 0.5
         conf = counts / counts.sum(axis=2, keepdims=True)
     return conf
 
