@@ -643,6 +643,9 @@ def job_aggregate(
             options["init_confusions"] = init
         if prior is not None:
             options["prior"] = prior
+    if method == "default":
+        # The job's gold teaches the worker matrices and calibrates the confidence.
+        options["gold"] = _gold_codes(job=job, item_ids=arrays.item_ids)
     result = algorithms.aggregate(
         arrays.tasks,
         arrays.workers,
@@ -685,6 +688,18 @@ def job_aggregate(
     run.seconds = time.perf_counter() - started
     run.save(update_fields=["seconds"])
     return run
+
+
+def _gold_codes(*, job: Job, item_ids: np.ndarray) -> np.ndarray:
+    """Per task (item_ids order), the class index of the item's gold label, -1 without."""
+    index = {name: i for i, name in enumerate(job.classes)}
+    gold = np.full(item_ids.size, -1, dtype=np.int64)
+    rows = Item.objects.filter(job=job, gold_label__isnull=False).values_list("id", "gold_label")
+    for item_id, value in rows:
+        pos = int(np.searchsorted(item_ids, item_id))
+        if pos < item_ids.size and item_ids[pos] == item_id and value in index:
+            gold[pos] = index[value]
+    return gold
 
 
 def _warm_start(
