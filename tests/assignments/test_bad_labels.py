@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from apps.assignments.models import Label
+from tests.workforce.factories import JobFactory, make_items
 
-from .test_api import NEXT, _annotator, job  # noqa: F401 - the job fixture
+from .test_api import NEXT, _annotator
+
+
+@pytest.fixture
+def job():
+    job = JobFactory()
+    make_items(job, 2)
+    return job
 
 
 @pytest.mark.parametrize(
