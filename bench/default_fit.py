@@ -29,7 +29,7 @@ from apps.quality.algorithms.confidence import (
     expected_calibration_error,
     fit_calibration,
 )
-from apps.quality.algorithms.default import DEFAULTS, DefaultConstants, gold_posteriors
+from apps.quality.algorithms.default import DEFAULTS, DefaultConstants
 from apps.quality.algorithms.dependence import dependent_pairs
 from tests.quality.crowd_data import CrowdDataset
 
@@ -152,14 +152,13 @@ def raw_case(d: CrowdDataset, case: Case, constants: DefaultConstants) -> Raw:
     r = case.run(d, "default", constants=constants, calibrated=False)
     ans = case_answers(d, case)
     gold_tasks = np.flatnonzero((case.gold >= 0) & ans.answered)
-    vote = r.detail.startswith("majority")
     single = int(ans.per_task.max()) <= 1
     on_gold = case.gold[ans.t] >= 0
     return Raw(
         case=case,
         post=r.posteriors[case.scored],
         truth=d.truth[case.scored],
-        gold_post=gold_posteriors(ans, r, gold_tasks, vote),
+        gold_post=r.posteriors[gold_tasks],
         gold_truth=case.gold[gold_tasks],
         single=single,
         lone_hits=int((ans.l[on_gold] == case.gold[ans.t[on_gold]]).sum()),
