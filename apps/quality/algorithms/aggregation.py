@@ -830,7 +830,15 @@ def default_aggregation(
     # module), so it lives in its own module, loaded on first use.
     from .default import default_aggregation as run
 
-    return run(tasks, workers, labels, n_classes, n_tasks=n_tasks, n_workers=n_workers, **options)
+    return run(
+        tasks,
+        workers,
+        labels,
+        n_classes,
+        n_tasks=n_tasks,
+        n_workers=n_workers,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 # ----------------------------------------------------------------------------- registry

@@ -10,6 +10,7 @@ memory, not accuracy choices: every shared data set is under them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +29,13 @@ from .aggregation import (
 )
 from .confidence import Calibration, fit_calibration
 from .dependence import dependence_aware_dawid_skene, dependent_pairs
+
+# The kernels take an `Answers` in place of their three arrays (`aggregation.as_answers`):
+# built once per job, it is most of a kernel's memory at millions of answers. These aliases
+# say so to the type checker without widening the kernels' public signatures.
+_dawid_skene: Callable[..., Aggregation] = dawid_skene
+_one_coin: Callable[..., Aggregation] = one_coin_dawid_skene
+_majority_vote: Callable[..., Aggregation] = majority_vote
 
 
 @dataclass(frozen=True)
@@ -199,9 +207,7 @@ def _gold_array(gold: np.ndarray | None, ans: Answers) -> np.ndarray | None:
 
 def _guarded_fit(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggregation, str]:
     """Shrunk Dawid-Skene with the dependence guard (step 3)."""
-    reference = one_coin_dawid_skene(
-        ans, None, None, ans.k, class_prior_smoothing=1.0, stopping="objective"
-    )
+    reference = _one_coin(ans, None, None, ans.k, class_prior_smoothing=1.0, stopping="objective")
     pairs = dependent_pairs(
         ans,
         reference.confusions,
@@ -212,8 +218,8 @@ def _guarded_fit(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggre
     )
     name = f"ds+onecoin-shrinkage({c.shrinkage:g})"
     if not pairs.flagged.any():
-        return dawid_skene(ans, None, None, ans.k, **params), name
-    keys = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
+        return _dawid_skene(ans, None, None, ans.k, **params), name
+    keys: tuple[str, ...] = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
     keys += ("init_class_prior", "max_iter", "tol")
     result = dependence_aware_dawid_skene(
         ans,
@@ -241,9 +247,9 @@ def _fit_at_scale(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggr
     refine["init_class_prior"] = fitted.class_prior
     name += f", fitted on {int(keep_task.sum())} sampled tasks, refined on all"
     if "dependent pairs" not in name:
-        return dawid_skene(ans, None, None, ans.k, **refine), name
+        return _dawid_skene(ans, None, None, ans.k, **refine), name
     # Flagged pairs in the sample: discount them on every task they share.
-    reference = one_coin_dawid_skene(
+    reference = _one_coin(
         ans, None, None, ans.k, class_prior_smoothing=1.0, stopping="objective", max_iter=10
     )
     pairs = dependent_pairs(
@@ -255,8 +261,8 @@ def _fit_at_scale(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggr
         max_pair_rows=c.max_pair_rows,
     )
     if not pairs.flagged.any():
-        return dawid_skene(ans, None, None, ans.k, **refine), name
-    keys = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
+        return _dawid_skene(ans, None, None, ans.k, **refine), name
+    keys: tuple[str, ...] = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
     keys += ("init_class_prior", "max_iter", "tol")
     result = dependence_aware_dawid_skene(
         ans,
@@ -269,7 +275,7 @@ def _fit_at_scale(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggr
 
 def _majority(ans: Answers) -> Aggregation:
     """Majority vote, the fallback of step 3."""
-    return replace(majority_vote(ans, None, None, ans.k), method="default")
+    return replace(_majority_vote(ans, None, None, ans.k), method="default")
 
 
 def _single_answers(ans: Answers, known: np.ndarray | None, c: DefaultConstants) -> Aggregation:

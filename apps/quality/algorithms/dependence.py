@@ -131,8 +131,8 @@ def _deconvolved_confusions(
     for _ in range(30):
         q = reference * np.take(conf.ravel(), flat)
         q /= q.sum(axis=1, keepdims=True)
-        counts = np.bincount(flat_c, weights=q.ravel(), minlength=n_pairs * k * k)
-        counts = counts.reshape(n_pairs, k, k) + 0.5
+        cells = np.bincount(flat_c, weights=q.ravel(), minlength=n_pairs * k * k)
+        counts = cells.reshape(n_pairs, k, k) + 0.5
         conf = counts / counts.sum(axis=2, keepdims=True)
     return conf
 
