@@ -338,7 +338,7 @@ def default_sections(opts, ours_acc: dict) -> dict:
         "\nLeave-one-dataset-out: constants chosen on the 17 other sets (answers only, all items;"
     )
     print("'+gold': the job's 5% gold items given, scored on the other 95%, MV on the same items)")
-    header = f"{'dataset':<14}{'LODO':>8}{'in-smp':>8}{'ds':>8}{'mv':>8}{'vs ds':>7}{'vs mv':>7}{'+gold':>8}{'mv':>8}  chosen (shrink, cp, apw, z, disc, gold margin)"
+    header = f"{'dataset':<14}{'LODO':>8}{'in-smp':>8}{'ds':>8}{'mv':>8}{'vs ds':>7}{'vs mv':>7}{'+gold':>8}{'mv':>8}  chosen (shrink, cp, apw, z, disc)"
     print(header)
     print("-" * len(header))
     for name in names:
@@ -348,7 +348,6 @@ def default_sections(opts, ours_acc: dict) -> dict:
             fit.fold[name].min_answers_per_worker,
             fit.fold[name].z_threshold,
             fit.fold[name].discount,
-            fit.fold[name].gold_vote_margin,
         )
         print(
             f"{name:<14}{lodo[name]:>8.4f}{insample[name]:>8.4f}{ds_acc[name]:>8.4f}{mv_acc[name]:>8.4f}"

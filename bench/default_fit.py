@@ -42,7 +42,6 @@ GOLD_SHARE = 0.05
 SHRINKAGE = (2.5, 5.0, 10.0)
 CP_STRENGTH = (0.0, 0.1, 0.3, 1.0, float("inf"))
 MIN_APW = (0.0, 2.0, 4.0)
-GOLD_VOTE_MARGIN = (0.0, 1.0, 2.0, 4.0, float("inf"))
 Z_DISCOUNT = ((6.0, 4.0), (9.0, 2.0), (9.0, 4.0), (9.0, 8.0), (12.0, 4.0))
 # The cases accuracy constants are scored on (seed 0): all answers and 2, 3, 5 per item.
 ACC_DENSITIES: tuple[int | None, ...] = (None, 2, 3, 5)
@@ -50,8 +49,8 @@ ACC_DENSITIES: tuple[int | None, ...] = (None, 2, 3, 5)
 CAL_STRENGTH = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 SINGLE_STRENGTH = (3.0, 10.0, 30.0, 100.0)
 
-# shrinkage, cp strength, min answers per worker, z, discount, gold vote margin
-AccKey = tuple[float, float, float, float, float, float]
+# shrinkage, cp strength, min answers per worker, z, discount
+AccKey = tuple[float, float, float, float, float]
 
 
 def lodo_choose(scores: Mapping[str, Mapping[Hashable, float]]) -> dict[str, Hashable]:
@@ -261,7 +260,7 @@ def fit_calibration_constants(raw: list[Raw], base: DefaultConstants) -> Default
 
 
 def with_accuracy(base: DefaultConstants, key: AccKey) -> DefaultConstants:
-    shrinkage, cp_strength, min_apw, z, discount, margin = key
+    shrinkage, cp_strength, min_apw, z, discount = key
     return replace(
         base,
         shrinkage=shrinkage,
@@ -269,7 +268,6 @@ def with_accuracy(base: DefaultConstants, key: AccKey) -> DefaultConstants:
         min_answers_per_worker=min_apw,
         z_threshold=z,
         discount=discount,
-        gold_vote_margin=margin,
     )
 
 
@@ -284,30 +282,24 @@ def accuracy_table(d: CrowdDataset) -> dict[AccKey, float]:
     for case in cases_for(d, ACC_DENSITIES, (0,)):
         ans = case_answers(d, case)
         truth = d.truth[case.scored]
-        mv_labels = case.run(d, "mv").labels
-        mv_acc = float(np.mean(mv_labels[case.scored] == truth))
-        gold_tasks = np.flatnonzero((case.gold >= 0) & ans.answered)
-        mv_hits = int((mv_labels[gold_tasks] == case.gold[gold_tasks]).sum())
+        mv_acc = float(np.mean(case.run(d, "mv").labels[case.scored] == truth))
         apw = float(np.median(ans.per_worker[ans.per_worker > 0]))
         ref = one_coin_dawid_skene(
             ans, None, None, ans.k, class_prior_smoothing=1.0, stopping="objective"
         )
         z = dependent_pairs(ans, ref.confusions, ref.class_prior, z_threshold=np.inf).z
-        memo: dict[tuple, tuple[float, int]] = {}
+        memo: dict[tuple, float] = {}
         for shrinkage, cp in itertools.product(SHRINKAGE, CP_STRENGTH):
             for z0, discount in Z_DISCOUNT:
                 flagged = tuple(np.flatnonzero(z > z0).tolist())
                 mk = (shrinkage, cp, flagged, discount if flagged else None)
                 if mk not in memo:
-                    c = with_accuracy(DEFAULTS, (shrinkage, cp, 0.0, z0, discount, np.inf))
+                    c = with_accuracy(DEFAULTS, (shrinkage, cp, 0.0, z0, discount))
                     lab = case.run(d, "default", constants=c, calibrated=False).labels
-                    hits = int((lab[gold_tasks] == case.gold[gold_tasks]).sum())
-                    memo[mk] = (float(np.mean(lab[case.scored] == truth)), hits)
-                model_acc, model_hits = memo[mk]
-                for min_apw, margin in itertools.product(MIN_APW, GOLD_VOTE_MARGIN):
-                    key = (shrinkage, cp, min_apw, z0, discount, margin)
-                    vote = apw < min_apw or mv_hits - model_hits > margin
-                    per_key.setdefault(key, []).append(mv_acc if vote else model_acc)
+                    memo[mk] = float(np.mean(lab[case.scored] == truth))
+                for min_apw in MIN_APW:
+                    key = (shrinkage, cp, min_apw, z0, discount)
+                    per_key.setdefault(key, []).append(mv_acc if apw < min_apw else memo[mk])
     return {key: float(np.mean(v)) for key, v in per_key.items()}
 
 

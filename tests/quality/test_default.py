@@ -255,7 +255,7 @@ def test_lodo_fit_trains_each_fold_without_its_own_data_set(monkeypatch):
     from bench import default_fit
 
     names = ["a", "b", "c"]
-    keys = [(5.0, 0.0, 0.0, 9.0, 4.0, np.inf), (2.5, 1.0, 0.0, 9.0, 4.0, np.inf)]
+    keys = [(5.0, 0.0, 0.0, 9.0, 4.0), (2.5, 1.0, 0.0, 9.0, 4.0)]
     monkeypatch.setattr(
         default_fit,
         "accuracy_table",

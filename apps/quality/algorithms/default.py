@@ -52,9 +52,6 @@ class DefaultConstants:
     # Below this many answers per worker (median over workers), worker quality cannot be
     # told from the answers: the result is majority vote (ties to the lowest class).
     min_answers_per_worker: float = 0.0
-    # With gold: majority vote instead of the model when it gets more than this many more
-    # gold items right than the model does (inf: never).
-    gold_vote_margin: float = float("inf")
     # Worker pairs sharing >= min_overlap tasks whose agreement is > z_threshold standard
     # errors above conditional independence are discounted by 1 / (1 + discount * partners).
     min_overlap: int = 50
@@ -86,8 +83,8 @@ DEFAULTS = DefaultConstants(
     z_threshold=9.0,
     discount=4.0,
     temperature=1.994,
-    floor=0.06555,
-    calibration_strength=30.0,
+    floor=0.07927,
+    calibration_strength=1.0,
     single_answer_accuracy=0.7126,
     single_answer_strength=10.0,
 )
@@ -119,9 +116,7 @@ def default_aggregation(
        of every worker pair for dependence (`dependence.dependent_pairs`, against a one-coin
        reference fit): flagged pairs' shared answers are discounted and cannot certify each
        other. With too few answers per worker (median below `min_answers_per_worker`) to
-       tell workers apart, majority vote instead; and majority vote too when, on the job's
-       gold items, it is right more than `gold_vote_margin` times more often than the model
-       (agreement with gold, never the truth of other items).
+       tell workers apart, majority vote instead.
     4. Calibration: the posteriors are tempered and floored (`confidence.calibrate`) with
        parameters fitted on the job's gold items (`gold[t]` their class, -1 elsewhere)
        around a crowd-wide prior; the labels do not change. Gold is used for nothing else:
@@ -164,15 +159,6 @@ def default_aggregation(
             result, detail = _fit_at_scale(ans, c, params)
         else:
             result, detail = _guarded_fit(ans, c, params)
-        if known is not None and np.isfinite(c.gold_vote_margin):
-            vote_result = _majority(ans)
-            gold_tasks = np.flatnonzero((known >= 0) & ans.answered)
-            truth = known[gold_tasks]
-            model_hits = int((result.labels[gold_tasks] == truth).sum())
-            vote_hits = int((vote_result.labels[gold_tasks] == truth).sum())
-            if vote_hits - model_hits > c.gold_vote_margin:
-                result = vote_result
-                detail = f"majority vote (gold: {vote_hits} right against the model's {model_hits})"
     if not calibrated:
         return replace(result, method="default", detail=detail)
     cal = _calibration(ans, result, known, c)
