@@ -795,9 +795,14 @@ def _submittable(
     if job.status != Job.Status.RUNNING:
         raise _conflict(f"The job is {job.status}.", ErrorCode.INVALID_STATE)
     if label not in job.classes:
+        # A fractional, NaN or unknown label ("1.5", "nan", "Cat") is no class name: 400,
+        # naming the item it was for.
         raise ApplicationError(
-            f"{label!r} is not one of the job's classes.",
-            details={"label": [f"Choose one of: {', '.join(job.classes)}."]},
+            f"{label!r} is not one of the job's classes (item {assignment.item_id}).",
+            details={
+                "label": [f"Choose one of: {', '.join(job.classes)}."],
+                "item": assignment.item_id,
+            },
         )
     return None
 

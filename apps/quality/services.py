@@ -718,6 +718,9 @@ def _aggregate_arrays(
             options["init_confusions"] = init
         if prior is not None:
             options["prior"] = prior
+    if method == "default":
+        # The job's gold teaches the worker matrices and calibrates the confidence.
+        options["gold"] = _gold_codes(job=job, item_ids=arrays.item_ids)
     return algorithms.aggregate(
         arrays.tasks,
         arrays.workers,
@@ -804,6 +807,18 @@ def _results_against_fresh(*, job: Job) -> list[str]:
                 f"the same answers gives {classes[top]!r} ({posterior[top]:.3f})"
             )
     return problems
+
+
+def _gold_codes(*, job: Job, item_ids: np.ndarray) -> np.ndarray:
+    """Per task (item_ids order), the class index of the item's gold label, -1 without."""
+    index = {name: i for i, name in enumerate(job.classes)}
+    gold = np.full(item_ids.size, -1, dtype=np.int64)
+    rows = Item.objects.filter(job=job, gold_label__isnull=False).values_list("id", "gold_label")
+    for item_id, value in rows:
+        pos = int(np.searchsorted(item_ids, item_id))
+        if pos < item_ids.size and item_ids[pos] == item_id and value in index:
+            gold[pos] = index[value]
+    return gold
 
 
 def _warm_start(

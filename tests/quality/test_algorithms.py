@@ -323,13 +323,17 @@ def test_default_reaches_one_point_above_crowdkit_best(crowdkit):
 
 def test_default_within_two_points_of_crowdkit_best_on_every_dataset(crowdkit):
     """Against the best of Crowd-Kit's MV / Wawa / DS / OneCoin per dataset (GLAD and MACE
-    are not swept here for time; bench/aggregation.py includes them where it runs them)."""
+    are not swept here for time; bench/aggregation.py includes them where it runs them).
+
+    2.5 points since 2.0.0: the 2-point bound held for constants chosen while looking at
+    these sets; the constants fitted leave-one-dataset-out (bench/default_fit.py) trade
+    zencrowd_all (-2.16) and zencrowd_in (-2.01) for sparse-density robustness."""
     gaps = {}
     for name in ALL:
         methods = ["mv", "wmv", "ds"] + ([] if name == "relevance" else ["onecoin"])
         best = max(crowdkit(m, name)[0] for m in methods)
         gaps[name] = round((_ours("default", name) - best) * 100, 2)
-    assert min(gaps.values()) >= -2.0, gaps
+    assert min(gaps.values()) >= -2.5, gaps
 
 
 # ----------------------------------------------------------------------------- agreement
@@ -484,7 +488,8 @@ def test_dependent_pairs_flags_only_a_planted_clique(correlated):
     else:
         assert pairs.flagged_pairs == []
         r = aggregate(tasks, workers, labels, 2, method="default")
-        assert r.detail == "ds+onecoin-shrinkage(5)"
+        assert r.detail.startswith("ds+onecoin-shrinkage(")
+        assert "dependent pairs" not in r.detail
 
 
 @pytest.mark.parametrize("name", ["zencrowd_all", "relevance"])

@@ -8,6 +8,24 @@ FloatArray = np.ndarray
 IntArray = np.ndarray
 
 
+def integer_codes(values: object, what: str) -> IntArray:
+    """`values` as a flat int64 array; ValueError when any is not a whole number (a float
+    like 1.5 or NaN would otherwise be truncated silently by the cast), naming the first."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False).ravel()
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind == "b" or arr.dtype.kind == "f":
+        flat = arr.ravel().astype(np.float64)
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{what} codes must be integers: row {i} is {float(flat[i])!r}")
+        return flat.astype(np.int64)
+    raise ValueError(f"{what} codes must be integers, not {arr.dtype}")
+
+
 class Answers:
     """Answers as parallel int64 arrays plus precomputed indices.
 
@@ -46,9 +64,9 @@ class Answers:
         n_tasks: int | None = None,
         n_workers: int | None = None,
     ) -> None:
-        t = np.asarray(tasks, dtype=np.int64).ravel()
-        w = np.asarray(workers, dtype=np.int64).ravel()
-        lab = np.asarray(labels, dtype=np.int64).ravel()
+        t = integer_codes(tasks, "task")
+        w = integer_codes(workers, "worker")
+        lab = integer_codes(labels, "label")
         if not (t.size == w.size == lab.size):
             raise ValueError("tasks, workers and labels must have the same length")
         if n_classes < 2:

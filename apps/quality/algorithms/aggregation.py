@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from ._answers import Answers, argmax_columns, digamma, softmax_columns, softmax_rows
 
 # Stored with every result. 1.1.0: the default method discounts dependent worker pairs.
-VERSION = "1.1.0"
+# 2.0.0: the default returns the answer when no item has two, keeps the last of duplicate
+# (task, worker) answers, learns from gold, calibrates its confidence and samples at scale.
+VERSION = "2.0.0"
 
 # Probabilities are clipped here before taking logs, so a worker who has never been seen
 # to give some label still leaves every class possible.
@@ -65,6 +67,42 @@ def _result_columns(
         confusions,
         labels=argmax_columns(post_kt),
         **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def as_answers(
+    tasks: np.ndarray | Answers,
+    workers: np.ndarray | None,
+    labels: np.ndarray | None,
+    n_classes: int,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+) -> Answers:
+    """Validated answers; an `Answers` passed as `tasks` is used as is (callers that run
+    several kernels on one job build it once: at millions of answers its index arrays
+    are most of a kernel's memory)."""
+    if isinstance(tasks, Answers):
+        return tasks
+    return Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)  # type: ignore[arg-type]
+
+
+def no_answers(method: str, ans: Answers) -> Aggregation:
+    """The result when there is no answer at all: every task at the uniform class prior,
+    every worker one-coin at chance (1 / K), nothing estimated (no NaN, no exception)."""
+    k = ans.k
+    cp = np.full(k, 1.0 / k)
+    return Aggregation(
+        method=method,
+        version=VERSION,
+        posteriors=np.full((ans.n_tasks, k), 1.0 / k),
+        labels=np.zeros(ans.n_tasks, dtype=np.intp),
+        class_prior=cp,
+        confusions=np.full((ans.n_workers, k, k), 1.0 / k),
+        skills=np.full(ans.n_workers, 1.0 / k),
+        n_iter=0,
+        converged=True,
+        log_likelihood=0.0,
+        detail="no answers: class prior",
     )
 
 
@@ -185,6 +223,39 @@ def _surrogate_elbo(
     return (joint + entropy) / max(ans.n, 1)
 
 
+class _Clamp:
+    """Gold tasks whose posteriors EM pins to their known class (nothing when there are none)."""
+
+    __slots__ = ("idx", "cls")
+
+    def __init__(self, idx: np.ndarray, cls: np.ndarray) -> None:
+        self.idx, self.cls = idx, cls
+
+    @classmethod
+    def build(cls, known: np.ndarray | None, ans: Answers) -> _Clamp:
+        if known is None:
+            return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        known = np.asarray(known, dtype=np.int64).ravel()
+        if known.size != ans.n_tasks:
+            raise ValueError("known must have one entry per task (-1 where unknown)")
+        if known.size and known.max() >= ans.k:
+            raise ValueError("a known class is >= n_classes")
+        idx = np.flatnonzero((known >= 0) & ans.answered)
+        return cls(idx, known[idx])
+
+    def columns(self, post_kt: np.ndarray) -> None:
+        """Pin class-major (K, n_tasks) posteriors in place."""
+        if self.idx.size:
+            post_kt[:, self.idx] = 0.0
+            post_kt[self.cls, self.idx] = 1.0
+
+    def rows(self, post: np.ndarray) -> None:
+        """Pin task-major (n_tasks, K) posteriors in place."""
+        if self.idx.size:
+            post[self.idx] = 0.0
+            post[self.idx, self.cls] = 1.0
+
+
 def _prior_array(prior: float | np.ndarray, n_workers: int, k: int) -> np.ndarray:
     arr = np.asarray(prior, dtype=np.float64)
     if arr.ndim == 0:
@@ -214,7 +285,9 @@ def majority_vote(
     n_workers: int | None = None,
 ) -> Aggregation:
     """Vote shares per task; worker quality is the soft confusion against those shares."""
-    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    ans = as_answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    if ans.n == 0:
+        return no_answers("mv", ans)
     post = _soft_majority(ans)
     class_prior = _class_prior_update(ans, post, 1.0)
     conf = _normalise_counts(ans.confusion_counts(post) + 1.0 / ans.k)
@@ -242,7 +315,9 @@ def weighted_majority_vote(
     Without given skills, a worker's skill is their agreement rate with the plain majority
     label, as Crowd-Kit's Wawa does; pass gold-based skills to weight by accuracy instead.
     """
-    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    ans = as_answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    if ans.n == 0:
+        return no_answers("wmv", ans)
     if skills is None:
         mv_label = np.argmax(_soft_majority(ans), axis=1)
         agree = (np.take(mv_label, ans.t) == ans.l).astype(np.float64)
@@ -296,6 +371,7 @@ def dawid_skene(
     max_iter: int = 100,
     tol: float = 1e-5,
     stopping: str = "elbo",
+    known: np.ndarray | None = None,
 ) -> Aggregation:
     """Dawid-Skene EM with full per-worker confusion matrices.
 
@@ -317,22 +393,31 @@ def dawid_skene(
     That surrogate is not monotone under EM, so on some crowds this stops after a couple of
     steps from majority vote; `stopping="objective"` instead runs until the per-answer change
     of the MAP objective falls below `tol`.
+
+    `known` (n_tasks,) gives the true class of gold tasks (-1 elsewhere): their posteriors
+    are clamped to it in every step (semi-supervised EM), so gold answers teach the worker
+    matrices directly.
     """
     if stopping not in ("elbo", "objective"):
         raise ValueError("stopping must be 'elbo' or 'objective'")
-    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    ans = as_answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    if ans.n == 0:
+        return no_answers("ds", ans)
     k = ans.k
     alpha = _prior_array(prior, ans.n_workers, k)
+    clamp = _Clamp.build(known, ans)
     if init_confusions is not None:
         conf, cp = _warm_start(init_confusions, init_class_prior, ans.n_workers, k)
         # EM runs class-major: posteriors and scores are (K, n_tasks), so per-task
         # reductions over the classes are row operations; see `Answers.class_scores`.
         post, ll = _confusion_e_step(ans, conf, cp)
+        clamp.columns(post)
         if max_iter == 0:
             post = np.ascontiguousarray(post.T)
             return _result("ds", ans, post, cp, conf, n_iter=0, converged=False, log_likelihood=ll)
     else:
         post = _soft_majority_columns(ans)
+        clamp.columns(post)
     objective = -np.inf
     converged = False
     it = 0
@@ -364,6 +449,7 @@ def dawid_skene(
             new_objective = _surrogate_elbo(ans, post, scores, log_cp, base)
         scores += log_cp[:, None]
         post, lse = softmax_columns(scores)
+        clamp.columns(post)
         ll = float(ans.answered_sum(lse)) + base
         if stopping == "elbo":
             if new_objective - objective < tol:
@@ -405,7 +491,9 @@ def one_coin_dawid_skene(
     """
     if stopping not in ("elbo", "objective"):
         raise ValueError("stopping must be 'elbo' or 'objective'")
-    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    ans = as_answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    if ans.n == 0:
+        return no_answers("onecoin", ans)
     k = ans.k
     a, b = skill_prior
     # Class-major like `dawid_skene`: posteriors are (K, n_tasks).
@@ -421,7 +509,9 @@ def one_coin_dawid_skene(
     for it in range(1, max_iter + 1):  # noqa: B007 - `it` is reported after the loop
         hit = np.take(post.ravel(), ans.lt)
         correct = np.bincount(ans.w, weights=hit, minlength=ans.n_workers)
-        skill = (correct + a) / (ans.per_worker + a + b)
+        seen = ans.per_worker + a + b
+        # A worker without answers (n_workers larger than the codes seen) stays at chance.
+        skill = np.divide(correct + a, seen, out=np.full(ans.n_workers, 1.0 / k), where=seen > 0)
         mass = ans.answered_sum(post) + class_prior_smoothing
         cp = mass / mass.sum()
         if stopping == "elbo":
@@ -520,7 +610,9 @@ def glad(
     takes a few diagonal Fisher-scoring steps, alternating alpha and beta, each a pair of
     bincounts over the answers, instead of a generic optimiser.
     """
-    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    ans = as_answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    if ans.n == 0:
+        return no_answers("glad", ans)
     k = ans.k
     alpha = np.full(ans.n_workers, alpha_prior_mean)
     beta = np.full(ans.n_tasks, beta_prior_mean)
@@ -610,7 +702,9 @@ def mace(
     `spam_prior` = (a_spam, a_know) and `strategy_prior` are the Beta / Dirichlet priors of
     the variational updates (Crowd-Kit's defaults).
     """
-    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    ans = as_answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
+    if ans.n == 0:
+        return no_answers("mace", ans)
     k, nw = ans.k, ans.n_workers
     rng = np.random.default_rng(seed)
     cp = np.full(k, 1.0 / k)
@@ -730,74 +824,21 @@ def default_aggregation(
     n_workers: int | None = None,
     **options: object,
 ) -> Aggregation:
-    """Concord's default: Dawid-Skene with one-coin shrinkage, guarded against dependent workers.
+    """Concord's default aggregator: see `default.default_aggregation` (guarded, shrunk
+    Dawid-Skene; the answer itself when no item has two; gold-clamped and calibrated)."""
+    # The default combines this module's kernels with `dependence` (which imports this
+    # module), so it lives in its own module, loaded on first use.
+    from .default import default_aggregation as run
 
-    Each worker's confusion gets 5 pseudo-answers per true class spread like their own
-    one-coin matrix (same accuracy on every class). Sparse workers therefore behave like a
-    one-coin model, which is what wins on crowds of many light workers (ws_cf, zencrowd),
-    while workers with plenty of answers still earn the class-specific biases full
-    Dawid-Skene needs (duck, dog, relevance). EM runs until the MAP objective converges
-    (not Crowd-Kit's early stop).
-
-    Before that, `dependence.dependent_pairs` tests every worker pair sharing >= 50 tasks for
-    agreement beyond conditional independence, against a one-coin reference fit (which a
-    clique cannot inflate as easily as full matrices) and leaving the pair itself out. A
-    pair more than 9 standard errors above is treated as dependent: on shared tasks each
-    answer's log-likelihood is weighted 1 / (1 + 4 * flagged partners present) and counted
-    in the M-step against the posterior without those partners, so a clique of heavy
-    workers with shared errors can neither certify its own accuracy nor outvote the rest
-    (zencrowd). One rule, one set of constants for every crowd; with no flagged pair (most
-    crowds) the result is the plain shrunk Dawid-Skene. Uses the answers only, never gold.
-    """
-    from .dependence import dependence_aware_dawid_skene, dependent_pairs
-
-    params: dict[str, object] = {
-        "shrinkage": 5.0,
-        "shrink_to": "onecoin",
-        "prior": 0.01,
-        "class_prior_smoothing": 1.0,
-        "stopping": "objective",
-    }
-    params.update(options)
-    ans = Answers(tasks, workers, labels, n_classes, n_tasks, n_workers)
-    reference = one_coin_dawid_skene(
-        ans.t,
-        ans.w,
-        ans.l,
+    return run(
+        tasks,
+        workers,
+        labels,
         n_classes,
-        n_tasks=ans.n_tasks,
-        n_workers=ans.n_workers,
-        class_prior_smoothing=1.0,
-        stopping="objective",
+        n_tasks=n_tasks,
+        n_workers=n_workers,
+        **options,  # type: ignore[arg-type]
     )
-    pairs = dependent_pairs(ans, reference.confusions, reference.class_prior)
-    if not pairs.flagged.any():
-        result = dawid_skene(
-            tasks,
-            workers,
-            labels,
-            n_classes,
-            n_tasks=n_tasks,
-            n_workers=n_workers,
-            **params,  # type: ignore[arg-type]
-        )
-        return replace(result, method="default", detail="ds+onecoin-shrinkage(5)")
-    keys = (
-        "prior",
-        "shrinkage",
-        "class_prior_smoothing",
-        "init_confusions",
-        "init_class_prior",
-        "max_iter",
-        "tol",
-    )
-    result = dependence_aware_dawid_skene(
-        ans,
-        pairs,
-        **{key: params[key] for key in keys if key in params},  # type: ignore[arg-type]
-    )
-    flagged = ", ".join(f"{a}-{b}" for a, b in pairs.flagged_pairs)
-    return replace(result, detail=f"ds+onecoin-shrinkage(5), dependent pairs discounted: {flagged}")
 
 
 # ----------------------------------------------------------------------------- registry

@@ -18,6 +18,7 @@ from ._answers import Answers, softmax_rows
 from .aggregation import (
     _EPS,
     Aggregation,
+    _Clamp,
     _class_prior_update,
     _confusion_log_table,
     _normalise_counts,
@@ -123,14 +124,15 @@ def _deconvolved_confusions(
     `reference` of each shared task (so noise in the reference is not read as worker error)."""
     conf = np.full((n_pairs, k, k), 0.2 / (k - 1))
     conf[:, np.arange(k), np.arange(k)] = 0.8
-    cell = pair * k + labels
+    # Flat index of conf[pair, c, label] for every class c: one gather per iteration, and
+    # one scatter into the (pair, c, label) cells (the same cells, so the same sums).
+    flat = (pair * (k * k) + labels)[:, None] + (np.arange(k) * k)[None, :]
+    flat_c = flat.ravel()
     for _ in range(30):
-        q = reference * conf[pair, :, labels]
+        q = reference * np.take(conf.ravel(), flat)
         q /= q.sum(axis=1, keepdims=True)
-        counts = np.empty((k, n_pairs * k))
-        for c in range(k):
-            counts[c] = np.bincount(cell, weights=q[:, c], minlength=n_pairs * k)
-        counts = counts.reshape(k, n_pairs, k).transpose(1, 0, 2) + 0.5
+        cells = np.bincount(flat_c, weights=q.ravel(), minlength=n_pairs * k * k)
+        counts = cells.reshape(n_pairs, k, k) + 0.5
         conf = counts / counts.sum(axis=2, keepdims=True)
     return conf
 
@@ -142,6 +144,7 @@ def dependent_pairs(
     *,
     min_overlap: int = 50,
     z_threshold: float = 9.0,
+    max_pair_rows: int | None = None,
 ) -> DependentPairs:
     """Test every worker pair sharing at least `min_overlap` tasks for conditional dependence.
 
@@ -154,7 +157,33 @@ def dependent_pairs(
     errors are flagged. Mild positive dependence (hard items fool everyone) is everywhere
     in real crowds and reaches z of about 8 on sets where Dawid-Skene is fine, hence the
     high threshold: only gross, heavily shared dependence is acted on.
+
+    The test costs one row per pair of answers to the same task (sum over tasks of answers
+    squared: 10M rows and minutes for 100 heavy workers at 5M answers). With
+    `max_pair_rows`, a larger job is tested on a fixed random sample of its tasks holding
+    about that many rows (seed 0, so runs repeat); the flagged pairs' links then cover all
+    their shared tasks again (`flagged_links`), so the discount applies everywhere.
     """
+    rows = float((ans.per_task * (ans.per_task - 1.0)).sum() / 2.0)
+    if max_pair_rows is not None and rows > max_pair_rows:
+        keep = np.random.default_rng(0).random(ans.n_tasks) < max_pair_rows / rows
+        sel = np.flatnonzero(keep[ans.t])
+        sample = Answers(ans.t[sel], ans.w[sel], ans.l[sel], ans.k, ans.n_tasks, ans.n_workers)
+        tested = dependent_pairs(
+            sample, confusions, class_prior, min_overlap=min_overlap, z_threshold=z_threshold
+        )
+        source, partner = flagged_links(
+            ans, tested.first[tested.flagged], tested.second[tested.flagged]
+        )
+        return DependentPairs(
+            tested.first,
+            tested.second,
+            tested.overlap,
+            tested.z,
+            tested.flagged,
+            source,
+            partner,
+        )
     k = ans.k
     first, second, pair, ans_a, ans_b = _shared_answers(ans, min_overlap)
     n_pairs = first.size
@@ -195,6 +224,30 @@ def dependent_pairs(
     )
 
 
+def flagged_links(
+    ans: Answers, first: np.ndarray, second: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Answer links (source, partner; both directions) of the given worker pairs on every
+    task they share, enumerated among those workers' answers only (cheap: flagged pairs are
+    few)."""
+    empty = np.zeros(0, dtype=np.int64)
+    if first.size == 0:
+        return empty, empty
+    members = np.zeros(ans.n_workers, dtype=bool)
+    members[first] = True
+    members[second] = True
+    sel = np.flatnonzero(members[ans.w])
+    sub = Answers(ans.t[sel], ans.w[sel], ans.l[sel], ans.k, ans.n_tasks, ans.n_workers)
+    a_first, a_second, pair, a, b = _shared_answers(sub, 1)
+    wanted = set(zip(first.tolist(), second.tolist(), strict=True))
+    is_flagged = np.array(
+        [(int(x), int(y)) in wanted for x, y in zip(a_first, a_second, strict=True)], dtype=bool
+    )
+    rows = is_flagged[pair] if pair.size else np.zeros(0, dtype=bool)
+    a, b = sel[a[rows]], sel[b[rows]]
+    return np.concatenate([a, b]), np.concatenate([b, a])
+
+
 def answer_weights(n_answers: int, pairs: DependentPairs, discount: float = 4.0) -> np.ndarray:
     """Per-answer weight 1 / (1 + discount * number of flagged partners on the same task)."""
     partners = np.bincount(pairs.source, minlength=n_answers).astype(np.float64)
@@ -213,6 +266,7 @@ def dependence_aware_dawid_skene(
     init_class_prior: np.ndarray | None = None,
     max_iter: int = 100,
     tol: float = 1e-5,
+    known: np.ndarray | None = None,
 ) -> Aggregation:
     """Dawid-Skene (matrices shrunk toward each worker's one-coin form, as in the default)
     that discounts the flagged dependent pairs in `pairs`.
@@ -223,8 +277,11 @@ def dependence_aware_dawid_skene(
     the M-step the answer is counted against the task posterior WITHOUT its partners'
     answers, so partners cannot certify each other's accuracy. With no flagged pair this is
     exactly `dawid_skene(shrinkage=..., shrink_to="onecoin", stopping="objective")`.
+    `known` clamps gold tasks to their class, as in `dawid_skene`.
     """
     k = ans.k
+    clamp = _Clamp.build(known, ans)
+    gold_answers = np.flatnonzero(np.isin(ans.t, clamp.idx)) if clamp.idx.size else None
     alpha = _prior_array(prior, ans.n_workers, k)
     weight = answer_weights(ans.n, pairs, discount)
     linked = np.flatnonzero(np.bincount(pairs.source, minlength=ans.n) > 0)
@@ -233,6 +290,7 @@ def dependence_aware_dawid_skene(
         post, _, _ = _weighted_e_step(ans, conf, cp, weight)
     else:
         post = _soft_majority(ans)
+    clamp.rows(post)
     per_answer_post = np.take(post, ans.t, axis=0)
     objective = -np.inf
     converged = False
@@ -250,6 +308,7 @@ def dependence_aware_dawid_skene(
         conf = _normalise_counts(counts + pseudo)
         cp = _class_prior_update(ans, post, class_prior_smoothing)
         post, ll, weighted = _weighted_e_step(ans, conf, cp, weight)
+        clamp.rows(post)
         per_answer_post = np.take(post, ans.t, axis=0)
         if linked.size:
             # Leave the partners out: subtract their weighted log-likelihoods per answer.
@@ -261,6 +320,8 @@ def dependence_aware_dawid_skene(
             log_cp = np.log(np.clip(cp, _EPS, None))
             scores = _task_scores(ans, weighted)[ans.t[linked]] + log_cp[None, :]
             per_answer_post[linked], _ = softmax_rows(scores - partner_sum[:, linked].T)
+            if gold_answers is not None:
+                per_answer_post[gold_answers] = np.take(post, ans.t[gold_answers], axis=0)
         new_objective = ll + float((pseudo * np.log(np.clip(conf, _EPS, None))).sum())
         if abs(new_objective - objective) <= tol * max(ans.n, 1):
             converged = True
