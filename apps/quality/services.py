@@ -733,11 +733,13 @@ def _aggregate_arrays(
     )
 
 
-# A stored result and a fresh aggregation of the same answers may differ by this much in
-# the stored label's probability before result_violations calls them different: the fresh
-# run starts from the matrices the last run ended with, so near a tie EM may settle a few
-# points away; a wrong delivery (a stale or empty label) is far beyond it.
-RESULT_CHECK_TOLERANCE = 0.1
+# How decisively a fresh aggregation must contradict a stored result (its top class's
+# probability above the stored label's) before result_violations calls the result wrong.
+# EM is not started from the matrices the stored run started from (gold answers and later
+# runs move them), and on a small or sparse job Dawid-Skene can settle on another fixed
+# point for items near a tie (seen: 0.58 against 0.42); a wrong delivery (another item's
+# label, a label the answers do not support) is contradicted far beyond it.
+RESULT_CHECK_TOLERANCE = 0.5
 
 
 def result_violations(*, job_id: int | None = None) -> list[str]:
