@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.routing",
     "apps.reports",
     "apps.reviews",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -163,6 +164,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # How long a QC reviewer's claim on a review lasts before it returns to the queue.
 REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", "600"))
+
+# Client webhooks: attempts per delivery, the exponential backoff between them (base x
+# 2^(attempts-1), capped), the answer timeout, how often newly settled items are batched
+# into item.finalized, and whether endpoints may sit on loopback or private networks.
+WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "8"))
+WEBHOOK_BACKOFF_BASE_SECONDS = float(os.environ.get("WEBHOOK_BACKOFF_BASE_SECONDS", "30"))
+WEBHOOK_BACKOFF_MAX_SECONDS = float(os.environ.get("WEBHOOK_BACKOFF_MAX_SECONDS", "21600"))
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "10"))
+WEBHOOK_FINALIZED_EVERY_SECONDS = float(os.environ.get("WEBHOOK_FINALIZED_EVERY_SECONDS", "30"))
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", DEBUG)
 
 # Cache: in-process by default; CACHE_URL (e.g. redis://127.0.0.1:6379/1), or else REDIS_URL,
 # shares it between processes: counters such as the re-aggregation trigger are then exact

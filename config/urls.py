@@ -17,6 +17,7 @@ api_v1 = [
     path("", include("apps.routing.urls")),
     path("", include("apps.reports.urls")),
     path("", include("apps.reviews.urls")),
+    path("", include("apps.webhooks.urls")),
 ]
 
 urlpatterns = [

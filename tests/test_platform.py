@@ -48,6 +48,7 @@ def test_admin_lists_every_model(admin_client):
             "quality",
             "routing",
             "reports",
+            "webhooks",
         }:
             assert admin.site.is_registered(model), model
             url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
