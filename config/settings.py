@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "apps.common.middleware.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.common.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -136,6 +137,19 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.common.errors.exception_handler",
     # ?format= selects the results file format, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+    # Abuse limits (apps.common.throttling), counted in the shared cache; "" turns one off.
+    # submit and list are per token, auth_failure and login per client address.
+    "DEFAULT_THROTTLE_CLASSES": ["apps.common.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        # A fast annotator labels about one item a second; 10/s sustained is far beyond any
+        # person and what the benches' simulated annotators reach.
+        "submit": os.environ.get("THROTTLE_SUBMIT_RATE", "600/min"),
+        "list": os.environ.get("THROTTLE_LIST_RATE", "300/min"),
+        "auth_failure": os.environ.get("THROTTLE_AUTH_FAILURE_RATE", "30/min"),
+        "login": os.environ.get("THROTTLE_LOGIN_RATE", "10/min"),
+    },
+    # Proxies in front of the web server whose X-Forwarded-For the limits may trust.
+    "NUM_PROXIES": int(os.environ["NUM_PROXIES"]) if os.environ.get("NUM_PROXIES") else None,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -182,7 +196,15 @@ WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", DEBUG)
 CACHE_URL = os.environ.get("CACHE_URL", REDIS_URL)
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            # An unreachable Redis must fail fast (and be bypassed), never hang a request.
+            "OPTIONS": {
+                "socket_connect_timeout": float(os.environ.get("CACHE_TIMEOUT_SECONDS", "1")),
+                "socket_timeout": float(os.environ.get("CACHE_TIMEOUT_SECONDS", "1")),
+            },
+        }
         if CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -197,3 +219,22 @@ LOGGING = {
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# HTTPS and browser protections; production (DEBUG off) turns them on, each can be changed.
+# Behind a proxy that terminates TLS, set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO
+# (the proxy must set X-Forwarded-Proto itself) and SECURE_SSL_REDIRECT=1.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers probe health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER"], "https")
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    # Asking browsers to preload HSTS is a commitment for the whole domain: the operator's.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Content-Security-Policy on every response (apps.common.security).
+CONTENT_SECURITY_POLICY = env_bool("CONTENT_SECURITY_POLICY", not DEBUG)

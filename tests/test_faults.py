@@ -1,0 +1,182 @@
+"""Faults the deployment must survive: Redis away (cache and broker), PostgreSQL away, an
+interrupted upload, a Celery worker killed in the middle of an aggregation.
+
+Nothing shared is stopped: Redis and PostgreSQL "going away" are a throwaway redis-server of
+the test's own, stopped and started again, and a database connection pointed at a port
+nothing listens on.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from apps.accounts.models import Organization
+from apps.assignments.models import Label
+from apps.assignments.selectors import invariant_violations
+from apps.jobs.models import Item, Job
+from apps.quality.models import AggregationRun
+from apps.webhooks.models import WebhookDelivery
+from apps.webhooks.services import webhook_endpoint_create
+from apps.workforce.models import Worker
+from tests.webhooks.receiver import Receiver
+from tests.workforce.factories import JobFactory, make_items, make_pool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OwnRedis:
+    """A redis-server of this test alone, on a free loopback port: stop() and start() it."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("own redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(settings):
+    server = OwnRedis()
+    server.start()
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    settings.REDIS_URL = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def celery_broker():
+    """Point the Celery app at a broker for real (not eager); restored afterwards."""
+    from workers.celery import app
+
+    app._pool = None
+
+    def use(url: str) -> None:
+        # The Django settings' names (CELERY_*) win over app.conf's own once both are set.
+        app.conf.CELERY_TASK_ALWAYS_EAGER = False
+        app.conf.broker_write_url = url
+        app._pool = None
+
+    def eager() -> None:
+        app.conf.CELERY_TASK_ALWAYS_EAGER = True
+
+    yield type("Broker", (), {"use": staticmethod(use), "eager": staticmethod(eager)})
+    app.conf.CELERY_TASK_ALWAYS_EAGER = True
+    app.conf.broker_write_url = None
+    app._pool = None
+
+
+def _label_once(annotator) -> int:
+    task = annotator.client.post("/api/v1/assignments/next/", {}, format="json")
+    assert task.status_code == 200, task.content
+    body = task.json()
+    done = annotator.client.post(
+        f"/api/v1/assignments/{body['id']}/submit/", {"label": body["classes"][0]}, format="json"
+    )
+    assert done.status_code == 200, done.content
+    return body["id"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_annotators_keep_working_while_redis_is_away_and_queued_work_catches_up(
+    own_redis, celery_broker, settings, make_actor, client
+):
+    # Given a running job, four annotators, and a client with a webhook endpoint
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = True
+    receiver = Receiver().start()
+    client_actor = make_actor("client")
+    org = Organization.objects.get(name=client_actor.org_name)
+    job = JobFactory(
+        organization=org,
+        status=Job.Status.RUNNING,
+        policy={"min_labels": 2, "max_labels": 2, "gold_rate": 0.0, "reaggregate_every": 2},
+    )
+    make_items(job, 5)  # 10 label slots: the 9 labels below complete 4 items
+    annotators = [make_actor("annotator") for _ in range(4)]
+    make_pool(jobs=[job], workers=[Worker.objects.get(user=a.user) for a in annotators])
+    endpoint = webhook_endpoint_create(
+        organization=org, created_by=None, url=receiver.url, events=["job.paused"]
+    )
+    celery_broker.use(own_redis.url)
+    try:
+        _label_once(annotators[0])  # warm: caches filled while Redis is up
+
+        # When Redis (cache and broker) goes away
+        own_redis.stop()
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded"
+        assert health.json()["checks"]["database"] == "ok"
+        assert health.json()["checks"]["cache"].startswith("error")
+        assert health.json()["checks"]["broker"].startswith("error")
+
+        # Then annotators still pull and submit
+        for annotator in annotators:
+            for _ in range(2):
+                _label_once(annotator)
+        # and a client's change is recorded, its webhook left pending for later
+        paused = client_actor.client.post(f"/api/v1/jobs/{job.pk}/pause/")
+        assert paused.status_code == 200, paused.content
+        delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+        assert (delivery.status, delivery.attempts) == ("pending", 0)
+        assert client_actor.client.post(f"/api/v1/jobs/{job.pk}/launch/").status_code == 200
+
+        # When Redis returns, the beat's sweeps catch up
+        own_redis.start()
+        assert client.get("/healthz").json()["status"] == "ok"
+        celery_broker.eager()
+        from workers.tasks_quality import aggregate_running_jobs
+        from workers.tasks_webhooks import dispatch_due
+
+        assert dispatch_due() == 1
+        assert aggregate_running_jobs() == 1
+    finally:
+        receiver.stop()
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("delivered", 1)
+    assert [r.headers["Concord-Event"] for r in receiver.requests] == ["job.paused"]
+    assert Label.objects.filter(item__job=job).count() == 9
+    run = AggregationRun.objects.filter(job=job).latest("id")
+    assert run.n_labels == 9
+    assert invariant_violations(job_id=job.pk) == []
+    assert Item.objects.filter(job=job, n_labels=2).exclude(state=Item.State.OPEN).count() == 4
