@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "apps.common.middleware.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.common.security.ContentSecurityPolicyMiddleware",
+    "apps.common.faults.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

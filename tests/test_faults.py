@@ -180,3 +180,112 @@ def test_annotators_keep_working_while_redis_is_away_and_queued_work_catches_up(
     assert run.n_labels == 9
     assert invariant_violations(job_id=job.pk) == []
     assert Item.objects.filter(job=job, n_labels=2).exclude(state=Item.State.OPEN).count() == 4
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def _jsonl(n: int) -> bytes:
+    return b"".join(
+        b'{"external_id": "u-%d", "payload": {"text": "item %d"}}\n' % (i, i) for i in range(n)
+    )
+
+
+@pytest.mark.parametrize("how", ["body-ends-early", "connection-reset"])
+@pytest.mark.django_db(transaction=True)
+def test_an_interrupted_upload_stores_nothing(live_server, make_actor, how):
+    # Given a client's job and an upload of 6,000 rows (three write batches)
+    client_actor = make_actor("client")
+    job = JobFactory(organization=Organization.objects.get(name=client_actor.org_name))
+    body = _jsonl(6000)
+    host, port = live_server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /api/v1/jobs/{job.pk}/items/ HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Token {client_actor.token}\r\n"
+        f"Content-Type: application/x-ndjson\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+    # When the client goes away after sending two thirds of it
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(head + body[: len(body) * 2 // 3])
+    time.sleep(0.3)  # the server is reading and writing rows by now
+    if how == "connection-reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    else:
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(4096)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b'"parse_error"' in answer
+
+    # Then no row of it was stored
+    time.sleep(0.5)
+    assert Item.objects.filter(job=job).count() == 0
+    # and the whole upload, sent again, is stored once
+    response = client_actor.client.post(
+        f"{live_server.url}/api/v1/jobs/{job.pk}/items/",
+        body,
+        content_type="application/x-ndjson",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["created"] == 6000
+    assert Item.objects.filter(job=job).count() == 6000
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_answer_503_while_the_database_is_away_and_succeed_after(make_actor, client):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite cannot go away")
+    client_actor = make_actor("client")
+    annotator = make_actor("annotator")
+    assert client_actor.client.get("/api/v1/jobs/").status_code == 200
+    real_port = connection.settings_dict["PORT"]
+
+    # The server restarts under the open connection: it is terminated from another session
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
+    response = client_actor.client.get("/api/v1/jobs/")
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "retry"
+    assert response["Retry-After"] == "5"
+    # The broken connection was closed: the next request reconnects
+    assert client_actor.client.get("/api/v1/jobs/").status_code == 200
+
+    # Nothing listens where the database was: every kind of request fails cleanly
+    connection.close()
+    connection.settings_dict["PORT"] = str(_free_port())
+    try:
+        for response in (
+            client_actor.client.get("/api/v1/jobs/"),
+            client_actor.client.post("/api/v1/jobs/", {"name": "x"}, format="json"),
+            annotator.client.post("/api/v1/assignments/next/", {}, format="json"),
+            annotator.client.post("/api/v1/assignments/1/submit/", {"label": "a"}, format="json"),
+        ):
+            assert response.status_code == 503, response.content
+            assert response.json()["error"]["code"] == "retry"
+        page = client.post("/login/", {"token": "x"})
+        assert page.status_code == 503
+        assert page["Content-Type"].startswith("text/plain")
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["status"] == "unavailable"
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = real_port
+
+    # When it is back, requests succeed
+    assert client_actor.client.get("/api/v1/jobs/").status_code == 200
+    assert client.get("/healthz").status_code == 200
