@@ -173,6 +173,14 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL) o
 )
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
+# A task whose worker died under it (SIGKILL, the OOM killer) runs again: a pool child's
+# death requeues it at once; a whole worker's death leaves it unacknowledged in Redis, and
+# another worker takes it once the visibility timeout has passed. Every task is safe to
+# run twice; the timeout must exceed the longest task (a big job's aggregation).
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "concord")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

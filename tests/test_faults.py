@@ -289,3 +289,136 @@ def test_requests_answer_503_while_the_database_is_away_and_succeed_after(make_a
     # When it is back, requests succeed
     assert client_actor.client.get("/api/v1/jobs/").status_code == 200
     assert client.get("/healthz").status_code == 200
+
+
+# --------------------------------------------------------------------------- Celery
+
+
+def _celery_worker(queue: str, env: dict[str, str]) -> subprocess.Popen:
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo"]
+        + ["--without-gossip", "--without-mingle", "--loglevel=WARNING", "-Q", queue],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_for(what: str, check, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_aggregation_leaves_the_task_to_run_again(celery_broker):
+    """SIGKILL of the Celery worker while it writes a job's results: the message was not
+    acknowledged (acks_late), so once the visibility timeout passes another worker runs the
+    aggregation again, and the results equal a fresh aggregation of the same labels."""
+    import os
+    import uuid
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    from tests.reviews.factories import label_items
+    from tests.test_celery_worker import REDIS_URL, _test_database_url
+    from workers.tasks_quality import aggregate_job
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the lock that holds the worker mid-write is PostgreSQL's")
+    redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    # Given a job with labels from five workers, some of them disagreeing
+    job = JobFactory(
+        label_schema={"kind": "single_choice", "classes": ["cat", "dog"]},
+        policy={
+            "min_labels": 5,
+            "max_labels": 5,
+            "gold_rate": 0.0,
+            "aggregation": "ds",
+            "reaggregate_every": 0,
+            "target_confidence": 0.6,
+        },
+    )
+    make_items(job, 12)
+    votes = [["cat", "dog", "cat"] * 4, ["cat"] * 12, ["dog", "cat"] * 6]
+    label_items(job, [*votes, ["cat", "dog", "dog"] * 4, ["cat"] * 12])
+    n_labels = Label.objects.filter(item__job=job).count()
+    assert n_labels == 60
+    # Results the run must rewrite (a stale posterior on every item)
+    Item.objects.filter(job=job).update(posterior=[0.5, 0.5])
+
+    queue = f"test-kill-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "DATABASE_URL": _test_database_url(),
+        "CELERY_QUEUE": queue,
+        "CELERY_VISIBILITY_TIMEOUT": "3",
+        "SECRET_KEY": "worker-test",
+    }
+    # A session of the test holds the item table so the run blocks writing its results
+    blocker = connection.copy()
+    blocker.connect()
+    blocker.set_autocommit(False)
+    with blocker.cursor() as cursor:
+        cursor.execute("LOCK TABLE jobs_item IN SHARE MODE")
+    first = _celery_worker(queue, env)
+    second = None
+    try:
+        celery_broker.use(REDIS_URL)
+        aggregate_job.apply_async(args=[job.pk], queue=queue)
+
+        def blocked_backend():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query ILIKE 'WITH v AS (SELECT * FROM unnest%%'"
+                )
+                row = cursor.fetchone()
+            return row[0] if row else None
+
+        # When the worker is killed while it is writing the results
+        backend = _wait_for("the run to block on its result write", blocked_backend, 120)
+        assert AggregationRun.objects.filter(job=job).count() == 1  # committed before
+        first.kill()
+        first.wait(timeout=10)
+        # PostgreSQL notices a dead client only when it next talks to it: end its session
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+        blocker.rollback()
+        assert Item.objects.filter(job=job, posterior=[0.5, 0.5]).count() == 12  # none written
+
+        # Then a worker started once the visibility timeout (3 s here) has passed takes the
+        # unacknowledged task back (kombu restores such messages when a worker starts, and
+        # every 100 s after) and runs it again
+        time.sleep(3.5)
+        second = _celery_worker(queue, env)
+        _wait_for(
+            "the task to run again",
+            lambda: AggregationRun.objects.filter(job=job, seconds__gt=0).exists(),
+            90,
+        )
+    finally:
+        blocker.close()
+        for worker in (first, second):
+            if worker is not None and worker.poll() is None:
+                worker.terminate()
+                try:
+                    worker.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+
+    runs = list(AggregationRun.objects.filter(job=job).order_by("id"))
+    assert len(runs) == 2
+    assert runs[-1].n_labels == n_labels
+    # The results equal a fresh aggregation of the same labels, and every invariant holds
+    call_command("checkinvariants", job=job.pk)
