@@ -344,6 +344,10 @@ def check(job_id: int, books: Books, deadlocks_before: int) -> dict:
     return {"lost": lost, "empty": empty, "violations": violations, "deadlocks": deadlocks}
 
 
+class _NoKill(Exception):
+    """The control run: no kill at half time."""
+
+
 class _Capture:
     def __init__(self) -> None:
         self.text = ""
@@ -360,6 +364,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--annotators", type=int, default=64)
     parser.add_argument("--items", type=int, default=3000)
+    parser.add_argument(
+        "--no-kill", action="store_true", help="no kill -9 at half time (a control run)"
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -388,6 +395,8 @@ def main() -> None:
     killed: list[str] = []
     try:
         time.sleep(args.seconds / 2)
+        if args.no_kill:
+            raise _NoKill
         victim = workers["soak1"]
         kill9([*children(victim.pid), victim.pid])
         victim.wait(timeout=10)
@@ -397,6 +406,8 @@ def main() -> None:
         print(f"{time.monotonic() - load_started:6.1f}s  kill -9: {', '.join(killed)}")
         time.sleep(5)
         workers["soak1"] = celery_worker("soak1", logs / "soak1.log")  # the supervisor
+        time.sleep(max(args.seconds - (time.monotonic() - load_started), 0))
+    except _NoKill:
         time.sleep(max(args.seconds - (time.monotonic() - load_started), 0))
     finally:
         stop.set()
