@@ -52,9 +52,11 @@ REDIS_URL = "redis://127.0.0.1:6379/8"
 CACHE_URL = "redis://127.0.0.1:6379/9"
 QUEUE = "soak-ops"
 CLASSES = ["cat", "dog", "bird"]
+# Set by --pgbouncer: the port of the PgBouncer (transaction pooling) the servers go through.
+POOLER_PORT: int | None = None
 
 
-def _env() -> dict[str, str]:
+def _env(*, pooled: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=f"{PG}/{DB}",
@@ -68,7 +70,41 @@ def _env() -> dict[str, str]:
         CELERY_QUEUE=QUEUE,
         CELERY_VISIBILITY_TIMEOUT="30",
     )
+    if pooled and POOLER_PORT is not None:
+        env.update(
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{POOLER_PORT}/{DB}",
+            DATABASE_POOLER="transaction",
+        )
     return env
+
+
+def pgbouncer(port: int, logs: Path) -> subprocess.Popen:
+    """Debian's PgBouncer in transaction pooling mode in front of the scratch database."""
+    config = logs / "pgbouncer.ini"
+    config.write_text(
+        f"[databases]\n{DB} = host=127.0.0.1 port=5432 dbname={DB} user=postgres\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        "auth_type = any\npool_mode = transaction\nmax_client_conn = 1000\n"
+        "default_pool_size = 20\nignore_startup_parameters = extra_float_digits,options\n"
+    )
+    config.chmod(0o644)
+    logs.chmod(0o755)
+    command = ["pgbouncer", str(config)]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", "postgres"]  # PgBouncer refuses to run as root
+    process = subprocess.Popen(
+        command, stdout=(logs / "pgbouncer.log").open("ab"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("pgbouncer did not come up")
 
 
 def recreate_database() -> None:
@@ -144,7 +180,7 @@ def serve(port: int, log: Path) -> subprocess.Popen:
         + ["--bind", f"127.0.0.1:{port}", "--worker-class", "gthread", "--workers", "2"]
         + ["--threads", "8", "--keep-alive", "30", "--log-level", "warning"],
         cwd=ROOT,
-        env=_env(),
+        env=_env(pooled=True),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -167,7 +203,7 @@ def celery_worker(name: str, log: Path) -> subprocess.Popen:
         + ["--concurrency", "1", "--without-gossip", "--without-mingle"]
         + ["--loglevel", "WARNING", "-Q", QUEUE],
         cwd=ROOT,
-        env=_env(),
+        env=_env(pooled=True),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -365,6 +401,11 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=64)
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="web and Celery go through PgBouncer in transaction pooling mode",
+    )
+    parser.add_argument(
         "--no-kill", action="store_true", help="no kill -9 at half time (a control run)"
     )
     args = parser.parse_args()
@@ -373,6 +414,11 @@ def main() -> None:
     recreate_database()
     job_id, client_token, tokens = seed(args.items, args.annotators)
     logs = Path(tempfile.mkdtemp(prefix="concord-soak-"))
+    pooler = None
+    if args.pgbouncer:
+        global POOLER_PORT
+        POOLER_PORT = free_port()
+        pooler = pgbouncer(POOLER_PORT, logs)
     port = free_port()
     server = serve(port, logs / "gunicorn.log")
     workers = {name: celery_worker(name, logs / f"{name}.log") for name in ("soak1", "soak2")}
@@ -425,6 +471,9 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             kill9([*children(worker.pid), worker.pid])
 
+    if pooler is not None:
+        pooler.terminate()
+        pooler.wait(timeout=10)
     result = check(job_id, books, deadlocks_before)
     logged_500 = 0
     for log in logs.glob("*.log"):
@@ -432,7 +481,10 @@ def main() -> None:
         logged_500 += text.count("Internal Server Error")
     labels = len(books.acknowledged)
     errors = len(books.errors) + logged_500
-    print(f"annotators {args.annotators}, load {load_seconds:.0f} s, logs in {logs}")
+    print(
+        f"annotators {args.annotators}, load {load_seconds:.0f} s, "
+        f"{'through PgBouncer (transaction pooling)' if pooler else 'direct'}, logs in {logs}"
+    )
     print(f"labels acknowledged {labels}  ({labels / load_seconds:.1f}/s)")
     print(
         f"next p50/p95 {percentile(books.next_ms, 50):.1f} / {percentile(books.next_ms, 95):.1f} ms"
@@ -461,6 +513,7 @@ def main() -> None:
                 "deadlocks": result["deadlocks"],
                 "next_p95_ms": round(percentile(books.next_ms, 95), 1),
                 "submit_p95_ms": round(percentile(books.submit_ms, 95), 1),
+                "pgbouncer": pooler is not None,
             }
         )
     )
