@@ -214,7 +214,10 @@ def test_an_interrupted_upload_stores_nothing(live_server, make_actor, how):
         sock.close()
     else:
         sock.shutdown(socket.SHUT_WR)
-        answer = sock.recv(4096)
+        sock.settimeout(30)
+        answer = b""
+        while chunk := sock.recv(65536):  # the whole answer: the server closes after it
+            answer += chunk
         sock.close()
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
         assert b'"parse_error"' in answer
