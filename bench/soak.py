@@ -54,6 +54,8 @@ QUEUE = "soak-ops"
 CLASSES = ["cat", "dog", "bird"]
 # Set by --pgbouncer: the port of the PgBouncer (transaction pooling) the servers go through.
 POOLER_PORT: int | None = None
+# Set by --no-prepared: the servers send the hot path's statements unprepared.
+UNPREPARED = False
 
 
 def _env(*, pooled: bool = False) -> dict[str, str]:
@@ -70,6 +72,8 @@ def _env(*, pooled: bool = False) -> dict[str, str]:
         CELERY_QUEUE=QUEUE,
         CELERY_VISIBILITY_TIMEOUT="30",
     )
+    if pooled and UNPREPARED:
+        env["DATABASE_PREPARED_STATEMENTS"] = "0"
     if pooled and POOLER_PORT is not None:
         env.update(
             DATABASE_URL=f"postgres://postgres@127.0.0.1:{POOLER_PORT}/{DB}",
@@ -406,6 +410,11 @@ def main() -> None:
         help="web and Celery go through PgBouncer in transaction pooling mode",
     )
     parser.add_argument(
+        "--no-prepared",
+        action="store_true",
+        help="DATABASE_PREPARED_STATEMENTS=0 without a pooler (what a pooler costs the hot path)",
+    )
+    parser.add_argument(
         "--no-kill", action="store_true", help="no kill -9 at half time (a control run)"
     )
     args = parser.parse_args()
@@ -415,6 +424,8 @@ def main() -> None:
     job_id, client_token, tokens = seed(args.items, args.annotators)
     logs = Path(tempfile.mkdtemp(prefix="concord-soak-"))
     pooler = None
+    global UNPREPARED
+    UNPREPARED = args.no_prepared
     if args.pgbouncer:
         global POOLER_PORT
         POOLER_PORT = free_port()
@@ -514,6 +525,7 @@ def main() -> None:
                 "next_p95_ms": round(percentile(books.next_ms, 95), 1),
                 "submit_p95_ms": round(percentile(books.submit_ms, 95), 1),
                 "pgbouncer": pooler is not None,
+                "prepared": not (pooler is not None or args.no_prepared),
             }
         )
     )
