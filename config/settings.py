@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.routing",
     "apps.reports",
     "apps.reviews",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -68,6 +69,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "apps.common.middleware.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.common.security.ContentSecurityPolicyMiddleware",
+    "apps.common.faults.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -103,6 +106,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so that threads and a Celery worker process can share it; one
     # per test process so that parallel runs never clobber each other.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3")}
+# Behind a pooler in transaction mode (PgBouncer `pool_mode = transaction`) a session is
+# not the client's own: no server-side cursors, no session-level prepared statements.
+DATABASE_POOLER = os.environ.get("DATABASE_POOLER", "")
+if DATABASE_POOLER == "transaction":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+DATABASE_PREPARED_STATEMENTS = env_bool(
+    "DATABASE_PREPARED_STATEMENTS", DATABASE_POOLER != "transaction"
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -143,6 +154,19 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.common.errors.exception_handler",
     # ?format= selects the results file format, not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+    # Abuse limits (apps.common.throttling), counted in the shared cache; "" turns one off.
+    # submit and list are per token, auth_failure and login per client address.
+    "DEFAULT_THROTTLE_CLASSES": ["apps.common.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        # A fast annotator labels about one item a second; 10/s sustained is far beyond any
+        # person and what the benches' simulated annotators reach.
+        "submit": os.environ.get("THROTTLE_SUBMIT_RATE", "600/min"),
+        "list": os.environ.get("THROTTLE_LIST_RATE", "300/min"),
+        "auth_failure": os.environ.get("THROTTLE_AUTH_FAILURE_RATE", "30/min"),
+        "login": os.environ.get("THROTTLE_LOGIN_RATE", "10/min"),
+    },
+    # Proxies in front of the web server whose X-Forwarded-For the limits may trust.
+    "NUM_PROXIES": int(os.environ["NUM_PROXIES"]) if os.environ.get("NUM_PROXIES") else None,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -174,6 +198,14 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL) o
 )
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
+# A task whose worker died under it (SIGKILL, the OOM killer) runs again: a pool child's
+# death requeues it at once; a whole worker's death leaves it unacknowledged in Redis, and
+# another worker takes it once the visibility timeout has passed. Every task is safe to
+# run twice; the timeout must exceed the longest task (a big job's aggregation).
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "concord")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -185,6 +217,16 @@ CONCORD_FASTPATH = env_bool("CONCORD_FASTPATH", True)
 # How long a QC reviewer's claim on a review lasts before it returns to the queue.
 REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", "600"))
 
+# Client webhooks: attempts per delivery, the exponential backoff between them (base x
+# 2^(attempts-1), capped), the answer timeout, how often newly settled items are batched
+# into item.finalized, and whether endpoints may sit on loopback or private networks.
+WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("WEBHOOK_MAX_ATTEMPTS", "8"))
+WEBHOOK_BACKOFF_BASE_SECONDS = float(os.environ.get("WEBHOOK_BACKOFF_BASE_SECONDS", "30"))
+WEBHOOK_BACKOFF_MAX_SECONDS = float(os.environ.get("WEBHOOK_BACKOFF_MAX_SECONDS", "21600"))
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "10"))
+WEBHOOK_FINALIZED_EVERY_SECONDS = float(os.environ.get("WEBHOOK_FINALIZED_EVERY_SECONDS", "30"))
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", DEBUG)
+
 # Cache: in-process by default; CACHE_URL (e.g. redis://127.0.0.1:6379/1), or else REDIS_URL,
 # shares it between processes: counters such as the re-aggregation trigger are then exact
 # across workers, and an invalidation of a per-process cache (apps.common.caches: a ban, a
@@ -192,7 +234,15 @@ REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", "600"))
 CACHE_URL = os.environ.get("CACHE_URL", REDIS_URL)
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            # An unreachable Redis must fail fast (and be bypassed), never hang a request.
+            "OPTIONS": {
+                "socket_connect_timeout": float(os.environ.get("CACHE_TIMEOUT_SECONDS", "1")),
+                "socket_timeout": float(os.environ.get("CACHE_TIMEOUT_SECONDS", "1")),
+            },
+        }
         if CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -207,3 +257,22 @@ LOGGING = {
 
 if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# HTTPS and browser protections; production (DEBUG off) turns them on, each can be changed.
+# Behind a proxy that terminates TLS, set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO
+# (the proxy must set X-Forwarded-Proto itself) and SECURE_SSL_REDIRECT=1.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers probe health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER"], "https")
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    # Asking browsers to preload HSTS is a commitment for the whole domain: the operator's.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Content-Security-Policy on every response (apps.common.security).
+CONTENT_SECURITY_POLICY = env_bool("CONTENT_SECURITY_POLICY", not DEBUG)

@@ -5,6 +5,7 @@ from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.common.converters import IdConverter
+from apps.common.throttling import login_throttled
 from apps.common.views import healthz
 
 # Registered before the apps' URL modules are included: their ids use <id:...>.
@@ -21,10 +22,13 @@ api_v1 = [
     path("", include("apps.routing.urls")),
     path("", include("apps.reports.urls")),
     path("", include("apps.reviews.urls")),
+    path("", include("apps.webhooks.urls")),
 ]
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    # Failed admin sign-ins are limited per client address like the token login page's.
+    path("admin/login/", login_throttled(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -16,6 +16,7 @@ app.conf.imports = (
     "workers.tasks_quality",
     "workers.tasks_routing",
     "workers.tasks_reviews",
+    "workers.tasks_webhooks",
 )
 # `celery -A workers beat` runs these; every task is safe to run twice or concurrently.
 app.conf.beat_schedule = {
@@ -31,4 +32,11 @@ app.conf.beat_schedule = {
     "reviews-expert-timeouts": {"task": "concord.reviews.expert_timeouts", "schedule": 3600.0},
     # Cheap check (two counts per model-routed job); retrains only when enough labels settled.
     "routing-check-jobs": {"task": "routing.check_jobs", "schedule": 300.0},
+    # Webhook deliveries whose enqueue or retry timer was lost (broker down, killed worker).
+    "webhooks-dispatch-due": {"task": "concord.webhooks.dispatch_due", "schedule": 60.0},
+    # Newly settled items, batched into item.finalized for the endpoints that opted in.
+    "webhooks-items-finalized": {
+        "task": "concord.webhooks.items_finalized",
+        "schedule": float(os.environ.get("WEBHOOK_FINALIZED_EVERY_SECONDS", "30")),
+    },
 }

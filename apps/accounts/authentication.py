@@ -18,6 +18,7 @@ from apps.accounts.services import token_digest
 from apps.common import caches
 from apps.common.instances import copied
 from apps.common.prepared import Prepared
+from apps.common.throttling import auth_failure_check, auth_failure_record
 
 # The user's worker record travels with the token: annotators call `next` and `submit` all
 # day, and one query per request for both is the difference on the hot path.
@@ -99,7 +100,23 @@ def _credentials_from_row(row: tuple) -> _Credentials:
 
 
 class HashedTokenAuthentication(authentication.TokenAuthentication):
+    """Token authentication with a limit on failures per client address: an address that
+    failed too often gets 429 (before any token lookup) until its window passes. A token
+    this process has already looked up is not checked against the limit: the hot path pays
+    nothing for it. DRF makes one instance per request, so the request is kept on it."""
+
     keyword = "Token"
+    _request: Any = None
+
+    def authenticate(self, request):
+        self._request = request
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            wait = auth_failure_record(request)
+            if wait is not None:
+                raise exceptions.Throttled(wait=wait) from None
+            raise
 
     def authenticate_credentials(self, key: str):
         if connection.vendor != "postgresql":
@@ -107,6 +124,8 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
         digest = token_digest(key)
 
         def load() -> _Credentials | None:
+            if self._request is not None:
+                auth_failure_check(self._request)
             with connection.cursor() as cursor:
                 _token_statement().execute(cursor, {"digest": digest})
                 row = cursor.fetchone()
@@ -127,6 +146,8 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
 
     def _authenticate_orm(self, key: str):
         """Any database: the ORM converts values (SQLite has no native datetimes)."""
+        if self._request is not None:
+            auth_failure_check(self._request)
         token = (
             ApiToken.objects.select_related("user")
             .filter(digest=token_digest(key), revoked_at__isnull=True)

@@ -233,6 +233,7 @@ class LabelOutputSerializer(serializers.Serializer):
 
 class AssignmentSubmitApi(APIView):
     permission_classes = [IsWorker]
+    throttle_scope = "submit"  # per token: apps.common.throttling
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonOnlyNegotiation
 

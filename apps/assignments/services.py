@@ -31,6 +31,7 @@ from apps.quality.services import (
     quality_after_label,
     quality_policy,
 )
+from apps.webhooks import events as webhooks
 from apps.workforce.models import Pool, Worker
 from apps.workforce.services import label_price, ledger_credit_label
 
@@ -643,6 +644,7 @@ def job_complete_if_done(*, job_id: int, now: datetime | None = None) -> bool:
     if done:
         # Gold leases may still be out; a finished job holds no live leases.
         job_leases_release(job_id=job_id, now=now)
+        webhooks.job_completed_emit(job_id=job_id)
     return bool(done)
 
 

@@ -118,3 +118,21 @@ def clear_all_local() -> None:
     """Forget every registered cache's entries in this process (tests)."""
     for registered in REGISTRY.values():
         registered.clear_local()
+
+
+def shared_get(key: str, default: Any = None) -> Any:
+    """A read of the shared cache that answers `default` while the cache is unreachable (for
+    values that are only a cache of the database: the caller then reads the database)."""
+    try:
+        return shared_cache.get(key, default)
+    except Exception:  # noqa: BLE001 - the shared cache is down
+        logger.warning("shared cache unreachable; %s read from the database", key)
+        return default
+
+
+def shared_set(key: str, value: Any, *, timeout: float | None) -> None:
+    """A write to the shared cache that is dropped while the cache is unreachable."""
+    try:
+        shared_cache.set(key, value, timeout=timeout)
+    except Exception:  # noqa: BLE001 - the shared cache is down
+        logger.warning("shared cache unreachable; %s not cached", key)

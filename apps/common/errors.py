@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -108,5 +109,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         data = response.data if isinstance(response.data, dict) else {}
         message = str(data.get("detail", exc))
         details = {}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            details = {"retry_after": math.ceil(exc.wait)}
     response.data = error_body(code, message, details)
     return response

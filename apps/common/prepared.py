@@ -8,7 +8,9 @@ connection. Prepared statements are session state: they survive a rolled-back tr
 and are gone with the session, so they are tracked per raw connection.
 
 Not for a pooler in transaction mode (PgBouncer `pool_mode = transaction`), which moves
-sessions between clients.
+sessions between clients: there `DATABASE_PREPARED_STATEMENTS=0` (which `DATABASE_POOLER=
+transaction` implies) sends the same statement as plain SQL, its parameters cast to the
+declared types, planned on every run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import weakref
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 _PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
@@ -46,6 +49,9 @@ class Prepared:
             if order
             else f"PREPARE {name} AS {body}"
         )
+        # The same statement unprepared, for a transaction pooler: casts give each parameter
+        # the type PREPARE would have declared.
+        self.plain_sql = _PARAM.sub(lambda m: f"%({m.group(1)})s::{types[m.group(1)]}", sql)
         placeholders = ", ".join(["%s"] * len(order))
         self.execute_sql = f"EXECUTE {name} ({placeholders})" if order else f"EXECUTE {name}"
 
@@ -59,6 +65,12 @@ class Prepared:
         this transaction only, sent in the same round trip). A crash of PostgreSQL may then
         lose it whole, never in part, if nothing committed synchronously after it; only for
         writes whose loss the caller can take. Inside a transaction it changes nothing."""
+        if not settings.DATABASE_PREPARED_STATEMENTS:
+            plain = self.plain_sql
+            if asynchronous_commit and not connection.in_atomic_block:
+                plain = _ASYNC_COMMIT + plain
+            cursor.execute(plain, {k: params[k] for k in self.order})
+            return
         raw = connection.connection
         done = _PREPARED.get(raw)
         if done is None:

@@ -1,6 +1,13 @@
-"""Health check: the database always, the Celery broker when one is configured."""
+"""Health check: the database always, the shared cache and the Celery broker when configured.
+
+Without the database nothing works: 503 ("unavailable"), so a load balancer takes the
+process out. Without Redis (cache, broker) annotators still get and submit work, and
+follow-up work waits in the database for the beat's sweeps: 200 with status "degraded", so
+that a Redis outage does not take every web process out with it.
+"""
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
@@ -9,6 +16,13 @@ def _check_database() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+    return "ok"
+
+
+def _check_cache() -> str:
+    if "RedisCache" not in settings.CACHES["default"]["BACKEND"]:
+        return "local"
+    cache.get("concord:healthz")
     return "ok"
 
 
@@ -24,14 +38,19 @@ def _check_broker() -> str:
 
 def healthz(request: HttpRequest) -> JsonResponse:
     checks: dict[str, str] = {}
-    healthy = True
-    for name, check in (("database", _check_database), ("broker", _check_broker)):
+    for name, check in (
+        ("database", _check_database),
+        ("cache", _check_cache),
+        ("broker", _check_broker),
+    ):
         try:
             checks[name] = check()
         except Exception as exc:  # noqa: BLE001 - a health check reports any failure
             checks[name] = f"error: {exc.__class__.__name__}: {exc}"
-            healthy = False
-    return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
-        status=200 if healthy else 503,
-    )
+    if checks["database"] != "ok":
+        state, code = "unavailable", 503
+    elif any(value.startswith("error") for value in checks.values()):
+        state, code = "degraded", 200
+    else:
+        state, code = "ok", 200
+    return JsonResponse({"status": state, "checks": checks}, status=code)

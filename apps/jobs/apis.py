@@ -237,16 +237,31 @@ JobCancelApi = _lifecycle_api("cancel", services.job_cancel)
 
 
 class _RequestStream(io.RawIOBase):
-    """A raw binary stream over a Django request body, read as it arrives."""
+    """A raw binary stream over a Django request body, read as it arrives.
+
+    A body that breaks off (the client went away: a reset, or an end before its
+    Content-Length) raises UploadFormatError, so the upload's transaction stores nothing.
+    """
 
     def __init__(self, source: Any) -> None:
         self._source = source
+        self._read = 0
+        length = source.META.get("CONTENT_LENGTH") if hasattr(source, "META") else None
+        self._length = int(length) if length and str(length).isdigit() else None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        chunk = self._source.read(len(buffer))
+        try:
+            chunk = self._source.read(len(buffer))
+        except OSError as exc:
+            raise UploadFormatError(f"The upload was interrupted: {exc}") from exc
+        if not chunk and self._length is not None and self._read < self._length:
+            raise UploadFormatError(
+                f"The upload ended after {self._read} of its {self._length} bytes."
+            )
+        self._read += len(chunk)
         buffer[: len(chunk)] = chunk
         return len(chunk)
 

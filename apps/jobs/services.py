@@ -21,6 +21,7 @@ from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.ingest import CleanRow, RawRow, RowSchema, iter_raw_rows, validate_row
 from apps.jobs.models import DEFAULT_POLICY, Item, Job
 from apps.jobs.specs import check_policy_consistency
+from apps.webhooks import events as webhooks
 
 INGEST_BATCH_SIZE = 2000
 MAX_REPORTED_ERRORS = 1000
@@ -119,6 +120,7 @@ def job_launch(*, job: Job) -> Job:
         job.launched_at = timezone.now()
     job.status = Job.Status.RUNNING
     job.save(update_fields=["status", "launched_at", "updated_at"])
+    webhooks.job_event_emit(job=job, event=webhooks.Event.JOB_LAUNCHED)
     return job
 
 
@@ -129,6 +131,7 @@ def job_pause(*, job: Job) -> Job:
         raise _invalid_state(job, "pause")
     job.status = Job.Status.PAUSED
     job.save(update_fields=["status", "updated_at"])
+    webhooks.job_event_emit(job=job, event=webhooks.Event.JOB_PAUSED)
     return job
 
 
@@ -140,6 +143,7 @@ def job_cancel(*, job: Job) -> Job:
         raise _invalid_state(job, "cancel")
     job.status = Job.Status.CANCELLED
     job.save(update_fields=["status", "updated_at"])
+    webhooks.job_event_emit(job=job, event=webhooks.Event.JOB_CANCELLED)
     return job
 
 

@@ -223,7 +223,7 @@ def job_class_prior(*, job: Job) -> np.ndarray:
     k = len(job.classes)
 
     def load() -> list:
-        prior = cache.get(_prior_cache_key(job.pk))
+        prior = caches.shared_get(_prior_cache_key(job.pk))
         if prior is None:
             prior = (
                 AggregationRun.objects.filter(job=job)
@@ -231,7 +231,7 @@ def job_class_prior(*, job: Job) -> np.ndarray:
                 .values_list("class_prior", flat=True)
                 .first()
             ) or []
-            cache.set(_prior_cache_key(job.pk), prior, timeout=60)
+            caches.shared_set(_prior_cache_key(job.pk), prior, timeout=60)
         return prior
 
     prior = CLASS_PRIORS.get(job.pk, load)
@@ -531,12 +531,16 @@ def labels_since_count(*, job_id: int, every: int) -> bool:
         return False
     key = _countdown_key(job_id)
     try:
-        left = cache.decr(key, pending)
-    except ValueError:  # no run yet: the first interval is `every` labels
-        if cache.add(key, every - pending, timeout=None):
-            left = every - pending
-        else:  # another process started the countdown in between
+        try:
             left = cache.decr(key, pending)
+        except ValueError:  # no run yet: the first interval is `every` labels
+            if cache.add(key, every - pending, timeout=None):
+                left = every - pending
+            else:  # another process started the countdown in between
+                left = cache.decr(key, pending)
+    except Exception:  # noqa: BLE001 - shared cache down: the beat's runs cover the job
+        logger.warning("shared cache unreachable; job %s labels not counted", job_id)
+        return False
     return left <= 0
 
 
@@ -560,7 +564,10 @@ def maybe_schedule_aggregation(*, job: Job) -> bool:
     # queued run reads every label there is when it starts. The mark lasts until the run has
     # read its labels and set the next countdown, or AGGREGATION_QUEUED_TTL_S if the run is
     # lost (a killed worker): the next label then queues another.
-    if not cache.add(_aggregation_queued_key(job.pk), 1, timeout=AGGREGATION_QUEUED_TTL_S):
+    try:
+        if not cache.add(_aggregation_queued_key(job.pk), 1, timeout=AGGREGATION_QUEUED_TTL_S):
+            return False
+    except Exception:  # noqa: BLE001 - shared cache (and broker) down: left to the beat
         return False
     from workers.tasks_quality import aggregate_job
 

@@ -23,6 +23,7 @@ from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome, Tag
+from apps.webhooks import events as webhooks
 from apps.workforce.models import Worker
 
 if TYPE_CHECKING:
@@ -769,6 +770,7 @@ def review_resolve(
         Review.objects.filter(item_id=item.pk, status=Review.Status.OPEN).exclude(
             pk=review.pk
         ).update(status=Review.Status.CLOSED, **finished)
+        webhooks.review_resolved_emit(review=review, item=item, label=label)
         from apps.assignments.services import job_complete_if_done
 
         job_id = job.pk

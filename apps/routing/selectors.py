@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.core.cache import cache
 from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 from rest_framework import status
 
 from apps.assignments.models import Label
+from apps.common import caches
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import DEFAULT_ROUTING, Item, Job
 from apps.routing import algorithms
@@ -75,10 +75,10 @@ def job_routing_cached(*, job_id: int) -> dict[str, Any]:
     would add a query to every `next`, so the pre-label switch comes from here.
     """
     key = f"concord:routing:config:{job_id}"
-    routing = cache.get(key)
+    routing = caches.shared_get(key)
     if routing is None:
         routing = Job.objects.filter(pk=job_id).values_list("routing", flat=True).first() or {}
-        cache.set(key, routing, timeout=_ROUTING_CACHE_SECONDS)
+        caches.shared_set(key, routing, timeout=_ROUTING_CACHE_SECONDS)
     return routing_config(routing=routing)
 
 

@@ -1,0 +1,141 @@
+"""Abuse limits: failed authentication per address, the login pages, submit and list rates
+per token; 429 with Retry-After in the JSON error shape (HTML on the pages)."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rates(settings):
+    """Small limits for the test; the setting is read on every request."""
+
+    def set_rates(**values: str) -> None:
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {
+                **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+                **values,
+            },
+        }
+
+    return set_rates
+
+
+def _assert_throttled(response) -> None:
+    assert response.status_code == 429, response.content
+    assert 1 <= int(response["Retry-After"]) <= 60
+    error = response.json()["error"]
+    assert error["code"] == "throttled"
+    assert error["details"]["retry_after"] == int(response["Retry-After"])
+
+
+def test_failed_token_authentication_is_limited_per_address(rates, make_actor):
+    rates(auth_failure="5/min")
+    good = make_actor("client")
+    guesser = APIClient(REMOTE_ADDR="203.0.113.9")
+    for n in range(5):
+        guesser.credentials(HTTP_AUTHORIZATION=f"Token wrong-{n}")
+        response = guesser.get("/api/v1/jobs/")
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "not_authenticated"
+    guesser.credentials(HTTP_AUTHORIZATION="Token wrong-5")
+    _assert_throttled(guesser.get("/api/v1/jobs/"))
+    # Even a right token waits from that address: guessing must not pay
+    guesser.credentials(HTTP_AUTHORIZATION=f"Token {good.token}")
+    _assert_throttled(guesser.get("/api/v1/jobs/"))
+    # Other addresses are not affected
+    other = APIClient(REMOTE_ADDR="198.51.100.7")
+    other.credentials(HTTP_AUTHORIZATION=f"Token {good.token}")
+    assert other.get("/api/v1/jobs/").status_code == 200
+
+
+def test_submit_is_limited_per_token(rates, make_actor):
+    rates(submit="3/min")
+    annotator = make_actor("annotator")
+    for _ in range(3):
+        response = annotator.client.post(
+            "/api/v1/assignments/999999/submit/", {"label": "a"}, format="json"
+        )
+        assert response.status_code == 404
+    _assert_throttled(
+        annotator.client.post("/api/v1/assignments/999999/submit/", {"label": "a"}, format="json")
+    )
+    # Another annotator's token has its own budget; next is not a submit
+    assert (
+        make_actor("annotator")
+        .client.post("/api/v1/assignments/999999/submit/", {"label": "a"}, format="json")
+        .status_code
+        == 404
+    )
+    assert annotator.client.post("/api/v1/assignments/next/").status_code == 204
+
+
+def test_list_endpoints_are_limited_per_token(rates, make_actor):
+    rates(list="3/min")
+    client = make_actor("client")
+    for _ in range(3):
+        assert client.client.get("/api/v1/jobs/").status_code == 200
+    _assert_throttled(client.client.get("/api/v1/jobs/"))
+    _assert_throttled(client.client.get("/api/v1/webhooks/endpoints/"))
+    # Not a list: the job detail (a 404 here) and creating are not counted
+    assert client.client.get("/api/v1/jobs/1/").status_code == 404
+    assert make_actor("client", username="bob").client.get("/api/v1/jobs/").status_code == 200
+
+
+def test_the_default_rates_leave_a_fast_annotator_alone(make_actor):
+    annotator = make_actor("annotator")
+    for _ in range(40):
+        response = annotator.client.post(
+            "/api/v1/assignments/999999/submit/", {"label": "a"}, format="json"
+        )
+        assert response.status_code == 404
+
+
+def test_the_login_page_answers_429_after_too_many_failures(rates, client, make_actor):
+    rates(login="3/min")
+    for _ in range(3):
+        assert client.post("/login/", {"token": "nope"}).status_code == 400
+    response = client.post("/login/", {"token": make_actor("ops").token})
+    assert response.status_code == 429
+    assert response["Content-Type"].startswith("text/html")
+    assert int(response["Retry-After"]) >= 1
+    assert b"Too many" in response.content
+    assert client.get("/login/").status_code == 200  # the form still shows
+
+
+def test_a_successful_login_is_not_counted(rates, client, make_actor):
+    rates(login="2/min")
+    token = make_actor("ops").token
+    for _ in range(4):
+        assert client.post("/login/", {"token": token}).status_code == 302
+
+
+def test_admin_login_answers_429_after_too_many_failures(rates, client, django_user_model):
+    rates(login="3/min")
+    django_user_model.objects.create_superuser("root", "root@example.com", "right-password")
+    for _ in range(3):
+        response = client.post("/admin/login/", {"username": "root", "password": "wrong"})
+        assert response.status_code == 200
+    response = client.post("/admin/login/", {"username": "root", "password": "right-password"})
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+
+
+def test_limits_are_off_while_the_shared_cache_is_unreachable(rates, settings, make_actor):
+    annotator = make_actor("annotator")
+    rates(submit="1/min", list="1/min")
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+    for _ in range(3):
+        response = annotator.client.post(
+            "/api/v1/assignments/999999/submit/", {"label": "a"}, format="json"
+        )
+        assert response.status_code == 404
