@@ -28,7 +28,7 @@ api_v1 = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     # Failed admin sign-ins are limited per client address like the token login page's.
-    path("admin/login/", login_throttled(admin.site.login)),
+    path("admin/login/", login_throttled(admin.site.login), name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

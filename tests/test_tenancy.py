@@ -42,6 +42,7 @@ from apps.jobs.models import Item, Job
 from apps.jobs.selectors import worker_pseudonym
 from apps.reviews.models import Reason, Review
 from apps.reviews.services import review_open
+from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
 from apps.workforce.models import LedgerEntry, Pool, Worker
 from apps.workforce.services import pool_job_open, worker_create
 
@@ -66,6 +67,8 @@ class Side:
     gold_answers: dict[int, int]  # worker id -> their submitted assignment on the gold item
     review: Review
     labeled_item: str  # external id of an item with labels
+    webhook: WebhookEndpoint
+    delivery: WebhookDelivery
 
 
 @dataclass
@@ -148,6 +151,15 @@ def _side(*, client: str, vendor: str, prefix: str) -> Side:
         amount=Decimal("1.00"),
         idempotency_key=f"{prefix}-bonus",
     )
+    webhook = WebhookEndpoint.objects.create(
+        organization=client_org,
+        url=f"https://hooks.example.com/{prefix}",
+        secret=f"{prefix}-secret",
+        events=["job.completed"],
+    )
+    delivery = WebhookDelivery.objects.create(
+        endpoint=webhook, event="job.completed", payload={"job": job.pk}
+    )
     return Side(
         client_org=client_org,
         vendor_org=vendor_org,
@@ -159,6 +171,8 @@ def _side(*, client: str, vendor: str, prefix: str) -> Side:
         gold_answers=gold_answers,
         review=review,
         labeled_item=labeled,
+        webhook=webhook,
+        delivery=delivery,
     )
 
 
@@ -221,6 +235,12 @@ class Cell:
 
     def pool(self) -> int:
         return self.side.pool.pk
+
+    def webhook(self) -> int:
+        return self.side.webhook.pk
+
+    def delivery(self) -> int:
+        return self.side.delivery.pk
 
     def worker(self) -> int:
         return self.side.annotator.pk
@@ -285,6 +305,39 @@ def _list_ids(body: Any) -> list[int]:
 
 
 MATRIX: dict[tuple[str, str], Spec] = {
+    # ---- client webhooks: a client organization's own endpoints and deliveries only
+    ("webhook-list", "get"): Spec(
+        lambda c: "/api/v1/webhooks/endpoints/", {"client": 200}, hidden=Cell.webhook
+    ),
+    ("webhook-list", "post"): Spec(
+        lambda c: "/api/v1/webhooks/endpoints/",
+        {"client": 201},
+        body=lambda c: {"url": "https://hooks.example.com/new", "events": ["job.completed"]},
+        other={"client": 201},
+    ),
+    ("webhook-detail", "get"): Spec(
+        lambda c: f"/api/v1/webhooks/endpoints/{c.webhook()}/", {"client": 200}
+    ),
+    ("webhook-detail", "patch"): Spec(
+        lambda c: f"/api/v1/webhooks/endpoints/{c.webhook()}/",
+        {"client": 200},
+        body=lambda c: {"description": "renamed"},
+    ),
+    ("webhook-detail", "delete"): Spec(
+        lambda c: f"/api/v1/webhooks/endpoints/{c.webhook()}/", {"client": 204}
+    ),
+    ("webhook-ping", "post"): Spec(
+        lambda c: f"/api/v1/webhooks/endpoints/{c.webhook()}/ping/", {"client": 202}
+    ),
+    ("webhook-deliveries", "get"): Spec(
+        lambda c: "/api/v1/webhooks/deliveries/", {"client": 200}, hidden=Cell.delivery
+    ),
+    ("webhook-delivery", "get"): Spec(
+        lambda c: f"/api/v1/webhooks/deliveries/{c.delivery()}/", {"client": 200}
+    ),
+    ("webhook-replay", "post"): Spec(
+        lambda c: f"/api/v1/webhooks/deliveries/{c.delivery()}/replay/", {"client": 202}
+    ),
     # ---- annotators
     ("assignment-next", "post"): Spec(
         lambda c: "/api/v1/assignments/next/",
@@ -514,7 +567,7 @@ MATRIX: dict[tuple[str, str], Spec] = {
 }
 
 # Routes the matrix leaves to others: Django's admin has its own staff login and tests.
-NOT_IN_MATRIX = {"admin"}
+NOT_IN_MATRIX = {"admin", "admin-login"}
 
 # Answers that are the same whatever the caller's tenant: who am I, my own feedback, and
 # creating an object in the caller's own vendor.
