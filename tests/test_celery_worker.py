@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery.result import EagerResult
 from django.db import connection
 
 from apps.jobs.models import Item, Job
@@ -67,15 +68,21 @@ def test_real_worker_runs_a_task_against_redis(make_actor):
     from workers.celery import app
     from workers.tasks_core import job_summary
 
-    app.conf.task_always_eager = False
-    app.conf.broker_url = REDIS_URL
+    # The Django settings' namespaced names win over Celery's own: set those (and the
+    # broker the producer writes to), or the task quietly runs in this process.
+    app.conf.CELERY_TASK_ALWAYS_EAGER = False
+    app.conf.broker_write_url = REDIS_URL
     app.conf.result_backend = REDIS_URL
     try:
         result = job_summary.apply_async(args=[job.pk], queue=queue)
         # Earlier in-process (eager) tasks leave Celery thinking it runs inside a task.
         summary = result.get(timeout=90, disable_sync_subtasks=False)
+        # Proof that the worker process ran it: an eager (in-process) run has no worker.
+        assert not isinstance(result, EagerResult)
+        assert result.state == "SUCCESS"
     finally:
-        app.conf.task_always_eager = True
+        app.conf.CELERY_TASK_ALWAYS_EAGER = True
+        app.conf.broker_write_url = None
         worker.terminate()
         try:
             output = worker.communicate(timeout=20)[0].decode(errors="replace")
