@@ -10,8 +10,17 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def rates(settings):
-    """Small limits for the test; the setting is read on every request."""
+def rates(settings, monkeypatch):
+    """Small limits for the test; the setting is read on every request. The limits count in
+    fixed windows: the clock the throttle reads stands still in the middle of one, so a
+    test's requests never straddle two windows (the failure that made this test flaky)."""
+    import time
+    from types import SimpleNamespace
+
+    from apps.common import throttling
+
+    middle = (int(time.time()) // 3600) * 3600 + 1800.0
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: middle))
 
     def set_rates(**values: str) -> None:
         settings.REST_FRAMEWORK = {
