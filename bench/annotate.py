@@ -20,6 +20,7 @@ What it does, in one run:
 The last line is one JSON object with the headline figures.
 
     .venv/bin/python bench/annotate.py [--items 100000] [--clients 32] [--seconds 30] [--rounds 3]
+        [--unprepared]
 """
 
 from __future__ import annotations
@@ -45,8 +46,14 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 CACHE_URL = "redis://127.0.0.1:6379/13"
 
 
+# --unprepared: the hot path's statements go as plain SQL instead of session PREPAREs, as
+# behind PgBouncer in transaction pooling mode (DATABASE_PREPARED_STATEMENTS=0).
+PREPARED = {"DATABASE_PREPARED_STATEMENTS": "1"}
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
+    env.update(PREPARED)
     env.update(
         DATABASE_URL=f"{PG}/{DB}",
         DJANGO_SETTINGS_MODULE="bench.annotate_settings",
@@ -414,7 +421,14 @@ def main() -> None:
         default=None,
         help="Job policy: full re-aggregation after this many labels (default: the policy's).",
     )
+    parser.add_argument(
+        "--unprepared",
+        action="store_true",
+        help="Serve with DATABASE_PREPARED_STATEMENTS=0 (plain SQL, as behind PgBouncer).",
+    )
     args = parser.parse_args()
+    if args.unprepared:
+        PREPARED["DATABASE_PREPARED_STATEMENTS"] = "0"
 
     print(
         f"cores: {os.cpu_count()}; items {args.items}, clients {args.clients}, "
@@ -501,6 +515,7 @@ def main() -> None:
                 "next_p95_ms": round(pct(concord.first, 95), 1),
                 "submit_p95_ms": round(pct(concord.second, 95), 1),
                 "floor_ratio": round(floor_rate / concord_rate, 2) if concord_rate else None,
+                "prepared": not args.unprepared,
             }
         )
     )
