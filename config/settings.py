@@ -235,7 +235,8 @@ CACHE_URL = os.environ.get("CACHE_URL", REDIS_URL)
 CACHES = {
     "default": (
         {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's Redis backend, with a redis client per pool built once.
+            "BACKEND": "apps.common.redis_cache.RedisCache",
             "LOCATION": CACHE_URL,
             # An unreachable Redis must fail fast (and be bypassed), never hang a request.
             "OPTIONS": {

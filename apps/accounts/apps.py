@@ -8,10 +8,16 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
+        from django.core.signals import request_finished, request_started
         from django.db.models.signals import post_delete, post_save
 
         from apps.accounts.authentication import credentials_changed
         from apps.accounts.models import ApiToken, Membership
+        from apps.common import caches
+
+        # One read of every per-process cache's version per request (apps.common.caches).
+        request_started.connect(caches.request_started, dispatch_uid="cache-versions-start")
+        request_finished.connect(caches.request_finished, dispatch_uid="cache-versions-end")
 
         # Cached credentials (apps.common.caches) are invalidated in every process by any
         # change to what they are built from, wherever it is made (admin included).

@@ -78,3 +78,31 @@ def test_a_full_cache_starts_over(registered):
     for key in range(5):
         registered.get(key, lambda key=key: key)
     assert len(registered._entries) <= 3
+
+
+def test_a_request_reads_every_cache_version_once(registered, monkeypatch):
+    """Inside a request the versions of all registered caches come in one round trip; the
+    next request sees a bump made in between."""
+    calls = []
+    real = caches.shared_cache.get_many
+
+    def counted(keys):
+        calls.append(list(keys))
+        return real(keys)
+
+    monkeypatch.setattr(caches.shared_cache, "get_many", counted)
+    caches.request_started()
+    try:
+        assert registered.get("k", lambda: "first") == "first"
+        assert registered.get("k", lambda: "second") == "first"
+        cache.set(registered.version_key, 7, timeout=None)  # another process's bump
+        assert registered.get("k", lambda: "third") == "first"  # this request's versions
+    finally:
+        caches.request_finished()
+    caches.request_started()
+    try:
+        assert registered.get("k", lambda: "fourth") == "fourth"
+    finally:
+        caches.request_finished()
+    assert len(calls) == 2
+    assert registered.version_key in calls[0]
