@@ -3,8 +3,8 @@
 A production deployment runs many processes (gunicorn workers, Celery workers), so a value
 kept in one process's memory is only as fresh as its invalidation can reach. Each
 `ProcessCache` keeps its entries in the process for at most `ttl_s` seconds and checks, on
-every read, a version number kept in the shared cache (Redis when `CACHE_URL` or `REDIS_URL`
-is set): `invalidate()` bumps that version once the caller's transaction commits, so every
+every read (within an HTTP request: as read at the request's first cache read) a version
+number kept in the shared cache (Redis when `CACHE_URL` or `REDIS_URL` is set): `invalidate()` bumps that version once the caller's transaction commits, so every
 process drops its entries on its very next read. A ban, a suspension or a revoked token is
 therefore seen on the next request everywhere, not `ttl_s` later.
 
