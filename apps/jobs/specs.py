@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.common.fields import FiniteFloatField, MoneyField, UniqueListField
-from apps.quality.algorithms.aggregation import METHODS as AGGREGATORS
+from apps.quality.algorithms.methods import METHODS as AGGREGATORS
 from apps.routing.algorithms.names import STRATEGIES
 
 # The names the kernels know, so that a policy can only name a method that exists.

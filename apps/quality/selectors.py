@@ -11,8 +11,9 @@ from django.db.models.functions import Coalesce
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
+from apps.quality.aggregation import job_label_arrays
+from apps.quality.matrices import quality_policy
 from apps.quality.models import AggregationRun, QualityDecision, WorkerJobQuality
-from apps.quality.services import job_label_arrays, quality_policy
 from apps.workforce.models import Worker
 
 

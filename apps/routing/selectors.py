@@ -279,9 +279,7 @@ def job_evaluate_strategy(
             f"Unknown strategy {strategy!r}.", details={"strategy": list(algorithms.STRATEGIES)}
         )
     # Tiny models: extra intra-op threads only add synchronization (see bench/routing.py).
-    import torch  # lazily: the web process does not load torch until it trains
-
-    torch.set_num_threads(1)
+    algorithms.set_torch_threads(1)
     rounds = max(1, min(int(rounds), EVALUATE_MAX_ROUNDS))
     batch = max(1, min(int(batch), EVALUATE_MAX_BATCH))
     data = job_arrays(job=job)

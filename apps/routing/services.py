@@ -22,8 +22,11 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.assignments.models import Assignment
+from apps.assignments.records import item_send_to_expert, job_complete_if_done
 from apps.common.bulk import bulk_update_rows
+from apps.common.tasks import enqueue_on_commit
 from apps.jobs.models import Item, Job
+from apps.reviews.services import review_audit_maybe
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
 from apps.routing.selectors import (
@@ -298,9 +301,8 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     the active version on the same unseen held-out items. Then every open item is routed
     with the active version (job_route). Safe to run twice: the second run adds a version.
     """
-    import torch  # lazily: the web process does not load torch until it trains
 
-    torch.set_num_threads(TORCH_THREADS)
+    algorithms.set_torch_threads(TORCH_THREADS)
     started = time.perf_counter()
     job = Job.objects.get(pk=job_id)
     cfg = routing_config(routing=job.routing)
@@ -538,9 +540,8 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
     on go to an expert. Every scored item keeps its calibrated probabilities (ItemScore) for
     the model-as-voter.
     """
-    import torch  # lazily: the web process does not load torch until it trains
 
-    torch.set_num_threads(TORCH_THREADS)
+    algorithms.set_torch_threads(TORCH_THREADS)
     version = ModelVersion.objects.filter(job=job, is_active=True).first()
     if version is None:
         return RoutingOutcome()
@@ -630,8 +631,6 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
     )
     experts = data.ids[rows[unsure]][: int(cfg["max_expert_per_pass"])].tolist()
     if experts:
-        from apps.assignments.services import item_send_to_expert
-
         for item_id in experts:
             item_send_to_expert(item_id=int(item_id))
     if accepted:
@@ -647,11 +646,8 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
 
 def _after_accept(*, job: Job, item_ids: list[int]) -> None:
     """QC audit sampling of model results (the job's policy audit_rate) and job completion."""
-    from apps.assignments.services import job_complete_if_done
 
     if float(job.effective_policy.get("audit_rate") or 0.0) > 0.0:
-        from apps.reviews.services import review_audit_maybe
-
         for item in Item.objects.filter(pk__in=item_ids).only("id", "job_id"):
             review_audit_maybe(item=item, job=job, source=Item.Source.MODEL)
     job_complete_if_done(job_id=job.pk)
@@ -687,9 +683,7 @@ def job_retrain_enqueue(*, job: Job) -> bool:
     """
     if not cache.add(_lock_key(job.pk), 1, timeout=900):
         return False
-    from workers.tasks_routing import retrain_job
-
-    transaction.on_commit(lambda: retrain_job.delay(job.pk))
+    enqueue_on_commit("routing.retrain_job", job.pk)
     return True
 
 
