@@ -136,7 +136,7 @@ def lease_item(
     Precondition: inside a transaction, holding the item's row lock for a non-gold item.
     """
     Item.objects.filter(pk=item.pk).update(n_leases=F("n_leases") + 1)
-    lease_seconds = int(job.effective_policy["lease_seconds"])
+    lease_seconds = job.spec.policy.lease_seconds
     assignment = Assignment.objects.create(
         item_id=item.pk,
         job_id=job.pk,
@@ -152,7 +152,7 @@ def lease_fast(
     *, job: Job, worker: Worker, states: list[str], now: datetime
 ) -> fastpath.Leased | None:
     """The PostgreSQL lease: one statement per state tried (see apps.assignments.fastpath)."""
-    expires = now + timedelta(seconds=int(job.effective_policy["lease_seconds"]))
+    expires = now + timedelta(seconds=job.spec.policy.lease_seconds)
     # First an item nobody holds (spread), then any item with a free slot.
     for state, spread in itertools.product(states, (True, False)):
         lease = functools.partial(
@@ -205,7 +205,7 @@ def idle_in_job(*, job: Job, worker: Worker, now: datetime) -> Idle:
 
 
 def cap_reached(*, job: Job, worker: Worker) -> bool:
-    cap = job.effective_policy.get("max_items_per_worker")
+    cap = job.spec.policy.max_items_per_worker
     if not cap:
         return False
     taken = Assignment.objects.filter(worker_id=worker.pk, job_id=job.pk, state__in=LIVE_STATES)

@@ -181,7 +181,7 @@ def write_label_sql(
         tier=worker.tier,
         duration_ms=duration_ms,
         gold_label=item.gold_label,
-        amount=label_price(pricing=job.effective_pricing, tier=worker.tier),
+        amount=label_price(pricing=job.spec.pricing, tier=worker.tier),
         item_values=updates,
         expert_slot=expert_slot,
         expect=(item.state, item.n_labels, item.labels_needed),
@@ -231,7 +231,7 @@ def write_label_orm(
         job_id=job.pk,
         label_id=stored.pk,
         tier=worker.tier,
-        pricing=job.effective_pricing,
+        pricing=job.spec.pricing,
     )
     values = dict(updates)
     if expert_slot:

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from apps.jobs.models import Item, Job
+from apps.jobs.policy import Policy, Routing
 from apps.quality import algorithms
-from apps.quality.matrices import one_coin_confusion, quality_policy
+from apps.quality.matrices import one_coin_confusion
 from apps.quality.posterior import item_posterior
 from apps.reviews.models import Reason
-from apps.reviews.services import audit_sampled, escalation_choice
+from apps.reviews.services import audit_sampled
 from apps.routing.algorithms import CROWD, EXPERT, STOP, cost_aware_decision
 from apps.workforce.models import Worker
 
@@ -63,7 +64,7 @@ class Evidence:
     matrices: dict[int, np.ndarray]
     prior: np.ndarray | list[float]
     model_voted: bool = False
-    routing: dict[str, Any] | None = None
+    routing: Routing | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def needs_evidence(*, job: Job, item: Item, tier: str) -> bool:
     return (
         item.gold_label is None
         and item.state == Item.State.OPEN
-        and job.effective_policy.get("aggregation") != "mv"
+        and job.spec.policy.aggregation != "mv"
     )
 
 
@@ -118,7 +119,7 @@ def decide_by_votes(
     n_labels: int,
     labels_needed: int,
     classes: list[str],
-    policy: dict,
+    policy: Policy,
 ) -> Decision:
     """The crowd decision by majority vote (policy aggregation "mv").
 
@@ -126,8 +127,8 @@ def decide_by_votes(
     clear majority settles it, a tie asks for one more label, and a tie at max_labels sends
     it to QC review.
     """
-    min_labels = int(policy.get("min_labels") or 1)
-    max_labels = max(int(policy.get("max_labels") or min_labels), min_labels)
+    min_labels = policy.min_labels
+    max_labels = max(policy.max_labels, min_labels)
     if n_labels < labels_needed:
         return Decision(state=Item.State.OPEN, labels_needed=labels_needed)
     if n_labels < min_labels:
@@ -169,7 +170,7 @@ def decide_by_votes(
 
 
 def decide_by_posterior(
-    *, job: Job, evidence: Evidence, labels_needed: int, policy: dict[str, Any]
+    *, job: Job, evidence: Evidence, labels_needed: int, policy: Policy
 ) -> Decision:
     """Dynamic redundancy for one open item after a label: settle, ask for more, or review.
 
@@ -182,15 +183,15 @@ def decide_by_posterior(
     classes = job.classes
     answers = evidence.answers
     n_labels = len(answers)
-    min_labels = int(policy["min_labels"])
-    max_labels = max(int(policy["max_labels"]), min_labels)
+    min_labels = policy.min_labels
+    max_labels = max(policy.max_labels, min_labels)
     posterior, contributors = item_posterior(
         classes=classes,
         answers=answers,
         matrices=evidence.matrices,
         prior=evidence.prior,
         statuses=evidence.statuses,
-        inactive_weight=float(policy["suspended_label_weight"]),
+        inactive_weight=policy.suspended_label_weight,
     )
     top = int(np.argmax(posterior))
     confidence = float(posterior[top])
@@ -217,7 +218,7 @@ def decide_by_posterior(
         )
     if n_labels < min_labels:
         return Decision(state=Item.State.OPEN, labels_needed=min_labels, **common)
-    if confidence >= float(policy["target_confidence"]):
+    if confidence >= policy.target_confidence:
         return Decision(
             state=Item.State.SETTLED,
             labels_needed=labels_needed,
@@ -247,7 +248,7 @@ def _disputed_reason(agreement: float | None) -> str:
 def _decide_routed(
     *,
     job: Job,
-    policy: dict[str, Any],
+    policy: Policy,
     evidence: Evidence,
     posterior: np.ndarray,
     max_labels: int,
@@ -259,30 +260,26 @@ def _decide_routed(
 
     The model already voted in `posterior`, so an item the model and one worker agree on
     can stop at routing's min_labels (default 1). Per-class targets come from
-    routing["class_targets"] (else the policy's target_confidence). An item the rule would
+    routing.class_targets (else the policy's target_confidence). An item the rule would
     send to an expert, or still unsure at max_labels, goes to review, and the escalation
     policy picks an expert or QC.
     """
-    routing = evidence.routing or {}
+    routing = evidence.routing or Routing(mode="model")
     classes = job.classes
     k = len(classes)
     n_labels = len(evidence.answers)
-    min_labels = int(routing["min_labels"])
+    min_labels = routing.min_labels
     if n_labels < min_labels:
         return Decision(state=Item.State.OPEN, labels_needed=min_labels, **common)
-    pricing = job.effective_pricing
-    price = float(pricing["crowd_label"])
-    value = routing.get("value_per_correct") or 25.0 * max(price, 1e-6)
-    default_target = float(policy["target_confidence"])
-    targets = routing.get("class_targets") or {}
+    pricing = job.spec.pricing
+    price = float(pricing.crowd_label)
+    value = routing.value_per_correct or 25.0 * max(price, 1e-6)
+    default_target = policy.target_confidence
+    targets = routing.class_targets
     target = np.array([float(targets.get(c, default_target)) for c in classes])
     # The next worker is expected to be like this item's crowd workers so far.
     crowd = [evidence.matrices[w] for w, _, tier in evidence.answers if tier != Worker.Tier.EXPERT]
-    typical = (
-        np.mean(crowd, axis=0)
-        if crowd
-        else one_coin_confusion(float(policy["new_worker_accuracy"]), k)
-    )
+    typical = np.mean(crowd, axis=0) if crowd else one_coin_confusion(policy.new_worker_accuracy, k)
     decision = cost_aware_decision(
         posterior[None, :],
         np.array([n_labels]),
@@ -291,8 +288,8 @@ def _decide_routed(
         value_per_correct=float(value),
         max_labels=max_labels,
         target_confidence=target,
-        expert_confusion=one_coin_confusion(float(policy["new_expert_accuracy"]), k),
-        expert_price=float(pricing["expert_label"]),
+        expert_confusion=one_coin_confusion(policy.new_expert_accuracy, k),
+        expert_price=float(pricing.expert_label),
     )
     action = int(decision.action[0])
     top = int(np.argmax(posterior))
@@ -338,13 +335,13 @@ def decide_by_expert(
 ) -> Decision:
     """The decision on an item in state expert once an expert labeled it.
 
-    The expert's label counts as policy["expert_weight"] crowd votes (default 1). If it is
+    The expert's label counts as policy.expert_weight crowd votes (default 1). If it is
     then the single leader, the item settles with source expert and the weighted share as
     confidence; otherwise the expert could not settle it and it goes to QC. With the default
     weight this is "the expert agrees with one of the crowd's leaders". `votes` already
     holds the expert's vote.
     """
-    weight = float(job.effective_policy.get("expert_weight") or 1.0)
+    weight = job.spec.policy.expert_weight
     weighted = {c: float(n) for c, n in votes.items()}
     weighted[value] = weighted.get(value, 0.0) - 1.0 + weight
     total = sum(weighted.values()) or 1.0
@@ -385,7 +382,7 @@ def escalate(*, decision: Decision, job: Job, experts_available: bool | None) ->
     the decision with its route recorded (state expert for an expert), or None when the
     policy says "auto" and `experts_available` was not read."""
     reason = decision.review_reason or Reason.DISAGREEMENT
-    route = escalation_choice(policy=job.effective_policy, reason=reason)
+    route = job.spec.policy.route_for(reason)
     if route == "auto":
         if experts_available is None:
             return None
@@ -428,7 +425,7 @@ def decide_label(
     updates: dict[str, Any] = {"vote_counts": votes, "updated_at": now}
     if item.gold_label is not None:
         return Plan(decision=None, updates=updates, gold_correct=value == item.gold_label)
-    policy = quality_policy(job)
+    policy = job.spec.policy
     decision: Decision | None = None
     if item.state == Item.State.EXPERT and tier == Worker.Tier.EXPERT:
         decision = decide_by_expert(
@@ -446,7 +443,7 @@ def decide_label(
             n_labels=item.n_labels + 1,
             labels_needed=item.labels_needed,
             classes=job.classes,
-            policy=job.effective_policy,
+            policy=job.spec.policy,
         )
     if decision is None:
         # A crowd label on an item waiting for an expert or in review: counted, no decision.

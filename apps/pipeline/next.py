@@ -30,7 +30,6 @@ from apps.assignments.sweeps import lease_sweep
 from apps.common.retry import retry_on_deadlock
 from apps.jobs.models import Item, Job
 from apps.quality.gold import gold_pick, gold_rate_ceiling, gold_rate_for, gold_record_shown
-from apps.quality.matrices import quality_policy
 from apps.routing.services import prelabel_for_lease
 from apps.workforce.models import Worker
 
@@ -51,7 +50,7 @@ def _prelabel(*, job: Job, item: Item) -> str | None:
         return suggestion
     classes = job.classes
     prediction = item.prediction
-    if not job.effective_policy.get("show_prelabel") or not isinstance(prediction, list):
+    if not job.spec.policy.show_prelabel or not isinstance(prediction, list):
         return None
     if len(prediction) != len(classes) or not classes:
         return None
@@ -81,7 +80,7 @@ def _wants_gold(*, job: Job, worker: Worker, rng: random.Random) -> bool:
     (apps.quality); the worker's gold record is read only when the draw falls below the
     highest rate anyone could have.
     """
-    base = float(job.effective_policy.get("gold_rate") or 0.0)
+    base = job.spec.policy.gold_rate
     if base <= 0:
         return False
     draw = rng.random()
@@ -122,7 +121,7 @@ def _try_lease_in_job(
                     gold_record_shown(
                         item_id=gold.pk,
                         job_id=job.pk,
-                        max_exposures=int(quality_policy(job)["gold_max_exposures"]),
+                        max_exposures=job.spec.policy.gold_max_exposures,
                     )
                     return _task(job=job, leased=leased)
             leased = lease_item(job=job, worker=worker, item=item, is_gold=False, now=now)

@@ -40,7 +40,7 @@ from apps.quality.gold import gold_record_answer
 from apps.quality.matrices import classes_key, job_class_prior, worker_confusions
 from apps.quality.posterior import item_answers
 from apps.reviews.services import expert_available, item_decided
-from apps.routing.selectors import item_model_vote, routing_config
+from apps.routing.selectors import item_model_vote
 from apps.workforce.models import Worker
 
 __all__ = ["SubmitResult", "assignment_submit", "label_evidence"]
@@ -50,14 +50,6 @@ def _not_found() -> ApplicationError:
     return ApplicationError(
         "No such assignment.", code=ErrorCode.NOT_FOUND, status_code=status.HTTP_404_NOT_FOUND
     )
-
-
-def _routing_column(job: Job) -> dict | None:
-    # The engine loads jobs with the routing column; a job loaded without it reads only that
-    # column (get_deferred_fields would walk every field).
-    if "routing" not in job.__dict__:
-        return Job.objects.filter(pk=job.pk).values_list("routing", flat=True).first()
-    return job.routing
 
 
 def label_evidence(
@@ -74,8 +66,7 @@ def label_evidence(
     tiers = {w: t for w, _, t in answers}
     matrices = worker_confusions(job=job, worker_ids=list(tiers), tiers=tiers, stored=stored)
     prior = job_class_prior(job=job)
-    config = routing_config(routing=_routing_column(job))
-    routing = config if config.get("mode") == "model" else None
+    routing = job.spec.routing if job.spec.routing.mode == "model" else None
     vote = None
     if routing is not None:
         # The model is a voter: its calibrated probabilities take the class prior's place.

@@ -26,6 +26,7 @@ from apps.common.bulk import bulk_compare_and_set
 from apps.common.retry import retry_on_deadlock
 from apps.common.tasks import enqueue_on_commit
 from apps.jobs.models import Item, Job
+from apps.jobs.policy import Policy
 from apps.quality import algorithms
 from apps.quality.matrices import (
     CLASS_PRIORS,
@@ -34,7 +35,6 @@ from apps.quality.matrices import (
     history_confusions,
     one_coin_confusion,
     prior_cache_key,
-    quality_policy,
 )
 from apps.quality.models import AggregationRun, WorkerJobQuality
 
@@ -99,17 +99,15 @@ def labels_since_count(*, job_id: int, every: int) -> bool:
 def aggregation_countdown_reset(*, job: Job, n_labels: int) -> int:
     """After a re-aggregation that read `n_labels` labels: the next one is due after
     max(reaggregate_every, reaggregate_growth x n_labels) new labels. Returns that interval."""
-    policy = quality_policy(job)
-    interval = max(
-        int(policy["reaggregate_every"]), math.ceil(float(policy["reaggregate_growth"]) * n_labels)
-    )
+    policy = job.spec.policy
+    interval = max(policy.reaggregate_every, math.ceil(policy.reaggregate_growth * n_labels))
     cache.set(_countdown_key(job.pk), interval, timeout=None)
     return interval
 
 
 def maybe_schedule_aggregation(*, job: Job) -> bool:
     """Enqueue a job re-aggregation when its countdown of new labels runs out."""
-    every = int(quality_policy(job)["reaggregate_every"])
+    every = job.spec.policy.reaggregate_every
     if every <= 0 or not labels_since_count(job_id=job.pk, every=every):
         return False
     # At most one queued re-aggregation per job (the beat and the API queue runs too): a
@@ -211,8 +209,8 @@ def job_aggregate(
     """
     started = time.perf_counter()
     job = Job.objects.get(pk=job_id)
-    policy = quality_policy(job)
-    method = method or policy.get("aggregation") or "default"
+    policy = job.spec.policy
+    method = method or policy.aggregation
     arrays = job_label_arrays(job=job, max_label_id=max_label_id)
     # The next run is due after the labels that come from now on (this run reads none of
     # them); set before the work, so a run killed from here on leaves a countdown that runs.
@@ -266,7 +264,7 @@ def job_aggregate(
 
 
 def _aggregate_arrays(
-    *, job: Job, arrays: LabelArrays, method: str, policy: dict
+    *, job: Job, arrays: LabelArrays, method: str, policy: Policy
 ) -> algorithms.Aggregation:
     """Run the aggregation kernel on the job's label arrays, warm-started as job runs are."""
     k = len(job.classes)
@@ -330,14 +328,14 @@ def _results_against_fresh(*, job: Job) -> list[str]:
     run = AggregationRun.objects.filter(job=job).order_by("-id").first()
     if run is None:
         return []
-    policy = quality_policy(job)
+    policy = job.spec.policy
     # The labels the job's latest run read: labels since then change the workers' matrices,
     # and with them results the next run will rewrite; those are not wrong yet.
     arrays = job_label_arrays(job=job, max_label_id=run.max_label_id)
     if arrays.tasks.size == 0:
         return []
     result = _aggregate_arrays(job=job, arrays=arrays, method=run.method, policy=policy)
-    confident_at = float(policy["target_confidence"])
+    confident_at = policy.target_confidence
     classes = job.classes
     position = {item_id: t for t, item_id in enumerate(arrays.item_ids.tolist())}
     order = np.argsort(arrays.tasks, kind="stable")
@@ -383,7 +381,7 @@ def _gold_codes(*, job: Job, item_ids: np.ndarray) -> np.ndarray:
 
 
 def _warm_start(
-    *, job: Job, worker_ids: np.ndarray, k: int, policy: dict
+    *, job: Job, worker_ids: np.ndarray, k: int, policy: Policy
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Initial matrices from this job's last run, and Dirichlet priors from history."""
     ids = [int(w) for w in worker_ids]
@@ -397,8 +395,8 @@ def _warm_start(
         return None, None
     init = np.empty((len(ids), k, k))
     prior = np.full((len(ids), k, k), 0.01)
-    default = one_coin_confusion(float(policy["new_worker_accuracy"]), k)
-    strength = float(policy["history_strength"])
+    default = one_coin_confusion(policy.new_worker_accuracy, k)
+    strength = policy.history_strength
     for i, worker_id in enumerate(ids):
         matrix = own.get(worker_id) or history.get(worker_id)
         init[i] = np.asarray(matrix, dtype=np.float64) if matrix is not None else default

@@ -13,7 +13,6 @@ from django.utils import timezone
 from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
-from apps.quality.matrices import quality_policy
 from apps.quality.models import GoldExposure
 from apps.workforce.models import Worker
 
@@ -60,17 +59,17 @@ def gold_rate_for(*, job: Job, worker_id: int, base_rate: float) -> float:
     their gold accuracy is proven, the job's base rate otherwise. At most one query."""
     if base_rate <= 0:
         return 0.0
-    policy = quality_policy(job)
+    policy = job.spec.policy
     stats = Label.objects.filter(job_id=job.pk, worker_id=worker_id, is_gold=True).aggregate(
         n=Count("id"), correct=Count("id", filter=Q(is_correct=True))
     )
     n = int(stats["n"])
-    if n < int(policy["gold_min_answers"]):
-        return min(1.0, base_rate * float(policy["gold_new_factor"]))
-    if n >= int(policy["gold_proven_answers"]):
+    if n < policy.gold_min_answers:
+        return min(1.0, base_rate * policy.gold_new_factor)
+    if n >= policy.gold_proven_answers:
         low, _ = algorithms.wilson_interval(np.array([stats["correct"]]), np.array([n]))
-        if float(low[0]) >= float(policy["gold_proven_accuracy"]):
-            return min(1.0, base_rate * float(policy["gold_proven_factor"]))
+        if float(low[0]) >= policy.gold_proven_accuracy:
+            return min(1.0, base_rate * policy.gold_proven_factor)
     return min(1.0, base_rate)
 
 
@@ -79,8 +78,8 @@ def gold_rate_ceiling(*, job: Job, base_rate: float) -> float:
     draw at or above it means no gold whoever the worker is."""
     if base_rate <= 0:
         return 0.0
-    policy = quality_policy(job)
-    factor = max(1.0, float(policy["gold_new_factor"]), float(policy["gold_proven_factor"]))
+    policy = job.spec.policy
+    factor = max(1.0, policy.gold_new_factor, policy.gold_proven_factor)
     return min(1.0, base_rate * factor)
 
 

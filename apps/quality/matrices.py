@@ -1,62 +1,22 @@
 """What the quality engine knows of workers and classes between aggregation runs: each
 worker's confusion matrix for a job (its own, its history with the same classes, or a
-newcomer's one-coin matrix), the job's class prior, and the quality policy's defaults."""
+newcomer's one-coin matrix) and the job's class prior."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Any
 
 import numpy as np
 from django.db.models import Q
 
 from apps.common import caches
 from apps.jobs.models import Job
+from apps.jobs.policy import Policy
 from apps.quality.models import AggregationRun, WorkerJobQuality
 from apps.workforce.models import Worker
 
-# Defaults for the quality knobs of a job's policy (all overridable per job).
-QUALITY_DEFAULTS: dict[str, Any] = {
-    # Re-aggregate the whole job after this many new labels ...
-    "reaggregate_every": 200,
-    # ... or, once the job is large, after this share of the labels the last run read: a
-    # run reads every label, so a fixed interval would make a big job's total work grow
-    # with the square of its size; a proportional one keeps it linear.
-    "reaggregate_growth": 0.1,
-    # Accuracy assumed for a worker with no record in this job nor a prior from history.
-    "new_worker_accuracy": 0.7,
-    "new_expert_accuracy": 0.95,
-    # Pseudo-answers per class that a history matrix is worth as a prior in a new job.
-    "history_strength": 10.0,
-    # Suspend when the gold accuracy's upper Wilson bound falls below this ...
-    "gold_min_accuracy": 0.6,
-    # ... once the worker has answered at least this many gold items.
-    "gold_min_answers": 5,
-    # Suspend when the median time of the worker's last answers is below this (None: off).
-    "min_median_duration_ms": None,
-    "speed_window": 20,
-    # How a suspended worker's labels count: 0 drops them (other values down-weight).
-    "suspended_label_weight": 0.0,
-    # A gold item shown this often is retired (it leaks).
-    "gold_max_exposures": 200,
-    # Adaptive gold rate: a worker with fewer than gold_min_answers gold answers in the job
-    # gets the job's gold_rate times this (capped at 1) ...
-    "gold_new_factor": 2.0,
-    # ... one with at least this many gold answers ...
-    "gold_proven_answers": 20,
-    # ... whose gold accuracy's lower Wilson bound reaches this (20 of 20 correct: 0.839) ...
-    "gold_proven_accuracy": 0.8,
-    # ... gets gold_rate times this; everyone else gets gold_rate itself.
-    "gold_proven_factor": 0.5,
-}
-
-
 INACTIVE = (Worker.Status.SUSPENDED, Worker.Status.BANNED)
-
-
-def quality_policy(job: Job) -> dict[str, Any]:
-    return {**QUALITY_DEFAULTS, **job.effective_policy}
 
 
 def classes_key(classes: list[str]) -> str:
@@ -94,7 +54,7 @@ def worker_confusions(
     their answers), and no query is made.
     """
     k = len(job.classes)
-    policy = quality_policy(job)
+    policy = job.spec.policy
     if stored is not None:
         return _matrices_or_newcomer(job, worker_ids, stored, tiers or {}, policy, k)
     # One query: this job's matrices and, for workers new to it, their history with the
@@ -121,7 +81,7 @@ def _matrices_or_newcomer(
     worker_ids: list[int],
     found: dict[int, list],
     tiers: dict[int, str],
-    policy: dict[str, Any],
+    policy: Policy,
     k: int,
 ) -> dict[int, np.ndarray]:
     result = {}
@@ -130,9 +90,9 @@ def _matrices_or_newcomer(
             result[worker_id] = np.asarray(found[worker_id], dtype=np.float64)
         else:
             accuracy = (
-                policy["new_expert_accuracy"]
+                policy.new_expert_accuracy
                 if tiers.get(worker_id) == Worker.Tier.EXPERT
-                else policy["new_worker_accuracy"]
+                else policy.new_worker_accuracy
             )
             result[worker_id] = _newcomer_confusion(float(accuracy), k)
     return result

@@ -14,7 +14,7 @@ import numpy as np
 
 from apps.assignments.models import Label
 from apps.jobs.models import Job
-from apps.quality.matrices import INACTIVE, job_class_prior, quality_policy, worker_confusions
+from apps.quality.matrices import INACTIVE, job_class_prior, worker_confusions
 
 
 def item_posterior(
@@ -80,7 +80,7 @@ def item_posterior_from_labels(
         matrices=worker_confusions(job=job, worker_ids=list(tiers), tiers=tiers, stored=stored),
         prior=job_class_prior(job=job),
         statuses=statuses,
-        inactive_weight=float(quality_policy(job)["suspended_label_weight"]),
+        inactive_weight=job.spec.policy.suspended_label_weight,
     )
 
 

@@ -14,7 +14,7 @@ from apps.assignments.models import Label
 from apps.assignments.sweeps import worker_leases_release
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
-from apps.quality.matrices import INACTIVE, quality_policy
+from apps.quality.matrices import INACTIVE
 from apps.quality.models import QualityDecision
 from apps.quality.posterior import item_answers, item_posterior_from_labels
 from apps.workforce.models import Worker
@@ -25,16 +25,16 @@ def worker_rules_check(*, worker_id: int, job_id: int) -> QualityDecision | None
     """Apply the job's rules to one worker: suspend on confidently poor gold accuracy or
     implausibly fast answers, record why, and reopen the items they touched."""
     job = Job.objects.get(pk=job_id)
-    policy = quality_policy(job)
+    policy = job.spec.policy
     worker = Worker.objects.get(pk=worker_id)
     if worker.status in INACTIVE:
         return None
     gold = Label.objects.filter(job=job, worker=worker, is_gold=True).aggregate(
         n=Count("id"), correct=Count("id", filter=Q(is_correct=True))
     )
-    if gold["n"] >= int(policy["gold_min_answers"]):
+    if gold["n"] >= policy.gold_min_answers:
         low, high = algorithms.wilson_interval(np.array([gold["correct"]]), np.array([gold["n"]]))
-        if float(high[0]) < float(policy["gold_min_accuracy"]):
+        if float(high[0]) < policy.gold_min_accuracy:
             return worker_quality_suspend(
                 worker=worker,
                 job=job,
@@ -43,12 +43,12 @@ def worker_rules_check(*, worker_id: int, job_id: int) -> QualityDecision | None
                     "gold_answers": gold["n"],
                     "gold_correct": gold["correct"],
                     "wilson_high": round(float(high[0]), 4),
-                    "threshold": policy["gold_min_accuracy"],
+                    "threshold": policy.gold_min_accuracy,
                 },
             )
-    floor = policy.get("min_median_duration_ms")
+    floor = policy.min_median_duration_ms
     if floor:
-        window = int(policy["speed_window"])
+        window = policy.speed_window
         durations = list(
             Label.objects.filter(job=job, worker=worker, duration_ms__isnull=False)
             .order_by("-id")
@@ -103,7 +103,7 @@ def items_reconsider_without(*, worker_id: int, job: Job) -> list[int]:
         )
     )
     reopened = []
-    target = float(quality_policy(job)["target_confidence"])
+    target = job.spec.policy.target_confidence
     for item in (
         Item.objects.select_for_update()
         .filter(pk__in=item_ids, state__in=[Item.State.OPEN, Item.State.SETTLED])

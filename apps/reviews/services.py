@@ -54,10 +54,6 @@ EXPERT_TIMEOUT_SECONDS = 24 * 3600
 Route = Literal["expert", "qc"]
 ROUTES = ("expert", "qc", "auto")
 # Reasons the escalation policy covers, with the alias the policy may use for each.
-ESCALATION_KEYS: dict[str, tuple[str, ...]] = {
-    Reason.DISAGREEMENT: ("disagreement",),
-    Reason.LOW_POSTERIOR: ("low_posterior", "low_confidence"),
-}
 QC_ROLE = "qc"
 
 
@@ -264,7 +260,7 @@ def _audit_draw(*, job_id: int, item_id: int) -> float:
 
 def audit_sampled(*, job: Job, item_id: int) -> bool:
     """Whether the item, once settled, is drawn for a QC audit at the job's `audit_rate`."""
-    rate = float(job.effective_policy.get("audit_rate") or 0.0)
+    rate = job.spec.policy.audit_rate
     return rate > 0.0 and _audit_draw(job_id=job.pk, item_id=item_id) < rate
 
 
@@ -300,27 +296,11 @@ def expert_available(*, job: Job, item_id: int | None = None) -> bool:
     return experts.exists()
 
 
-def escalation_choice(*, policy: dict[str, Any], reason: str) -> str:
-    """Where the job's policy sends a disputed item for `reason`: "expert", "qc" or "auto".
-
-    policy["escalation"] maps "disagreement" and "low_posterior" (alias "low_confidence") to
-    "expert", "qc" or "auto" (the default). Other reasons go to QC. Pure.
-    """
-    keys = ESCALATION_KEYS.get(reason)
-    if not keys:
-        return "qc"
-    escalation = policy.get("escalation") or {}
-    choice = "auto"
-    if isinstance(escalation, dict):
-        choice = next((escalation[k] for k in keys if k in escalation), "auto")
-    return choice if choice in ROUTES else "auto"
-
-
 def escalation_route(*, job: Job, reason: str, item_id: int | None = None) -> Route:
     """Where a disputed item goes first: "expert" or "qc", from the job's policy
-    (escalation_choice); "auto" means an expert when an active expert in a pool open to the
+    (Policy.route_for); "auto" means an expert when an active expert in a pool open to the
     job has not labeled the item yet, else QC."""
-    choice = escalation_choice(policy=job.effective_policy, reason=reason)
+    choice = job.spec.policy.route_for(reason)
     if choice == "auto":
         return "expert" if expert_available(job=job, item_id=item_id) else "qc"
     return choice  # type: ignore[return-value]
@@ -373,7 +353,17 @@ def item_escalate(
         item = (
             Item.objects.select_for_update()
             .select_related("job")
-            .only("id", "state", "source", "gold_label", "result_meta", "job__id", "job__policy")
+            .only(
+                "id",
+                "state",
+                "source",
+                "gold_label",
+                "result_meta",
+                "job__id",
+                "job__policy",
+                "job__pricing",
+                "job__routing",
+            )
             .get(pk=item_id)
         )
         if item.source == Item.Source.QC or item.gold_label is not None:
@@ -405,14 +395,14 @@ def item_escalate(
 def review_expert_timeouts(*, now: datetime | None = None, limit: int = 1000) -> int:
     """Send items that waited too long for an expert to QC; returns how many.
 
-    The wait is policy["expert_timeout_seconds"] (default a day). Items with a live expert
+    The wait is policy.expert_timeout_seconds (default a day). Items with a live expert
     lease are left for that expert.
     """
     now = now or timezone.now()
     moved = 0
     jobs = Job.objects.filter(status=Job.Status.RUNNING, items__state=Item.State.EXPERT).distinct()
-    for job in jobs.only("id", "policy"):
-        wait = int(job.effective_policy.get("expert_timeout_seconds") or EXPERT_TIMEOUT_SECONDS)
+    for job in jobs.only("id", "policy", "pricing", "routing"):
+        wait = job.spec.policy.expert_timeout_seconds
         stale = Item.objects.filter(
             job_id=job.pk,
             state=Item.State.EXPERT,

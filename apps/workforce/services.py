@@ -19,6 +19,7 @@ from apps.common import caches
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.common.fields import PRICE_MAX
 from apps.jobs.models import Job
+from apps.jobs.policy import Pricing
 from apps.workforce.models import LedgerEntry, Pool, Worker
 
 CENT = Decimal("0.0001")
@@ -230,18 +231,19 @@ def pool_job_close(*, pool: Pool, job: Job) -> bool:
     return deleted > 0
 
 
-def label_price(*, pricing: dict, tier: str) -> Decimal:
+def label_price(*, pricing: Pricing, tier: str) -> Decimal:
     """The job's price of one label from a worker of the given tier.
 
     A price stored before prices were bounded (e.g. 1e308, which no ledger entry can hold)
     is a 409 naming it, so that nothing is stored unpaid: ops correct the job's pricing."""
     key = "expert_label" if tier == Worker.Tier.EXPERT else "crowd_label"
+    value = getattr(pricing, key)
     try:
-        price = Decimal(str(pricing[key]))
-    except (InvalidOperation, KeyError, TypeError) as exc:
-        raise _bad_price(key, pricing.get(key)) from exc
+        price = Decimal(str(value))
+    except (InvalidOperation, TypeError) as exc:
+        raise _bad_price(key, value) from exc
     if not price.is_finite() or not Decimal(0) <= price <= PRICE_MAX:
-        raise _bad_price(key, pricing.get(key))
+        raise _bad_price(key, value)
     return price.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
@@ -256,7 +258,7 @@ def _bad_price(key: str, value: object) -> ApplicationError:
 
 
 def ledger_credit_label(
-    *, worker_id: int, job_id: int, label_id: int, tier: str, pricing: dict
+    *, worker_id: int, job_id: int, label_id: int, tier: str, pricing: Pricing
 ) -> LedgerEntry:
     """Credit one accepted label at the job's price for the tier.
 

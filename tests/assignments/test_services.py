@@ -19,6 +19,7 @@ from apps.assignments.selectors import invariant_violations
 from apps.assignments.sweeps import job_leases_release, lease_sweep
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
+from apps.jobs.policy import Policy
 from apps.pipeline.crowd import worker_ban, worker_suspend, worker_unban
 from apps.pipeline.decide import decide_by_votes
 from apps.pipeline.next import assignment_next
@@ -422,7 +423,7 @@ def test_decide_by_votes(votes, n, needed, state, label, new_needed):
         n_labels=n,
         labels_needed=needed,
         classes=["cat", "dog"],
-        policy={"min_labels": 2, "max_labels": 4},
+        policy=Policy(min_labels=2, max_labels=4),
     )
 
     assert (decision.state, decision.label, decision.labels_needed) == (state, label, new_needed)

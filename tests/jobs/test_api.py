@@ -385,7 +385,7 @@ def test_launch_applies_current_min_labels(client_actor, job):
     )
     client_actor.client.post(f"/api/v1/jobs/{job.pk}/launch/")
     assert job.items.get().labels_needed == 2
-    assert Job.objects.get(pk=job.pk).effective_policy["target_confidence"] == 0.9
+    assert Job.objects.get(pk=job.pk).spec.policy.target_confidence == 0.9
 
 
 def _settle(job: Job) -> None:

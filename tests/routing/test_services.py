@@ -18,7 +18,7 @@ from apps.jobs.models import Item, Job
 from apps.pipeline.decide import decide_by_posterior
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit, label_evidence
-from apps.quality.matrices import one_coin_confusion, quality_policy
+from apps.quality.matrices import one_coin_confusion
 from apps.quality.posterior import item_posterior, item_posterior_from_labels
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
@@ -64,7 +64,7 @@ def _posterior(job, answers, item):
 def _decide(job, item, answers, labels_needed):
     evidence = label_evidence(job=job, item=item, answers=answers, statuses={})
     return decide_by_posterior(
-        job=job, evidence=evidence, labels_needed=labels_needed, policy=quality_policy(job)
+        job=job, evidence=evidence, labels_needed=labels_needed, policy=job.spec.policy
     )
 
 
