@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PG = "postgres://postgres@127.0.0.1:5432"
 DB = "concord_bench_annotate"
 CLASSES = ["cat", "dog", "bird"]
-REDIS_URL = "redis://127.0.0.1:6379/14"
-CACHE_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
 
 
 # --unprepared: the hot path's statements go as plain SQL instead of session PREPAREs, as
