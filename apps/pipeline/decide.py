@@ -12,6 +12,7 @@ PostgreSQL statement of apps.assignments.fastpath or the ORM) apply the plan as 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -239,6 +240,10 @@ def decide_by_posterior(
     )
 
 
+def _finite(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
 def _disputed_reason(agreement: float | None) -> str:
     if agreement is not None and agreement < 1.0:
         return Reason.DISAGREEMENT
@@ -298,7 +303,8 @@ def _decide_routed(
         **common["extra"],
         "method": "posterior+model",
         "stopping": "cost_aware",
-        "crowd_value": round(float(decision.crowd_value[0]), 6),
+        # -inf when no number of crowd labels could help: JSON has no infinities.
+        "crowd_value": _finite(float(decision.crowd_value[0])),
     }
     common = {**common, "extra": extra}
     # A class the client set a target for is a requirement, not a trade-off: below it, ask

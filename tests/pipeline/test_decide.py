@@ -1,0 +1,178 @@
+"""The one decision of a label (apps.pipeline.decide.decide_label), as a pure function: no
+database, no cache — unsaved rows and numbers in, one Plan out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from apps.jobs.models import Item, Job
+from apps.jobs.policy import Routing
+from apps.pipeline.decide import Evidence, Plan, decide_label, needs_evidence
+from apps.quality.matrices import one_coin_confusion
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+CLASSES = ["cat", "dog", "bird"]
+
+
+def _job(**policy) -> Job:
+    return Job(pk=1, label_schema={"classes": CLASSES}, policy=policy, pricing={}, routing={})
+
+
+def _item(**fields) -> Item:
+    values = {
+        "pk": 7,
+        "state": Item.State.OPEN,
+        "n_labels": 0,
+        "labels_needed": 3,
+        "vote_counts": {},
+        "result_meta": {},
+        "gold_label": None,
+    }
+    values.update(fields)
+    return Item(**values)
+
+
+def _evidence(answers, accuracy=0.9) -> Evidence:
+    return Evidence(
+        answers=answers,
+        statuses={w: "active" for w, _, _ in answers},
+        matrices={w: one_coin_confusion(accuracy, 3) for w, _, _ in answers},
+        prior=np.full(3, 1 / 3),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_database(monkeypatch):
+    """Any query would fail the test: the decision reads nothing."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the decision touched the database")
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+
+
+def _decide(job, item, value, evidence=None, tier="crowd", experts=None) -> Plan:
+    return decide_label(
+        item=item,
+        job=job,
+        value=value,
+        tier=tier,
+        worker_id=3,
+        now=NOW,
+        evidence=evidence,
+        experts_available=experts,
+    )
+
+
+def test_a_gold_answer_is_scored_and_decides_nothing():
+    plan = _decide(_job(), _item(gold_label="cat"), "dog")
+
+    assert plan.decision is None
+    assert plan.gold_correct is False
+    assert plan.updates == {"vote_counts": {"dog": 1}, "updated_at": NOW}
+    assert plan.writes_beyond_the_item
+
+
+def test_agreeing_confident_labels_settle_the_item():
+    job = _job(min_labels=3, target_confidence=0.95)
+    item = _item(n_labels=2, vote_counts={"cat": 2})
+    answers = [(1, "cat", "crowd"), (2, "cat", "crowd"), (3, "cat", "crowd")]
+
+    plan = _decide(job, item, "cat", _evidence(answers))
+
+    assert plan.settles
+    assert plan.updates["state"] == "settled"
+    assert plan.updates["label"] == "cat"
+    assert plan.updates["settled_at"] == NOW
+    assert plan.updates["confidence"] > 0.95
+    assert not plan.writes_beyond_the_item
+
+
+def test_a_split_crowd_asks_for_one_more_label():
+    job = _job(min_labels=2, max_labels=4, target_confidence=0.95)
+    item = _item(n_labels=1, labels_needed=2, vote_counts={"cat": 1})
+    answers = [(1, "cat", "crowd"), (3, "dog", "crowd")]
+
+    plan = _decide(job, item, "dog", _evidence(answers))
+
+    assert (plan.updates["state"], plan.updates["labels_needed"]) == ("open", 3)
+
+
+def test_a_tie_at_max_labels_needs_to_know_whether_an_expert_is_available():
+    job = _job(aggregation="mv", min_labels=2, max_labels=2)
+    item = _item(n_labels=1, labels_needed=2, vote_counts={"cat": 1})
+
+    unknown = _decide(job, item, "dog")
+    expert = _decide(job, item, "dog", experts=True)
+    qc = _decide(job, item, "dog", experts=False)
+
+    assert unknown.needs_experts
+    assert (expert.updates["state"], expert.expert_slot, expert.open_review) == (
+        "expert",
+        True,
+        False,
+    )
+    assert "labels_needed" not in expert.updates  # set from the row as it is, by the writer
+    assert (qc.updates["state"], qc.open_review) == ("review", True)
+    assert qc.decision.extra["escalation"] == {"reason": "disagreement", "route": "qc"}
+
+
+def test_a_policy_route_needs_no_expert_lookup():
+    job = _job(aggregation="mv", min_labels=2, max_labels=2, escalation={"disagreement": "qc"})
+    item = _item(n_labels=1, labels_needed=2, vote_counts={"cat": 1})
+
+    plan = _decide(job, item, "dog")
+
+    assert not plan.needs_experts
+    assert plan.open_review
+
+
+def test_an_expert_who_agrees_with_a_leader_settles_the_item():
+    job = _job()
+    item = _item(state=Item.State.EXPERT, n_labels=2, vote_counts={"cat": 1, "dog": 1})
+
+    plan = _decide(job, item, "dog", tier="expert")
+
+    assert plan.updates["state"] == "settled"
+    assert plan.updates["source"] == "expert"
+
+
+def test_every_settled_item_is_audited_at_rate_one_and_none_at_zero():
+    answers = [(1, "cat", "crowd"), (2, "cat", "crowd"), (3, "cat", "crowd")]
+    item = _item(n_labels=2, vote_counts={"cat": 2})
+
+    audited = _decide(_job(audit_rate=1.0), item, "cat", _evidence(answers))
+    not_audited = _decide(_job(audit_rate=0.0), item, "cat", _evidence(answers))
+
+    assert audited.audit
+    assert audited.writes_beyond_the_item
+    assert not not_audited.audit
+
+
+def test_a_posterior_decision_without_its_evidence_is_refused():
+    job, item = _job(), _item()
+
+    assert needs_evidence(job=job, item=item, tier="crowd")
+    with pytest.raises(ValueError, match="evidence"):
+        _decide(job, item, "cat")
+
+
+def test_a_routed_item_at_its_last_label_writes_valid_json():
+    # No crowd label is left to buy: the look-ahead's value is -inf, which JSON cannot hold
+    # (the ORM writer's JSON check refused it).
+    job = _job(min_labels=1, max_labels=1)
+    item = _item(n_labels=0, labels_needed=1)
+    evidence = dataclasses.replace(
+        _evidence([(3, "cat", "crowd")]), routing=Routing(mode="model"), model_voted=True
+    )
+
+    plan = _decide(job, item, "cat", evidence)
+
+    assert plan.decision.extra["crowd_value"] is None
+    json.dumps(plan.updates.get("result_meta"), allow_nan=False)
