@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 REASON_WEIGHT: dict[str, float] = {
     Reason.CLIENT_DISPUTE: 100.0,
     Reason.GOLD_DISPUTE: 80.0,
+    Reason.WORKER_DISPUTE: 40.0,
     Reason.DISAGREEMENT: 60.0,
     Reason.LOW_POSTERIOR: 50.0,
     Reason.AUDIT: 20.0,
@@ -194,10 +195,13 @@ def review_open(
 def review_gold_dispute(
     *, worker: Worker, assignment_id: int, note: str, now: datetime | None = None
 ) -> tuple[Review, bool]:
-    """A worker disputes the gold answer of a gold item they submitted; opens its review.
+    """A worker disputes the expected answer of an item they submitted; opens its review.
 
-    Another worker's assignment is a 404 (ids of others' tasks stay hidden); a non-gold or
-    not yet submitted assignment is a 409.
+    On a gold item this is a gold dispute (QC checks the gold answer); on any other item a
+    worker dispute (QC looks at the item). Both are accepted the same way and the caller
+    answers the worker the same way, so that the endpoint cannot be used to probe which
+    items are gold. Another worker's assignment is a 404 (ids of others' tasks stay hidden);
+    a not yet submitted assignment is a 409, whatever the item.
     """
     assignment = (
         Assignment.objects.select_related("item")
@@ -206,27 +210,18 @@ def review_gold_dispute(
     )
     if assignment is None:
         raise _not_found("assignment")
-    item = assignment.item
-    if item.gold_label is None:
-        raise _conflict("Only gold items can be disputed this way.", ErrorCode.INVALID_STATE)
     if assignment.state != Assignment.State.SUBMITTED:
-        raise _conflict(
-            "Submit your label before disputing the gold answer.", ErrorCode.INVALID_STATE
-        )
+        raise _conflict("Submit your label before disputing the answer.", ErrorCode.INVALID_STATE)
+    item = assignment.item
     label = Label.objects.filter(assignment_id=assignment.pk).values_list("value", flat=True).get()
+    context: dict[str, Any] = {"worker": worker.pk, "assignment": assignment.pk, "label": label}
+    if item.gold_label is None:
+        reason, context["kind"] = Reason.WORKER_DISPUTE, "worker_dispute"
+    else:
+        reason, context["kind"] = Reason.GOLD_DISPUTE, "gold_dispute"
+        context["gold_label"] = item.gold_label
     return review_open(
-        item=item,
-        reason=Reason.GOLD_DISPUTE,
-        note=note,
-        context={
-            "kind": "gold_dispute",
-            "worker": worker.pk,
-            "assignment": assignment.pk,
-            "label": label,
-            "gold_label": item.gold_label,
-        },
-        opened_by=worker.user,
-        now=now,
+        item=item, reason=reason, note=note, context=context, opened_by=worker.user, now=now
     )
 
 
