@@ -545,11 +545,26 @@ MATRIX: dict[tuple[str, str], Spec] = {
         other={"qc": 302},
     ),
     ("qc-review", "get"): Spec(lambda c: f"/qc/reviews/{c.review()}/", {"qc": 200}, page=True),
+    # The decision form posts to the review page; it decides and goes to the next review.
+    ("qc-review", "post"): Spec(
+        lambda c: f"/qc/reviews/{c.review()}/",
+        {"qc": 302},
+        body=lambda c: {"label": "dog"},
+        page=True,
+    ),
     ("qc-resolve", "post"): Spec(
         lambda c: f"/qc/reviews/{c.review()}/resolve/",
         {"qc": 302},
         body=lambda c: {"label": "dog"},
         page=True,
+    ),
+    # A GET (a sign-in that came back here) goes to the review page: never a 405.
+    ("qc-resolve", "get"): Spec(
+        lambda c: f"/qc/reviews/{c.review()}/resolve/", {"qc": 302}, page=True
+    ),
+    # The side's review is open: reopening an open review is a no-op that goes back to it.
+    ("qc-reopen", "post"): Spec(
+        lambda c: f"/qc/reviews/{c.review()}/reopen/", {"qc": 302}, body=lambda c: {}, page=True
     ),
     ("qc-skip", "post"): Spec(
         lambda c: f"/qc/reviews/{c.review()}/skip/",

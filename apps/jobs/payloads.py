@@ -9,6 +9,7 @@ passed whole.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 PRIVATE_PREFIX = "_"
@@ -30,3 +31,49 @@ def payload_for_worker(payload: Any) -> Any:
         if key.startswith(PRIVATE_PREFIX):
             return {k: v for k, v in payload.items() if not k.startswith(PRIVATE_PREFIX)}
     return payload
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".svg", ".bmp", ".avif")
+IMAGE_KEYS = ("image_url", "image", "img", "picture", "photo")
+
+
+def _is_image_url(key: str, value: Any) -> bool:
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        return False
+    path = value.split("?", 1)[0].lower()
+    return key.lower() in IMAGE_KEYS or path.endswith(IMAGE_SUFFIXES)
+
+
+def payload_display(payload: Any) -> dict[str, Any]:
+    """A payload laid out for a page: its text, its image URLs and the other fields as
+    readable text (nested values as indented JSON), never a Python repr.
+
+    Returns {"text": str | None, "images": [url], "fields": [(key, text, is_private)],
+    "json": the whole payload as indented JSON}. Pages for annotators pass the payload
+    through payload_for_worker first.
+    """
+    text = None
+    images: list[str] = []
+    fields: list[tuple[str, str, bool]] = []
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            if key == "text" and isinstance(value, str) and text is None:
+                text = value
+                continue
+            if _is_image_url(key, value):
+                images.append(value)
+                continue
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if isinstance(value, dict | list) and len(shown) > 60:
+                shown = json.dumps(value, ensure_ascii=False, indent=2)
+            fields.append((key, shown, payload_is_private_key(key)))
+    elif isinstance(payload, str):
+        text = payload
+    elif payload is not None:
+        fields.append(("value", json.dumps(payload, ensure_ascii=False), False))
+    return {
+        "text": text,
+        "images": images,
+        "fields": fields,
+        "json": json.dumps(payload, ensure_ascii=False, indent=2),
+    }

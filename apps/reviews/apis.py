@@ -252,8 +252,9 @@ class ReviewResolveApi(APIView):
         responses={200: DecisionOutputSerializer, 400: ErrorSerializer, **_REVIEW_ERRORS},
         description=(
             "QC's final label: the item settles (source qc, confidence 1), the review and the "
-            "item's other open reviews close, every label on the item is judged. On a resolved "
-            "review it supersedes the earlier decision (kept as history)."
+            "item's other open reviews close, every label on the item is judged. Decisions are "
+            "final: a review that is not open is a 409 invalid_state; reopen it to decide "
+            "again (the new decision supersedes the earlier one, kept as history)."
         ),
     )
     def post(self, request: Request, review_id: int) -> Response:

@@ -661,11 +661,13 @@ def review_resolve(
 
     The item settles with source qc and confidence 1 (a gold item keeps its state, and its
     gold answer becomes the label); `make_gold` makes it a control item for future workers.
-    The review is resolved and the item's other open reviews closed. Resolving again, here or
-    on another review of the item, supersedes the item's current decision: the old decision
-    and its outcomes stay as history with is_current false. Only QC may decide (403); a
-    review another person holds is a 409. The job completes (on commit) if this was its
-    last unsettled item.
+    The review is resolved and the item's other open reviews closed. Decisions are final: a
+    review that is not open (resolved, or closed by a decision on another review of the
+    item) is a 409; to change a decision, reopen the review (review_reopen) and decide
+    again. A new decision, after a reopen or on a later review of the item (a client
+    dispute), supersedes the item's current one: the old decision and its outcomes stay as
+    history with is_current false. Only QC may decide (403); a review another person holds
+    is a 409. The job completes (on commit) if this was its last unsettled item.
     """
     _require_qc(user)
     now = now or timezone.now()
@@ -678,11 +680,13 @@ def review_resolve(
                 f"{label!r} is not one of the job's classes.",
                 details={"label": [f"Choose one of: {', '.join(job.classes)}."]},
             )
-        if (
-            review.status == Review.Status.OPEN
-            and _claim_live(review, now)
-            and review.claimed_by_id != user.pk
-        ):
+        if review.status != Review.Status.OPEN:
+            raise _conflict(
+                f"The review is already {review.status}: decisions are final. To change it, "
+                "reopen the review and decide again.",
+                ErrorCode.INVALID_STATE,
+            )
+        if _claim_live(review, now) and review.claimed_by_id != user.pk:
             raise _held(review)
         item = Item.objects.select_for_update().get(pk=review.item_id)
         current = (
