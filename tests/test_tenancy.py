@@ -575,6 +575,35 @@ MATRIX: dict[tuple[str, str], Spec] = {
         # moves on to the next review of the caller's own queue.
         other={"qc": 302},
     ),
+    # ---- the annotator page (annotators and experts; a lease is the caller's own)
+    ("annotate", "get"): Spec(lambda c: "/annotate/", WORKERS_, page=True, other=WORKERS_),
+    # Leases the caller's next task (or says why there is none): a redirect either way.
+    ("annotate-next", "post"): Spec(
+        lambda c: "/annotate/next/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {},
+        page=True,
+        other={"annotator": 302, "expert": 302},
+    ),
+    ("annotate-task", "get"): Spec(lambda c: f"/annotate/tasks/{c.lease()}/", WORKERS_, page=True),
+    ("annotate-submit", "post"): Spec(
+        lambda c: f"/annotate/tasks/{c.lease()}/submit/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {"label": "cat"},
+        page=True,
+    ),
+    ("annotate-skip", "post"): Spec(
+        lambda c: f"/annotate/tasks/{c.lease()}/skip/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {},
+        page=True,
+    ),
+    ("annotate-release", "post"): Spec(
+        lambda c: f"/annotate/tasks/{c.lease()}/release/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {},
+        page=True,
+    ),
     # ---- public
     ("healthz", "get"): Spec(lambda c: "/healthz", {}, public=True, anonymous=200),
     ("schema", "get"): Spec(lambda c: "/api/schema/", {}, public=True, anonymous=200),

@@ -218,3 +218,26 @@ def worker_list_metrics(
         ledger=LedgerEntry.objects.all(),
         limit=limit,
     )
+
+
+def worker_own_stats(*, worker_id: int, now: datetime | None = None) -> dict[str, Any]:
+    """A worker's own figures for their page: labels today and in all, earnings today and in
+    all (Decimal). "Today" starts at midnight in the site's time zone.
+
+    No gold accuracy: watching it move after each submit would tell which items were gold
+    (QC's verdicts reach the worker through their feedback instead)."""
+    now = now or timezone.now()
+    midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    labels = Label.objects.filter(worker_id=worker_id).aggregate(
+        total=Count("id"),
+        today=Count("id", filter=Q(created_at__gte=midnight)),
+    )
+    money = LedgerEntry.objects.filter(worker_id=worker_id).aggregate(
+        total=Sum("amount"), today=Sum("amount", filter=Q(created_at__gte=midnight))
+    )
+    return {
+        "labels_today": labels["today"],
+        "labels_total": labels["total"],
+        "earned_today": money["today"] or Decimal("0"),
+        "earned_total": money["total"] or Decimal("0"),
+    }

@@ -60,6 +60,10 @@ def home(request: HttpRequest) -> HttpResponse:
     roles = user_roles(user=request.user)
     if "qc" in roles:
         return redirect("/qc/")
+    if roles & {"ops", "client"}:
+        return redirect("/dashboard/")
+    if roles & {"annotator", "expert"}:
+        return redirect("/annotate/")
     return redirect("/dashboard/")
 
 
