@@ -532,6 +532,17 @@ MATRIX: dict[tuple[str, str], Spec] = {
         lambda c: "/dashboard/", READERS, page=True, hidden_text=lambda c: c.side.job.name
     ),
     ("job-dashboard", "get"): Spec(lambda c: f"/dashboard/jobs/{c.job()}/", READERS, page=True),
+    # Ops pages: the ops user's own vendor's pools and workers only.
+    ("ops-pool", "get"): Spec(lambda c: f"/dashboard/pools/{c.pool()}/", {"ops": 200}, page=True),
+    ("ops-worker", "get"): Spec(
+        lambda c: f"/dashboard/workers/{c.worker()}/", {"ops": 200}, page=True
+    ),
+    ("ops-worker-action", "post"): Spec(
+        lambda c: f"/dashboard/workers/{c.worker()}/actions/",
+        {"ops": 302},
+        body=lambda c: {"action": "suspend", "reason": "Checking."},
+        page=True,
+    ),
     ("qc-queue", "get"): Spec(
         lambda c: "/qc/", {"qc": 200}, page=True, hidden_text=lambda c: c.side.job.name
     ),

@@ -16,8 +16,11 @@ class JobMetricsApi(APIView):
 
     @extend_schema(
         responses=OpenApiResponse(
-            description="throughput (labels total / last hour / hourly), cost (labels, bonuses, "
-            "per settled item), error_rates (gold accuracy, review share), worker_count; for "
+            description="throughput (labels total / last hour / hourly, with the time zone), "
+            "series (per hour: labels, gold answers and errors, reviews opened, QC decisions "
+            "and overrides), backlog (labels left, pace, hours left, cost left), cost (labels, "
+            "bonuses, per settled item, forecast total; money summed exactly), error_rates "
+            "(gold accuracy, review share), worker_count; for "
             "vendor staff also `workers`, a summary of their own vendor's workers (clients "
             "never see worker identities or pay)"
         )

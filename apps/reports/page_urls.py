@@ -9,4 +9,9 @@ urlpatterns = [
     path("logout/", views.token_logout, name="logout"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/jobs/<id:job_id>/", views.job_dashboard, name="job-dashboard"),
+    path("dashboard/pools/<id:pool_id>/", views.pool_page, name="ops-pool"),
+    path("dashboard/workers/<id:worker_id>/", views.worker_page, name="ops-worker"),
+    path(
+        "dashboard/workers/<id:worker_id>/actions/", views.worker_action, name="ops-worker-action"
+    ),
 ]

@@ -1,21 +1,53 @@
-"""Server-rendered pages: token login and the dashboards."""
+"""Server-rendered pages: token login and the dashboards (jobs for their readers; pools and
+workers for ops, scoped to the ops user's own vendor, with actions that call the same
+services as the API). Every table downloads as CSV with `?format=csv`."""
 
 from __future__ import annotations
+
+import csv
+import uuid
+from collections.abc import Iterable, Sequence
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.models import ApiToken
 from apps.accounts.selectors import user_roles
 from apps.accounts.services import token_digest
+from apps.common.errors import ApplicationError
 from apps.jobs.selectors import job_get_for_user, job_list_for_user, job_vendor_ids_for_user
-from apps.reports.selectors import job_metrics, overview_metrics, worker_list_metrics
-from apps.workforce.selectors import ops_organization_ids
+from apps.quality.selectors import worker_quality
+from apps.reports.selectors import (
+    job_metrics,
+    overview_metrics,
+    pool_member_rows,
+    worker_history,
+    worker_list_metrics,
+    worker_summary,
+)
+from apps.workforce.selectors import (
+    job_get_for_bonus,
+    job_list_for_ops,
+    ops_organization_ids,
+    pool_get_for_ops,
+    pool_list_for_ops,
+    worker_earnings,
+    worker_get_for_ops,
+)
+from apps.workforce.services import (
+    ledger_bonus,
+    pool_update,
+    worker_ban,
+    worker_suspend,
+    worker_unban,
+)
 
 
 class TokenLoginForm(forms.Form):
@@ -72,13 +104,86 @@ def _require_reader(request: HttpRequest) -> None:
         raise PermissionDenied
 
 
+def _require_ops(request: HttpRequest) -> None:
+    if "ops" not in user_roles(user=request.user) or not ops_organization_ids(user=request.user):
+        raise PermissionDenied
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _wants_csv(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "csv"
+
+
+def _csv(filename: str, columns: Sequence[tuple[str, str]], rows: Iterable[dict]) -> HttpResponse:
+    """A table as CSV: `columns` are (key, header) pairs; money stays exact (Decimal)."""
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow([header for _, header in columns])
+        for row in rows:
+            yield writer.writerow(["" if row.get(k) is None else row.get(k) for k, _ in columns])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+WORKER_COLUMNS = [
+    ("worker_id", "worker"),
+    ("username", "username"),
+    ("worker_tier", "tier"),
+    ("worker_status", "status"),
+    ("labels", "labels"),
+    ("gold", "gold answers"),
+    ("gold_correct", "gold correct"),
+    ("gold_accuracy", "gold accuracy"),
+    ("gold_low", "gold accuracy low (95%)"),
+    ("gold_high", "gold accuracy high (95%)"),
+    ("mean_duration_ms", "mean ms"),
+    ("earnings", "earnings"),
+    ("flag_text", "flags"),
+]
+
+
+def _worker_rows_for_csv(rows: list[dict]) -> list[dict]:
+    return [{**r, "flag_text": "; ".join(r.get("flags", []))} for r in rows]
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     _require_reader(request)
     rows = overview_metrics(jobs=job_list_for_user(user=request.user))
     ops_vendor_ids = ops_organization_ids(user=request.user)
-    workers = worker_list_metrics(vendor_ids=ops_vendor_ids, limit=20) if ops_vendor_ids else []
-    return render(request, "reports/dashboard.html", {"rows": rows, "workers": workers})
+    workers = worker_list_metrics(vendor_ids=ops_vendor_ids, limit=50) if ops_vendor_ids else []
+    if _wants_csv(request):
+        table = request.GET.get("table")
+        if table == "workers":
+            return _csv("workers.csv", WORKER_COLUMNS, _worker_rows_for_csv(workers))
+        flat = [
+            {**r, "id": r["job"].pk, "name": r["job"].name, "status": r["job"].status} for r in rows
+        ]
+        columns = [
+            ("id", "job"),
+            ("name", "name"),
+            ("status", "status"),
+            ("items", "items"),
+            ("settled", "settled"),
+            ("review", "in review"),
+            ("labels", "labels"),
+            ("gold_error_rate", "gold error rate"),
+            ("cost", "cost"),
+        ]
+        return _csv("jobs.csv", columns, flat)
+    pools = list(pool_list_for_ops(user=request.user)) if ops_vendor_ids else []
+    return render(
+        request,
+        "reports/dashboard.html",
+        {"rows": rows, "workers": workers, "pools": pools, "is_ops": bool(ops_vendor_ids)},
+    )
 
 
 @login_required
@@ -87,4 +192,166 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
     job = job_get_for_user(user=request.user, job_id=job_id)
     vendor_ids = job_vendor_ids_for_user(user=request.user, job=job)
     metrics = job_metrics(job=job, worker_vendor_ids=vendor_ids)
-    return render(request, "reports/job.html", {"job": job, "m": metrics})
+    if _wants_csv(request):
+        if request.GET.get("table") == "workers" and "workers" in metrics:
+            return _csv(
+                f"job-{job.pk}-workers.csv",
+                WORKER_COLUMNS,
+                _worker_rows_for_csv(metrics["workers"]),
+            )
+        columns = [(k, k) for k in metrics["series"][0]] if metrics["series"] else []
+        return _csv(f"job-{job.pk}-hourly.csv", columns, metrics["series"])
+    sources = metrics["items"]["settled_by_source"]
+    charts = {
+        "hourly": {
+            "labels": [h["hour"] for h in metrics["series"]],
+            "time_zone": metrics["throughput"]["time_zone"],
+            "series": {
+                "Labels": [h["labels"] for h in metrics["series"]],
+                "Reviews opened": [h["reviews_opened"] for h in metrics["series"]],
+                "QC overrides": [h["qc_overrides"] for h in metrics["series"]],
+            },
+            "rates": {"Gold error rate": [h["gold_error_rate"] for h in metrics["series"]]},
+        },
+        "sources": {
+            "labels": list(sources.keys()),
+            "values": list(sources.values()),
+        },
+    }
+    return render(request, "reports/job.html", {"job": job, "m": metrics, "charts": charts})
+
+
+@login_required
+def pool_page(request: HttpRequest, pool_id: int) -> HttpResponse:
+    _require_ops(request)
+    pool = pool_get_for_ops(user=request.user, pool_id=pool_id)
+    rows = pool_member_rows(pool=pool)
+    if _wants_csv(request):
+        return _csv(f"pool-{pool.pk}-members.csv", WORKER_COLUMNS, _worker_rows_for_csv(rows))
+    charts = {
+        "accuracy": {
+            "labels": [r["username"] for r in rows],
+            "values": [r["gold_accuracy"] for r in rows],
+            "low": [r["gold_low"] for r in rows],
+            "high": [r["gold_high"] for r in rows],
+        }
+    }
+    return render(
+        request,
+        "reports/pool.html",
+        {"pool": pool, "rows": rows, "jobs": pool.jobs.all(), "charts": charts},
+    )
+
+
+def _confusion_rows(job_quality: dict) -> list[dict]:
+    """A confusion matrix as rows of cells with a shade (0..1) for the heatmap."""
+    classes = job_quality["classes"]
+    matrix = job_quality["confusion"] or []
+    rows = []
+    for truth, row in zip(classes, matrix, strict=False):
+        rows.append(
+            {
+                "truth": truth,
+                "cells": [{"p": p, "shade": round(min(1.0, max(0.0, float(p))), 3)} for p in row],
+            }
+        )
+    return rows
+
+
+@login_required
+def worker_page(request: HttpRequest, worker_id: int) -> HttpResponse:
+    _require_ops(request)
+    worker = worker_get_for_ops(user=request.user, worker_id=worker_id)
+    history = worker_history(worker_id=worker.pk)
+    if _wants_csv(request):
+        columns = [(k, k) for k in history[0]]
+        return _csv(f"worker-{worker.pk}-history.csv", columns, history)
+    summary = worker_summary(worker_id=worker.pk)
+    quality = worker_quality(worker=worker)
+    for job_quality in quality["jobs"]:
+        job_quality["matrix"] = _confusion_rows(job_quality)
+    own_pools = pool_list_for_ops(user=request.user)
+    member_of = {p.pk for p in worker.pools.all()}
+    labeled_jobs = job_list_for_ops(user=request.user).filter(pk__in=worker.labels.values("job_id"))
+    charts = {
+        "history": {
+            "labels": [d["day"] for d in history],
+            "series": {"Labels": [d["labels"] for d in history]},
+            "rates": {
+                "Gold error rate": [
+                    (d["gold_errors"] / d["gold_answers"]) if d["gold_answers"] else None
+                    for d in history
+                ]
+            },
+        }
+    }
+    return render(
+        request,
+        "reports/worker.html",
+        {
+            "worker": worker,
+            "summary": summary,
+            "q": quality,
+            "earnings": worker_earnings(worker=worker),
+            "history": history,
+            "charts": charts,
+            "pools": [p for p in own_pools if p.pk not in member_of],
+            "member_pools": [p for p in own_pools if p.pk in member_of],
+            "labeled_jobs": labeled_jobs.only("id", "name"),
+            "message": request.GET.get("done", "")[:200],
+            "error": request.GET.get("error", "")[:300],
+        },
+    )
+
+
+WORKER_ACTIONS = ("suspend", "ban", "unban", "bonus", "add_to_pool")
+
+
+@login_required
+@require_POST
+def worker_action(request: HttpRequest, worker_id: int) -> HttpResponse:
+    """Suspend, ban, unban, pay a bonus or add to a pool: the same services as the API."""
+    _require_ops(request)
+    worker = worker_get_for_ops(user=request.user, worker_id=worker_id)
+    action = request.POST.get("action", "")
+    reason = request.POST.get("reason", "").strip()[:500]
+    try:
+        if action == "suspend":
+            worker_suspend(worker=worker, reason=reason)
+            done = "Suspended."
+        elif action == "ban":
+            worker_ban(worker=worker, reason=reason)
+            done = "Banned."
+        elif action == "unban":
+            worker_unban(worker=worker)
+            done = "Active again."
+        elif action == "bonus":
+            try:
+                amount = Decimal(request.POST.get("amount", "").strip())
+            except InvalidOperation:
+                raise ApplicationError("The amount must be a number, like 1.50.") from None
+            job_id = request.POST.get("job", "")
+            job = job_get_for_bonus(
+                user=request.user, worker=worker, job_id=int(job_id) if job_id.isdigit() else 0
+            )
+            entry, _ = ledger_bonus(
+                worker=worker,
+                job=job,
+                amount=amount,
+                # One form, one bonus: the key comes with the form, so a resubmit is a retry.
+                idempotency_key=request.POST.get("key") or uuid.uuid4().hex,
+                note=request.POST.get("note", "").strip()[:500],
+            )
+            done = f"Bonus of {entry.amount:.2f} paid for job #{job.pk}."
+        elif action == "add_to_pool":
+            pool_id = request.POST.get("pool", "")
+            pool = pool_get_for_ops(
+                user=request.user, pool_id=int(pool_id) if pool_id.isdigit() else 0
+            )
+            pool_update(pool=pool, data={"members": [*pool.members.all(), worker]})
+            done = f"Added to pool {pool.name}."
+        else:
+            raise ApplicationError(f"Unknown action; choose one of {', '.join(WORKER_ACTIONS)}.")
+    except ApplicationError as exc:
+        return redirect(f"/dashboard/workers/{worker.pk}/?{urlencode({'error': exc.message})}")
+    return redirect(f"/dashboard/workers/{worker.pk}/?{urlencode({'done': done})}")
