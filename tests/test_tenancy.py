@@ -403,6 +403,10 @@ MATRIX: dict[tuple[str, str], Spec] = {
         lambda c: f"/api/v1/jobs/{c.job()}/launch/", {"client": 409, "ops": 409}
     ),
     ("job-pause", "post"): Spec(lambda c: f"/api/v1/jobs/{c.job()}/pause/", WRITERS),
+    # The side's job is running: resuming it is a 409 (only a paused job resumes).
+    ("job-resume", "post"): Spec(
+        lambda c: f"/api/v1/jobs/{c.job()}/resume/", {"client": 409, "ops": 409}
+    ),
     ("job-cancel", "post"): Spec(lambda c: f"/api/v1/jobs/{c.job()}/cancel/", WRITERS),
     ("job-results", "get"): Spec(lambda c: f"/api/v1/jobs/{c.job()}/results/", READERS),
     # ---- quality

@@ -233,6 +233,7 @@ def _lifecycle_api(name: str, action) -> type[APIView]:
 
 JobLaunchApi = _lifecycle_api("launch", services.job_launch)
 JobPauseApi = _lifecycle_api("pause", services.job_pause)
+JobResumeApi = _lifecycle_api("resume", services.job_resume)
 JobCancelApi = _lifecycle_api("cancel", services.job_cancel)
 
 

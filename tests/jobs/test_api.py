@@ -323,12 +323,18 @@ def test_job_lifecycle_rules(client_actor, job):
         client_actor, job.pk, rows_json([{"external_id": "i1", "payload": {}}]), "application/json"
     )
     assert c.post(f"{url}/pause/").status_code == 409
+    assert c.post(f"{url}/resume/").status_code == 409  # a draft is launched, not resumed
     assert c.post(f"{url}/launch/").json()["status"] == "running"
+    assert c.post(f"{url}/resume/").json()["error"]["message"] == (
+        "Cannot resume a job that is running."
+    )
     assert c.post(f"{url}/launch/").status_code == 409
     assert (
         c.patch(f"{url}/", {"label_schema": {"classes": ["x", "y"]}}, format="json").status_code
         == 409
     )
+    assert c.post(f"{url}/pause/").json()["status"] == "paused"
+    assert c.post(f"{url}/resume/").json()["status"] == "running"
     assert c.post(f"{url}/pause/").json()["status"] == "paused"
     assert c.post(f"{url}/launch/").json()["status"] == "running"
     assert c.post(f"{url}/cancel/").json()["status"] == "cancelled"
