@@ -536,6 +536,31 @@ MATRIX: dict[tuple[str, str], Spec] = {
         lambda c: "/dashboard/", READERS, page=True, hidden_text=lambda c: c.side.job.name
     ),
     ("job-dashboard", "get"): Spec(lambda c: f"/dashboard/jobs/{c.job()}/", READERS, page=True),
+    # Client pages: a client creates a job (a draft of their own organization); writers
+    # (client, ops) upload items and launch / pause / resume / cancel from the job page.
+    ("job-new", "get"): Spec(
+        lambda c: "/dashboard/jobs/new/", {"client": 200}, page=True, other={"client": 200}
+    ),
+    ("job-new", "post"): Spec(
+        lambda c: "/dashboard/jobs/new/",
+        {"client": 302},
+        body=lambda c: {"name": "From the page", "classes": "cat, dog"},
+        page=True,
+        other={"client": 302},
+    ),
+    # No file: the job page says so (400); another tenant's job is a 404 first.
+    ("job-upload", "post"): Spec(
+        lambda c: f"/dashboard/jobs/{c.job()}/upload/",
+        {"client": 400, "ops": 400},
+        body=lambda c: {},
+        page=True,
+    ),
+    ("job-lifecycle", "post"): Spec(
+        lambda c: f"/dashboard/jobs/{c.job()}/lifecycle/",
+        {"client": 302, "ops": 302},
+        body=lambda c: {"action": "pause"},
+        page=True,
+    ),
     # Ops pages: the ops user's own vendor's pools and workers only.
     ("ops-pool", "get"): Spec(lambda c: f"/dashboard/pools/{c.pool()}/", {"ops": 200}, page=True),
     ("ops-worker", "get"): Spec(

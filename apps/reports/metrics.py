@@ -88,3 +88,31 @@ def backlog_forecast(
         hours_left=hours,
         cost_left=(label_price * labels_left).quantize(Decimal("0.01")),
     )
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    labels_low: int
+    labels_high: int
+    low: Decimal
+    high: Decimal
+
+
+def cost_estimate(
+    *, n_items: int, min_labels: int, max_labels: int, gold_rate: float, crowd_price: Decimal
+) -> CostEstimate | None:
+    """What a job will cost before launch, from its policy and prices: every item takes
+    between min_labels and max_labels crowd labels, and gold answers (a gold_rate share of
+    all answers, paid like the others) come on top. None when every answer would be gold."""
+    if gold_rate >= 1.0:
+        return None
+    overhead = 1.0 / (1.0 - gold_rate)
+    low = math.ceil(n_items * min_labels * overhead - 1e-9)
+    high = math.ceil(n_items * max(min_labels, max_labels) * overhead - 1e-9)
+    cent = Decimal("0.01")
+    return CostEstimate(
+        labels_low=low,
+        labels_high=high,
+        low=(crowd_price * low).quantize(cent),
+        high=(crowd_price * high).quantize(cent),
+    )

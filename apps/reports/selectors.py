@@ -15,7 +15,14 @@ from django.utils import timezone
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import job_item_counts
-from apps.reports.metrics import WorkerFigures, backlog_forecast, wilson_bounds, worker_flags
+from apps.reports.metrics import (
+    CostEstimate,
+    WorkerFigures,
+    backlog_forecast,
+    cost_estimate,
+    wilson_bounds,
+    worker_flags,
+)
 from apps.reviews.models import Reason, Review, ReviewDecision
 from apps.workforce.models import LedgerEntry, Pool
 
@@ -204,6 +211,18 @@ def _crowd_price(job: Job) -> Decimal:
         return Decimal(str((job.pricing or {}).get("crowd_label") or 0))
     except ArithmeticError:
         return Decimal("0")
+
+
+def job_cost_estimate(*, job: Job) -> CostEstimate | None:
+    """The job's cost before launch from its policy, prices and item count (non-gold)."""
+    policy = job.effective_policy
+    return cost_estimate(
+        n_items=Item.objects.filter(job=job, gold_label__isnull=True).count(),
+        min_labels=int(policy.get("min_labels") or 1),
+        max_labels=int(policy.get("max_labels") or 1),
+        gold_rate=float(policy.get("gold_rate") or 0.0),
+        crowd_price=_crowd_price(job),
+    )
 
 
 def job_series(*, job: Job, since: datetime) -> list[dict[str, Any]]:

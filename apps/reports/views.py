@@ -18,13 +18,29 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.models import ApiToken
-from apps.accounts.selectors import user_roles
+from apps.accounts.models import ApiToken, Organization
+from apps.accounts.selectors import user_client_org_ids, user_roles
 from apps.accounts.services import token_digest
 from apps.common.errors import ApplicationError
-from apps.jobs.selectors import job_get_for_user, job_list_for_user, job_vendor_ids_for_user
+from apps.jobs.apis import JobInputSerializer
+from apps.jobs.ingest import UploadFormatError
+from apps.jobs.selectors import (
+    JOB_WRITER_ROLES,
+    job_get_for_user,
+    job_list_for_user,
+    job_vendor_ids_for_user,
+)
+from apps.jobs.services import (
+    item_ingest,
+    job_cancel,
+    job_create,
+    job_launch,
+    job_pause,
+    job_resume,
+)
 from apps.quality.selectors import worker_quality
 from apps.reports.selectors import (
+    job_cost_estimate,
     job_metrics,
     overview_metrics,
     pool_member_rows,
@@ -101,6 +117,12 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def _require_reader(request: HttpRequest) -> None:
     if not user_roles(user=request.user) & {"ops", "qc", "client"}:
+        raise PermissionDenied
+
+
+def _require_writer(request: HttpRequest) -> None:
+    """Changing a job is for clients and ops (QC and workers: 403)."""
+    if not user_roles(user=request.user) & JOB_WRITER_ROLES:
         raise PermissionDenied
 
 
@@ -182,7 +204,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "reports/dashboard.html",
-        {"rows": rows, "workers": workers, "pools": pools, "is_ops": bool(ops_vendor_ids)},
+        {
+            "rows": rows,
+            "workers": workers,
+            "pools": pools,
+            "is_ops": bool(ops_vendor_ids),
+            "is_client": "client" in user_roles(user=request.user),
+        },
     )
 
 
@@ -201,8 +229,12 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
             )
         columns = [(k, k) for k in metrics["series"][0]] if metrics["series"] else []
         return _csv(f"job-{job.pk}-hourly.csv", columns, metrics["series"])
+    return _render_job(request, job, metrics=metrics, charts=_job_charts(metrics))
+
+
+def _job_charts(metrics: dict) -> dict:
     sources = metrics["items"]["settled_by_source"]
-    charts = {
+    return {
         "hourly": {
             "labels": [h["hour"] for h in metrics["series"]],
             "time_zone": metrics["throughput"]["time_zone"],
@@ -218,7 +250,182 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
             "values": list(sources.values()),
         },
     }
-    return render(request, "reports/job.html", {"job": job, "m": metrics, "charts": charts})
+
+
+def _can_write(request: HttpRequest, job_id: int) -> bool:
+    """Whether the user may change the job: through a client or ops membership (QC reads)."""
+    return job_list_for_user(user=request.user, roles=JOB_WRITER_ROLES).filter(pk=job_id).exists()
+
+
+def _render_job(
+    request: HttpRequest,
+    job,
+    *,
+    metrics: dict | None = None,
+    charts: dict | None = None,
+    report: dict | None = None,
+    message: str = "",
+    error: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    if metrics is None:
+        metrics = job_metrics(
+            job=job, worker_vendor_ids=job_vendor_ids_for_user(user=request.user, job=job)
+        )
+        charts = _job_charts(metrics)
+    estimate = job_cost_estimate(job=job)
+    return render(
+        request,
+        "reports/job.html",
+        {
+            "job": job,
+            "m": metrics,
+            "charts": charts,
+            "can_write": _can_write(request, job.pk),
+            "estimate": estimate,
+            "report": report,
+            "message": message or request.GET.get("done", "")[:200],
+            "error": error or request.GET.get("error", "")[:300],
+        },
+        status=status,
+    )
+
+
+LIFECYCLE = {
+    "launch": job_launch,
+    "pause": job_pause,
+    "resume": job_resume,
+    "cancel": job_cancel,
+}
+
+
+@login_required
+@require_POST
+def job_lifecycle(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Launch, pause, resume or cancel: the same services as the API's endpoints."""
+    _require_writer(request)
+    job = job_get_for_user(user=request.user, job_id=job_id, roles=JOB_WRITER_ROLES)
+    action = request.POST.get("action", "")
+    if action not in LIFECYCLE:
+        return redirect(f"/dashboard/jobs/{job.pk}/?{urlencode({'error': 'Unknown action.'})}")
+    try:
+        job = LIFECYCLE[action](job=job)
+    except ApplicationError as exc:
+        return redirect(f"/dashboard/jobs/{job.pk}/?{urlencode({'error': exc.message})}")
+    return redirect(f"/dashboard/jobs/{job.pk}/?{urlencode({'done': f'The job is {job.status}.'})}")
+
+
+UPLOAD_FORMATS = {"json": "json", "jsonl": "jsonl", "ndjson": "jsonl", "csv": "csv"}
+
+
+@login_required
+@require_POST
+def job_upload(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Upload items from a file (JSON list, JSON lines or CSV, by its name): the good rows
+    are stored, the bad ones listed by row number with the reason, as the API does."""
+    _require_writer(request)
+    job = job_get_for_user(user=request.user, job_id=job_id, roles=JOB_WRITER_ROLES)
+    upload = request.FILES.get("file")
+    if upload is None:
+        return _render_job(request, job, error="Choose a file to upload.", status=400)
+    suffix = upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
+    fmt = UPLOAD_FORMATS.get(suffix)
+    if fmt is None:
+        message = "Name the file .json (a list), .jsonl (one row per line) or .csv."
+        return _render_job(request, job, error=message, status=400)
+    try:
+        report = item_ingest(job=job, stream=upload, fmt=fmt)
+    except UploadFormatError as exc:
+        return _render_job(request, job, error=str(exc), status=400)
+    except ApplicationError as exc:
+        return _render_job(request, job, error=exc.message, status=exc.status_code)
+    return _render_job(request, job, report=report.as_dict())
+
+
+def _form_errors(errors, prefix: str = "") -> list[str]:
+    """A serializer's nested errors as "field: message" lines."""
+    lines: list[str] = []
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            name = key if key != "non_field_errors" else ""
+            lines += _form_errors(value, f"{prefix}{name}." if name else prefix)
+    elif isinstance(errors, list):
+        for value in errors:
+            if isinstance(value, dict | list):
+                lines += _form_errors(value, prefix)
+            else:
+                lines.append(f"{prefix.rstrip('.')}: {value}" if prefix else str(value))
+    else:
+        lines.append(f"{prefix.rstrip('.')}: {errors}")
+    return lines
+
+
+JOB_FORM_DEFAULTS = {
+    "name": "",
+    "instructions": "",
+    "classes": "",
+    "min_labels": "3",
+    "max_labels": "5",
+    "target_confidence": "0.95",
+    "gold_rate": "0.1",
+    "lease_seconds": "600",
+    "crowd_label": "0.05",
+    "expert_label": "0.50",
+    "routing_mode": "off",
+    "target_accuracy": "0.95",
+}
+
+
+def _job_body(form: dict[str, str]) -> dict:
+    """The form's fields as the body the API's job creation takes (validated by its
+    serializer, so the page and the API refuse the same things with the same words)."""
+    classes = [c.strip() for c in form["classes"].replace(",", "\n").splitlines() if c.strip()]
+    body = {
+        "name": form["name"].strip(),
+        "instructions": form["instructions"],
+        "label_schema": {"kind": "single_choice", "classes": classes},
+        "policy": {
+            k: form[k]
+            for k in ("min_labels", "max_labels", "target_confidence", "gold_rate", "lease_seconds")
+        },
+        "pricing": {"crowd_label": form["crowd_label"], "expert_label": form["expert_label"]},
+        "routing": {"mode": form["routing_mode"]},
+    }
+    if form["routing_mode"] == "model":
+        body["routing"]["target_accuracy"] = form["target_accuracy"]
+    return body
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_new(request: HttpRequest) -> HttpResponse:
+    """A client creates a job: a form for the name, instructions, classes, policy, prices
+    and routing; the job starts as a draft (upload, then launch, on its page)."""
+    if "client" not in user_roles(user=request.user):
+        raise PermissionDenied
+    form = {k: request.POST.get(k, v) for k, v in JOB_FORM_DEFAULTS.items()}
+    errors: list[str] = []
+    if request.method == "POST":
+        data = JobInputSerializer(data=_job_body(form))
+        org_ids = user_client_org_ids(user=request.user)
+        if len(org_ids) != 1:
+            errors.append("You are a client in several organizations: create the job by API.")
+        elif data.is_valid():
+            job = job_create(
+                organization=Organization.objects.get(pk=org_ids[0]),
+                created_by=request.user,
+                **data.validated_data,
+            )
+            done = "Job created as a draft: upload items, then launch it."
+            return redirect(f"/dashboard/jobs/{job.pk}/?{urlencode({'done': done})}")
+        else:
+            errors = _form_errors(data.errors)
+    return render(
+        request,
+        "reports/job_new.html",
+        {"form": form, "errors": errors},
+        status=400 if errors else 200,
+    )
 
 
 @login_required

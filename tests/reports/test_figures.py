@@ -6,7 +6,13 @@ from decimal import Decimal
 
 import pytest
 
-from apps.reports.metrics import WorkerFigures, backlog_forecast, wilson_bounds, worker_flags
+from apps.reports.metrics import (
+    WorkerFigures,
+    backlog_forecast,
+    cost_estimate,
+    wilson_bounds,
+    worker_flags,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +68,17 @@ def test_backlog_forecast_without_recent_labels_has_no_eta():
 
     assert idle.hours_left is None
     assert done.hours_left == 0.0
+
+
+def test_cost_estimate_before_launch():
+    # 100 items x 3..5 labels, 10% of answers gold: 300/0.9 = 333.3 -> 334, 500/0.9 -> 556.
+    estimate = cost_estimate(
+        n_items=100, min_labels=3, max_labels=5, gold_rate=0.1, crowd_price=Decimal("0.05")
+    )
+
+    assert (estimate.labels_low, estimate.labels_high) == (334, 556)
+    assert (estimate.low, estimate.high) == (Decimal("16.70"), Decimal("27.80"))
+    assert (
+        cost_estimate(n_items=1, min_labels=1, max_labels=1, gold_rate=1.0, crowd_price=Decimal(1))
+        is None
+    )
