@@ -52,3 +52,44 @@ def test_ops_open_job_pool_and_worker_pages_with_charts_drawn(live_server, make_
             assert external == []  # everything comes from the project: no CDN
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_client_creates_uploads_and_launches_a_job(live_server, make_actor, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    client = make_actor("client", username="alice")
+    rows = tmp_path / "pets.csv"
+    rows.write_text("external_id,text,gold_label\np1,meow,\np2,woof,fish\np3,tweet,\n")
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15000)
+            errors = _console_errors(page)
+            page.goto(f"{live_server.url}/login/")
+            page.keyboard.type(client.token)
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            with page.expect_navigation():
+                page.click("#new-job")
+            page.fill("#name", "Pets")
+            page.fill("#classes", "cat\ndog\nbird")
+            with page.expect_navigation():
+                page.click("#create")
+            assert page.text_content("#job-status") == "draft"
+            page.set_input_files("#upload-file", str(rows))
+            with page.expect_navigation():
+                page.click("#upload-button")
+            report = page.text_content("#upload-report")
+            assert "2 created" in report
+            assert "1 rejected" in report
+            assert "p2" in page.text_content("#upload-errors")
+            with page.expect_navigation():
+                page.click("#launch")
+            assert page.text_content("#job-status") == "running"
+            assert page.is_visible("#pause")
+            assert errors == []
+        finally:
+            browser.close()
