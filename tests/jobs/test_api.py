@@ -406,6 +406,7 @@ def _settle(job: Job) -> None:
         n_labels=3,
         source="crowd",
         posterior=[0.01, 0.97, 0.02],
+        result_meta={"method": "test"},
     )
 
 
@@ -439,6 +440,8 @@ def test_results_in_every_format(client_actor, job, fmt):
     assert s1["status"] == "settled"
     assert by_id["s2"]["status"] == "open"
     assert by_id["s2"]["label"] in (None, "")
+    if fmt == "csv":  # the provenance the JSON formats carry in result_meta
+        assert json.loads(s1["provenance"]) == {"method": "test"}
 
 
 def test_results_unknown_format_is_400(client_actor, job):
