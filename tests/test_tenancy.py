@@ -536,6 +536,7 @@ MATRIX: dict[tuple[str, str], Spec] = {
         lambda c: "/dashboard/", READERS, page=True, hidden_text=lambda c: c.side.job.name
     ),
     ("job-dashboard", "get"): Spec(lambda c: f"/dashboard/jobs/{c.job()}/", READERS, page=True),
+    ("metrics-overview", "get"): Spec(lambda c: "/api/v1/metrics/", READERS, hidden=Cell.job),
     # Client pages: a client creates a job (a draft of their own organization); writers
     # (client, ops) upload items and launch / pause / resume / cancel from the job page.
     ("job-new", "get"): Spec(

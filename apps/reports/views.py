@@ -219,7 +219,8 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
     _require_reader(request)
     job = job_get_for_user(user=request.user, job_id=job_id)
     vendor_ids = job_vendor_ids_for_user(user=request.user, job=job)
-    metrics = job_metrics(job=job, worker_vendor_ids=vendor_ids)
+    hours = _hours(request)
+    metrics = job_metrics(job=job, worker_vendor_ids=vendor_ids, hours=hours)
     if _wants_csv(request):
         if request.GET.get("table") == "workers" and "workers" in metrics:
             return _csv(
@@ -230,6 +231,15 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
         columns = [(k, k) for k in metrics["series"][0]] if metrics["series"] else []
         return _csv(f"job-{job.pk}-hourly.csv", columns, metrics["series"])
     return _render_job(request, job, metrics=metrics, charts=_job_charts(metrics))
+
+
+# The time ranges the job page offers (hours), the first the default.
+HOUR_RANGES = {24: "24 h", 6: "6 h", 72: "3 days", 168: "7 days"}
+
+
+def _hours(request: HttpRequest) -> int:
+    value = request.GET.get("hours", "")
+    return int(value) if value.isdigit() and int(value) in HOUR_RANGES else 24
 
 
 def _job_charts(metrics: dict) -> dict:
@@ -282,6 +292,8 @@ def _render_job(
             "m": metrics,
             "charts": charts,
             "can_write": _can_write(request, job.pk),
+            "hours": _hours(request),
+            "hour_ranges": sorted(HOUR_RANGES.items()),
             "estimate": estimate,
             "report": report,
             "message": message or request.GET.get("done", "")[:200],

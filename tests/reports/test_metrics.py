@@ -231,3 +231,31 @@ def test_worker_page_actions_call_the_workforce_services(ops_actor, labeled_job)
     worker.refresh_from_db()
     assert worker.status == "suspended"
     assert "Suspended." in page.get(suspended.url).content.decode()
+
+
+def test_the_metrics_overview_lists_the_callers_jobs_with_exact_money(
+    client_actor, other_client_actor, labeled_job
+):
+    job, _ = labeled_job
+
+    mine = client_actor.client.get("/api/v1/metrics/").json()["results"]
+    theirs = other_client_actor.client.get("/api/v1/metrics/").json()["results"]
+
+    (row,) = mine
+    assert (row["id"], row["items"], row["settled"], row["labels"]) == (job.pk, 5, 2, 5)
+    assert row["cost"] == 3.75
+    assert row["gold_error_rate"] == pytest.approx(0.5)
+    assert theirs == []
+
+
+def test_the_job_page_offers_time_ranges(ops_actor, labeled_job):
+    job, _ = labeled_job
+    page = _page(ops_actor)
+
+    week = page.get(f"/dashboard/jobs/{job.pk}/?hours=168").content.decode()
+    hourly = _csv_rows(page.get(f"/dashboard/jobs/{job.pk}/?format=csv&hours=6"))
+    bogus = page.get(f"/dashboard/jobs/{job.pk}/?hours=99999")
+
+    assert '<strong aria-current="true">7 days</strong>' in week
+    assert 6 <= len(hourly) - 1 <= 7  # six hours back to this one
+    assert bogus.status_code == 200
