@@ -197,6 +197,7 @@ def job_metrics(
             "review_share": (counts.get("review", 0) / n_items) if n_items else None,
         },
         "worker_count": totals["workers"],
+        "cost_of_quality": job_cost_breakdown(job=job),
     }
     if worker_vendor_ids:
         metrics["workers"] = worker_summaries(
@@ -461,3 +462,56 @@ def worker_summary(*, worker_id: int) -> dict[str, Any] | None:
         limit=1,
     )
     return rows[0] if rows else None
+
+
+def job_cost_breakdown(*, job: Job) -> dict[str, Any]:
+    """The cost of quality: what the job paid, split into base labels (the first min_labels
+    crowd labels of each item), extra redundancy (crowd labels beyond them), gold overhead
+    (answers on gold items), expert labels, bonuses and rework (labels on items whose result
+    QC overturned); QC decisions are counted (QC is not paid per decision). With the cost
+    per accepted (settled, non-gold) item. Money is Decimal; a few aggregate queries."""
+    ledger = LedgerEntry.objects.filter(job=job)
+    paid = ledger.filter(kind=LedgerEntry.Kind.LABEL).aggregate(
+        gold=Sum("amount", filter=Q(label__is_gold=True)),
+        expert=Sum("amount", filter=Q(label__is_gold=False, label__tier="expert")),
+        crowd=Sum("amount", filter=Q(label__is_gold=False) & ~Q(label__tier="expert")),
+        crowd_n=Count("id", filter=Q(label__is_gold=False) & ~Q(label__tier="expert")),
+    )
+    zero = Decimal("0")
+    crowd, crowd_n = paid["crowd"] or zero, paid["crowd_n"]
+    min_labels = int(job.effective_policy.get("min_labels") or 1)
+    items = Item.objects.filter(job=job, gold_label__isnull=True)
+    extra_n = (
+        Label.objects.filter(job=job, is_gold=False)
+        .exclude(tier="expert")
+        .values("item_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=min_labels)
+        .aggregate(extra=Sum(F("n") - min_labels))["extra"]
+        or 0
+    )
+    extra = (crowd * extra_n / crowd_n).quantize(Decimal("0.0001")) if crowd_n else zero
+    overturned = ReviewDecision.objects.filter(job=job, is_current=True).exclude(
+        original_label=F("label")
+    )
+    rework = (
+        ledger.filter(
+            kind=LedgerEntry.Kind.LABEL, label__item_id__in=overturned.values("item_id")
+        ).aggregate(t=Sum("amount"))["t"]
+        or zero
+    )
+    bonuses = ledger.filter(kind=LedgerEntry.Kind.BONUS).aggregate(t=Sum("amount"))["t"] or zero
+    total = crowd + (paid["gold"] or zero) + (paid["expert"] or zero) + bonuses
+    accepted = items.filter(state=Item.State.SETTLED).count()
+    return {
+        "base_labels": crowd - extra,
+        "extra_redundancy": extra,
+        "gold_overhead": paid["gold"] or zero,
+        "expert_labels": paid["expert"] or zero,
+        "bonuses": bonuses,
+        "rework": rework,
+        "qc_decisions": ReviewDecision.objects.filter(job=job).count(),
+        "total": total,
+        "accepted_items": accepted,
+        "per_accepted_item": (total / accepted).quantize(Decimal("0.0001")) if accepted else None,
+    }

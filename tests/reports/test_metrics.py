@@ -259,3 +259,19 @@ def test_the_job_page_offers_time_ranges(ops_actor, labeled_job):
     assert '<strong aria-current="true">7 days</strong>' in week
     assert 6 <= len(hourly) - 1 <= 7  # six hours back to this one
     assert bogus.status_code == 200
+
+
+def test_the_cost_of_quality_splits_what_the_job_paid(client_actor, labeled_job):
+    job, _ = labeled_job
+    Job.objects.filter(pk=job.pk).update(policy={"min_labels": 1, "max_labels": 3})
+
+    body = client_actor.client.get(f"/api/v1/jobs/{job.pk}/metrics/").json()["cost_of_quality"]
+
+    # Crowd labels on regular items: i0 twice, i1 once (0.50 each) = 1.50, of which i0's
+    # second label is redundancy beyond min_labels 1: 1.50 x 1/3 = 0.50. Gold: 2 x 0.50.
+    assert body["base_labels"] == 1.0
+    assert body["extra_redundancy"] == 0.5
+    assert body["gold_overhead"] == 1.0
+    assert (body["expert_labels"], body["bonuses"], body["rework"]) == (0, 1.25, 0)
+    assert body["total"] == 3.75
+    assert (body["accepted_items"], body["per_accepted_item"]) == (2, 1.875)
