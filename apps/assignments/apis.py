@@ -48,7 +48,11 @@ PATH_HEADER = "Concord-Path"
 
 
 def _with_path(response: Response) -> Response:
-    """Say which write path served the lease or submit (sql, sql-locked or orm)."""
+    """Say which write path served the lease or submit (sql, sql-locked or orm), when
+    settings.CONCORD_PATH_HEADER asks for it: gold leases take the ORM path, so by default
+    annotators are not told (the header would give gold items away)."""
+    if not settings.CONCORD_PATH_HEADER:
+        return response
     path = fastpath.served_by()
     if path is not None:
         response[PATH_HEADER] = path.value

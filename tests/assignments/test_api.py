@@ -478,9 +478,13 @@ def test_a_ban_no_cache_heard_of_still_stops_gold_leases_and_submits(make_actor)
 
 def test_the_response_says_which_path_served(make_actor, job, settings):
     """Concord-Path: the PostgreSQL statements (sql; sql-locked under a caller's
-    transaction, as here) or the ORM (SQLite, gold leases, CONCORD_FASTPATH off)."""
+    transaction, as here) or the ORM (SQLite, gold leases, CONCORD_FASTPATH off), when
+    CONCORD_PATH_HEADER asks for it; by default annotators are not told (gold would show)."""
     actor, _ = _annotator(make_actor, job)
+    make_items(job, 1, prefix="more")
     fast = fastpath.enabled()
+    assert "Concord-Path" not in actor.client.post(NEXT)
+    settings.CONCORD_PATH_HEADER = True
 
     leased = actor.client.post(NEXT)
     submitted = actor.client.post(
