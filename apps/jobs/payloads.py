@@ -38,6 +38,8 @@ IMAGE_KEYS = ("image_url", "image", "img", "picture", "photo")
 
 
 def _is_image_url(key: str, value: Any) -> bool:
+    if isinstance(value, str) and value.startswith("data:image/"):
+        return True
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         return False
     path = value.split("?", 1)[0].lower()

@@ -37,6 +37,42 @@ USERS = [
 ]
 
 
+# What the demo's "photos" show, in words (a caption each, so the demo needs no network and
+# no image files): the main subject, sometimes another animal in the background.
+SUBJECTS = {
+    "cat": [
+        "a tabby curled up on a windowsill, whiskers twitching",
+        "a kitten chasing a ball of wool across the carpet",
+        "a grey animal with pointed ears purring on a lap",
+        "a black cat stretching on a garden wall",
+    ],
+    "dog": [
+        "a retriever fetching a stick from the lake",
+        "a puppy chewing a slipper, tail wagging",
+        "a sheepdog herding a flock across a field",
+        "a small terrier barking at the postman",
+    ],
+    "bird": [
+        "a robin perched on a snowy branch",
+        "a parrot with bright green feathers on a swing",
+        "a gull gliding over the harbour",
+        "a sparrow pecking crumbs on a café table",
+    ],
+}
+BACKGROUND = {"cat": "a cat dozing", "dog": "a dog sniffing", "bird": "a bird on a wire"}
+
+
+def demo_caption(true_class: int, rng: np.random.Generator) -> str:
+    """The demo item's caption: the true animal as the main subject, a third of the time
+    with another animal in the background (the instructions say: the main subject)."""
+    name = CLASSES[true_class]
+    text = SUBJECTS[name][int(rng.integers(0, len(SUBJECTS[name])))]
+    if rng.random() < 0.35:
+        other = CLASSES[int(rng.integers(0, len(CLASSES)))]
+        text += f"; in the background, {BACKGROUND[other]}"
+    return text[0].upper() + text[1:] + "."
+
+
 def demo_rows(n_items: int, n_gold: int, seed: int) -> tuple[list[dict], dict[str, str]]:
     """Items with 8-dimensional features clustered by class, a few of them gold, shuffled in
     among the others; and each item's true class by external id, for the simulated crowd.
@@ -53,7 +89,7 @@ def demo_rows(n_items: int, n_gold: int, seed: int) -> tuple[list[dict], dict[st
     for i, (t, x) in enumerate(zip(truth, features, strict=True)):
         row: dict = {
             "external_id": f"photo-{i:04d}",
-            "payload": {"image_url": f"https://example.invalid/photos/{i:04d}.jpg"},
+            "payload": {"text": demo_caption(int(t), rng)},
             "features": [round(float(v), 4) for v in x],
         }
         if i in gold:
