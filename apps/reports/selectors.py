@@ -182,6 +182,9 @@ def job_metrics(
             "labels_left": forecast.labels_left,
             "labels_per_hour": round(forecast.labels_per_hour, 1),
             "hours_left": None if forecast.hours_left is None else round(forecast.hours_left, 2),
+            "minutes_left": None
+            if forecast.hours_left is None
+            else max(1, round(forecast.hours_left * 60)),
             "cost_left": forecast.cost_left,
         },
         "cost": {
