@@ -366,7 +366,7 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ),
     ("assignment-dispute-gold", "post"): Spec(
         lambda c: f"/api/v1/assignments/{c.gold_answer()}/dispute-gold/",
-        {"annotator": 201, "expert": 201},
+        {"annotator": 202, "expert": 202},
         body=lambda c: {"note": "The gold answer is wrong."},
     ),
     ("feedback-list", "get"): Spec(lambda c: "/api/v1/feedback/", WORKERS_),
