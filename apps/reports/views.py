@@ -185,6 +185,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         table = request.GET.get("table")
         if table == "workers":
             return _csv("workers.csv", WORKER_COLUMNS, _worker_rows_for_csv(workers))
+        if table == "pools":
+            pools = [
+                {"id": p.pk, "name": p.name, "members": p.members.count(), "jobs": p.jobs.count()}
+                for p in (pool_list_for_ops(user=request.user) if ops_vendor_ids else [])
+            ]
+            columns = [
+                ("id", "pool"),
+                ("name", "name"),
+                ("members", "members"),
+                ("jobs", "open jobs"),
+            ]
+            return _csv("pools.csv", columns, pools)
         flat = [
             {**r, "id": r["job"].pk, "name": r["job"].name, "status": r["job"].status} for r in rows
         ]
@@ -222,6 +234,10 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
     hours = _hours(request)
     metrics = job_metrics(job=job, worker_vendor_ids=vendor_ids, hours=hours)
     if _wants_csv(request):
+        if request.GET.get("table") == "cost":
+            cost = metrics["cost_of_quality"]
+            rows = [{"part": k, "value": v} for k, v in cost.items()]
+            return _csv(f"job-{job.pk}-cost.csv", [("part", "part"), ("value", "value")], rows)
         if request.GET.get("table") == "workers" and "workers" in metrics:
             return _csv(
                 f"job-{job.pk}-workers.csv",
@@ -482,6 +498,15 @@ def worker_page(request: HttpRequest, worker_id: int) -> HttpResponse:
     _require_ops(request)
     worker = worker_get_for_ops(user=request.user, worker_id=worker_id)
     history = worker_history(worker_id=worker.pk)
+    if _wants_csv(request) and request.GET.get("table") == "confusion":
+        rows = [
+            {"job": j["job"], "true": truth, "answered": answered, "p": p}
+            for j in worker_quality(worker=worker)["jobs"]
+            for truth, row in zip(j["classes"], j["confusion"] or [], strict=False)
+            for answered, p in zip(j["classes"], row, strict=False)
+        ]
+        columns = [("job", "job"), ("true", "true class"), ("answered", "answered"), ("p", "p")]
+        return _csv(f"worker-{worker.pk}-confusion.csv", columns, rows)
     if _wants_csv(request):
         columns = [(k, k) for k in history[0]]
         return _csv(f"worker-{worker.pk}-history.csv", columns, history)

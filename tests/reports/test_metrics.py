@@ -275,3 +275,22 @@ def test_the_cost_of_quality_splits_what_the_job_paid(client_actor, labeled_job)
     assert (body["expert_labels"], body["bonuses"], body["rework"]) == (0, 1.25, 0)
     assert body["total"] == 3.75
     assert (body["accepted_items"], body["per_accepted_item"]) == (2, 1.875)
+
+
+def test_every_table_downloads_as_csv(ops_actor, labeled_job):
+    job, workers = labeled_job
+    pool = Pool.objects.create(organization=workers[0].organization, name="CSV pool")
+    pool.members.add(workers[0])
+    page = _page(ops_actor)
+
+    pools = _csv_rows(page.get("/dashboard/?format=csv&table=pools"))
+    jobs = _csv_rows(page.get("/dashboard/?format=csv"))
+    cost = _csv_rows(page.get(f"/dashboard/jobs/{job.pk}/?format=csv&table=cost"))
+    history = _csv_rows(page.get(f"/dashboard/workers/{workers[0].pk}/?format=csv"))
+    confusion = page.get(f"/dashboard/workers/{workers[0].pk}/?format=csv&table=confusion")
+
+    assert ["CSV pool", "1"] == pools[1][1:3]
+    assert jobs[1][:2] == [str(job.pk), "Metrics"]
+    assert dict(cost[1:])["total"] == "3.7500"
+    assert len(history) == 15  # a header and 14 days
+    assert confusion.status_code == 200
