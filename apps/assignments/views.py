@@ -164,7 +164,7 @@ def task(request: HttpRequest, assignment_id: int) -> HttpResponse:
     worker = _worker(request)
     assignment = assignment_get_for_worker(worker=worker, assignment_id=assignment_id)
     if assignment.state != Assignment.State.LEASED or assignment.expires_at <= timezone.now():
-        return redirect("/annotate/")
+        return redirect("/annotate/?ended=1")
     return _render_task(request, worker, assignment)
 
 

@@ -127,7 +127,8 @@ def test_a_late_answer_says_the_lease_ran_out(make_actor, job):
 
     assert late.status_code == 409
     assert 'id="error"' in late.content.decode()
-    assert task_page.url == "/annotate/"
+    assert task_page.url == "/annotate/?ended=1"
+    assert "its time ran out" in browser.get(task_page.url).content.decode()
     assert not Label.objects.exists()
 
 
