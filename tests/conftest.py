@@ -6,9 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from apps.accounts.services import membership_ensure, token_create
+from apps.accounts.models import Organization
+from apps.accounts.services import contract_set, membership_ensure, token_create
+from apps.common.caches import clear_all_local
+from apps.quality.aggregation import local_caches_clear
+from apps.workforce.services import worker_ensure
+from workers.celery import app
 
 VENDOR = "Concord Vendor"
 # The default tenants: Concord Vendor serves both client organizations (an active contract
@@ -19,8 +25,6 @@ OTHER_VENDOR = "Other Vendor"
 
 def ensure_default_contracts() -> None:
     """Concord Vendor under contract with Acme Client and Globex Client (idempotent)."""
-    from apps.accounts.models import Organization
-    from apps.accounts.services import contract_set
 
     Organization.objects.get_or_create(name=VENDOR, defaults={"kind": "vendor"})
     for name in CLIENT_ORGS:
@@ -53,8 +57,6 @@ def make_actor(db) -> Callable[..., Actor]:
             counter["contracts"] = 1
         membership = membership_ensure(username=name, org_name=org_name, org_kind=kind, role=role)
         if role in ("annotator", "expert"):
-            from apps.workforce.services import worker_ensure
-
             worker_ensure(user=membership.user, tier="expert" if role == "expert" else "crowd")
         token = token_create(user=membership.user)
         client = APIClient()
@@ -99,7 +101,6 @@ def other_vendor_qc_actor(make_actor) -> Actor:
 @pytest.fixture(autouse=True, scope="session")
 def _celery_eager():
     """Tasks run in-process in tests; the real-worker test switches this off for itself."""
-    from workers.celery import app
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
@@ -110,10 +111,6 @@ def _celery_eager():
 def _fresh_cache():
     """Cached per-job values (class priors, counters, locks) must not leak between tests:
     rolled-back tests reuse ids on SQLite."""
-    from django.core.cache import cache
-
-    from apps.common.caches import clear_all_local
-    from apps.quality.services import local_caches_clear
 
     def forget() -> None:
         cache.clear()

@@ -14,6 +14,8 @@ from celery.result import EagerResult
 from django.db import connection
 
 from apps.jobs.models import Item, Job
+from workers.celery import app
+from workers.tasks_core import job_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
@@ -65,8 +67,6 @@ def test_real_worker_runs_a_task_against_redis(make_actor):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    from workers.celery import app
-    from workers.tasks_core import job_summary
 
     # The Django settings' namespaced names win over Celery's own: set those (and the
     # broker the producer writes to), or the task quietly runs in this process.

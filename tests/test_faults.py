@@ -8,13 +8,18 @@ nothing listens on.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import redis
+from django.core.management import call_command
+from django.db import connection
 
 from apps.accounts.models import Organization
 from apps.assignments.models import Label
@@ -24,8 +29,13 @@ from apps.quality.models import AggregationRun
 from apps.webhooks.models import WebhookDelivery
 from apps.webhooks.services import webhook_endpoint_create
 from apps.workforce.models import Worker
+from tests.reviews.factories import label_items
+from tests.test_celery_worker import REDIS_URL, _test_database_url
 from tests.webhooks.receiver import Receiver
 from tests.workforce.factories import JobFactory, make_items, make_pool
+from workers.celery import app
+from workers.tasks_quality import aggregate_job, aggregate_running_jobs
+from workers.tasks_webhooks import dispatch_due
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +96,6 @@ def own_redis(settings):
 @pytest.fixture
 def celery_broker():
     """Point the Celery app at a broker for real (not eager); restored afterwards."""
-    from workers.celery import app
 
     app._pool = None
 
@@ -164,8 +173,6 @@ def test_annotators_keep_working_while_redis_is_away_and_queued_work_catches_up(
         own_redis.start()
         assert client.get("/healthz").json()["status"] == "ok"
         celery_broker.eager()
-        from workers.tasks_quality import aggregate_running_jobs
-        from workers.tasks_webhooks import dispatch_due
 
         assert dispatch_due() == 1
         assert aggregate_running_jobs() == 1
@@ -241,8 +248,6 @@ def test_an_interrupted_upload_stores_nothing(live_server, make_actor, how):
 
 @pytest.mark.django_db(transaction=True)
 def test_requests_answer_503_while_the_database_is_away_and_succeed_after(make_actor, client):
-    from django.db import connection
-
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: SQLite cannot go away")
     client_actor = make_actor("client")
@@ -298,8 +303,6 @@ def test_requests_answer_503_while_the_database_is_away_and_succeed_after(make_a
 
 
 def _celery_worker(queue: str, env: dict[str, str]) -> subprocess.Popen:
-    import sys
-
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo"]
         + ["--without-gossip", "--without-mingle", "--loglevel=WARNING", "-Q", queue],
@@ -326,15 +329,6 @@ def test_a_worker_killed_mid_aggregation_leaves_the_task_to_run_again(celery_bro
     """SIGKILL of the Celery worker while it writes a job's results: the message was not
     acknowledged (acks_late), so once the visibility timeout passes another worker runs the
     aggregation again, and the results equal a fresh aggregation of the same labels."""
-    import os
-    import uuid
-
-    from django.core.management import call_command
-    from django.db import connection
-
-    from tests.reviews.factories import label_items
-    from tests.test_celery_worker import REDIS_URL, _test_database_url
-    from workers.tasks_quality import aggregate_job
 
     if connection.vendor != "postgresql":
         pytest.skip("the lock that holds the worker mid-write is PostgreSQL's")

@@ -1,6 +1,28 @@
 """The platform around the API: schema, docs, health, admin."""
 
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from io import StringIO
+
 import pytest
+from django.apps import apps
+from django.contrib import admin
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.db.models.signals import post_init
+from django.utils import timezone
+
+from apps.assignments.selectors import invariant_violations
+from apps.common.bulk import bulk_update_rows
+from apps.common.instances import copied, loaded
+from apps.common.prepared import Prepared
+from apps.jobs.models import Item, Job
+from apps.reviews.models import Review
+from apps.workforce.models import Worker
+from tests.workforce.factories import JobFactory, make_items, make_worker
+from workers.celery import app
 
 
 def test_openapi_schema_documents_the_client_api(client):
@@ -38,9 +60,6 @@ def test_healthz_reports_unreachable_broker_as_degraded(client, settings):
 
 @pytest.mark.django_db
 def test_admin_lists_every_model(admin_client):
-    from django.apps import apps
-    from django.contrib import admin
-
     for model in apps.get_models():
         if model._meta.app_label in {
             "accounts",
@@ -61,8 +80,6 @@ def test_admin_lists_every_model(admin_client):
 def test_admin_action_messages_survive_the_redirect_with_lazy_message_storage(admin_client):
     """LazyMessageMiddleware: a message the admin adds is stored, shown once on the next
     page, then gone; a request that never touches messages leaves no messages cookie."""
-    from apps.workforce.models import Worker
-    from tests.workforce.factories import make_worker
 
     worker = make_worker()
     response = admin_client.post(
@@ -84,8 +101,6 @@ def test_admin_action_messages_survive_the_redirect_with_lazy_message_storage(ad
 
 
 def test_beat_schedule_names_only_registered_tasks():
-    from workers.celery import app
-
     app.loader.import_default_modules()
     schedule = app.conf.beat_schedule
     assert {
@@ -101,15 +116,6 @@ def test_beat_schedule_names_only_registered_tasks():
 
 @pytest.mark.django_db
 def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
-    from io import StringIO
-
-    from django.core.management import call_command
-
-    from apps.assignments.selectors import invariant_violations
-    from apps.jobs.models import Item, Job
-    from apps.reviews.models import Review
-    from apps.workforce.models import Worker
-
     out = StringIO()
     call_command("seeddemo", items=40, gold=5, workers=6, seconds=1.0, stdout=out)
     call_command("seeddemo", items=40, gold=5, workers=6, seconds=0, stdout=StringIO())
@@ -145,8 +151,6 @@ def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
 
 def test_the_web_process_does_not_import_torch_until_it_trains():
     """torch costs ~2 s and ~180 MB per process; only routing's training and scoring need it."""
-    import subprocess
-    import sys
 
     code = (
         "import os, sys\n"
@@ -171,10 +175,6 @@ def test_the_web_process_does_not_import_torch_until_it_trains():
 
 @pytest.mark.django_db(transaction=True)
 def test_prepared_statements_are_planned_once_per_session_and_survive_rollbacks():
-    from django.db import connection, transaction
-
-    from apps.common.prepared import Prepared
-
     if connection.vendor != "postgresql":
         pytest.skip("server-side prepared statements are PostgreSQL's")
     statement = Prepared(
@@ -206,10 +206,6 @@ def test_prepared_statements_are_planned_once_per_session_and_survive_rollbacks(
 
 @pytest.mark.django_db(transaction=True)
 def test_an_asynchronous_commit_holds_for_its_own_statement_only():
-    from django.db import connection, transaction
-
-    from apps.common.prepared import Prepared
-
     if connection.vendor != "postgresql":
         pytest.skip("server-side prepared statements are PostgreSQL's")
     setting = Prepared(
@@ -231,14 +227,6 @@ def test_an_asynchronous_commit_holds_for_its_own_statement_only():
 
 @pytest.mark.django_db
 def test_bulk_update_rows_writes_each_objects_fields_and_nothing_else():
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from apps.common.bulk import bulk_update_rows
-    from apps.jobs.models import Item
-    from tests.workforce.factories import JobFactory, make_items
-
     items = make_items(JobFactory(), 4)
     later = timezone.now() + timedelta(hours=1)
     changes = [
@@ -275,12 +263,6 @@ def test_bulk_update_rows_writes_each_objects_fields_and_nothing_else():
 
 @pytest.mark.django_db
 def test_loaded_and_copied_instances_behave_like_rows_read_from_the_database():
-    from django.db.models.signals import post_init
-
-    from apps.common.instances import copied, loaded
-    from apps.jobs.models import Item
-    from tests.workforce.factories import JobFactory, make_items
-
     (item,) = make_items(JobFactory(), 1)
     partial = loaded(Item, {"id": item.pk, "job_id": item.job_id, "state": "open"})
     # Not adding, from "default"; a column not given is deferred and read when touched.
@@ -316,7 +298,6 @@ def test_loaded_and_copied_instances_behave_like_rows_read_from_the_database():
 def test_docs_page_loads_nothing_from_the_internet(client):
     """Swagger UI's scripts and styles are the project's own (drf-spectacular-sidecar): the
     page works on a machine without internet, and the CSP names no other host."""
-    import re
 
     response = client.get("/api/docs/")
     text = response.content.decode()

@@ -25,8 +25,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from apps.assignments.services import assignment_next
+from apps.pipeline.next import assignment_next
 from apps.reviews.models import Review
+from config.wsgi import application
 from tests.reviews.factories import label_items, review_job
 from tests.workforce.factories import make_items, make_pool
 
@@ -80,8 +81,6 @@ def seeded(make_actor) -> dict:
 
 @pytest.fixture
 def api_schema(seeded):
-    from config.wsgi import application
-
     # As Django's test client does: a request must not close the test's connection (and
     # with it the transaction that holds the seeded rows).
     signals.request_started.disconnect(close_old_connections)

@@ -27,24 +27,28 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apps.accounts.models import Organization
+from apps.accounts.models import Organization, VendorContract
 from apps.accounts.services import contract_set, membership_ensure, token_create
+from apps.assignments.leasing import Task
 from apps.assignments.models import Assignment
-from apps.assignments.services import Task, assignment_next, assignment_submit
+from apps.common.errors import ApplicationError
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import worker_pseudonym
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.reviews.models import Reason, Review
 from apps.reviews.services import review_open
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
 from apps.workforce.models import LedgerEntry, Pool, Worker
-from apps.workforce.services import pool_job_open, worker_create
+from apps.workforce.services import ledger_bonus, pool_job_open, worker_create
 
 ROLES = ("client", "ops", "qc", "annotator", "expert", "anonymous")
 RELATIONS = ("own", "other_tenant", "other_vendor")
@@ -933,9 +937,6 @@ def test_a_second_vendor_qc_sees_none_of_a_clients_reviews(
 
 
 def test_ledger_bonus_refuses_a_job_the_worker_never_labeled(client_actor):
-    from apps.common.errors import ApplicationError
-    from apps.workforce.services import ledger_bonus
-
     job = _client_job(client_actor)
     worker, _ = worker_create(
         organization=Organization.objects.get(name="Concord Vendor"), username="idle"
@@ -1046,11 +1047,6 @@ def test_a_vendor_sees_only_its_own_workers_in_a_shared_jobs_metrics(
 
 
 def test_vendor_contract_rules(db):
-    from django.core.exceptions import ValidationError
-    from django.db import IntegrityError
-
-    from apps.accounts.models import VendorContract
-
     client = Organization.objects.create(name="C", kind="client")
     vendor = Organization.objects.create(name="V", kind="vendor")
     VendorContract.objects.create(client=client, vendor=vendor)

@@ -1,5 +1,7 @@
 """Celery tasks for apps.assignments (thin: ids in, one service call)."""
 
+from apps.assignments.sweeps import job_leases_release as release
+from apps.assignments.sweeps import lease_sweep as sweep
 from workers.celery import app
 
 
@@ -10,7 +12,6 @@ def lease_sweep(job_id: int | None = None) -> int:
     Re-enqueues itself while a full batch was swept, so a backlog drains without one huge
     transaction.
     """
-    from apps.assignments.services import lease_sweep as sweep
 
     batch = 5000
     swept = sweep(job_id=job_id, limit=batch)
@@ -22,6 +23,5 @@ def lease_sweep(job_id: int | None = None) -> int:
 @app.task(name="concord.assignments.job_leases_release")
 def job_leases_release(job_id: int) -> int:
     """Release every live lease of a job that stopped running (pause, cancel, completion)."""
-    from apps.assignments.services import job_leases_release as release
 
     return release(job_id=job_id)

@@ -1,5 +1,8 @@
 """Celery tasks for the quality engine (thin: ids in, one service call)."""
 
+from apps.jobs.models import Job
+from apps.quality.aggregation import job_aggregate
+from apps.quality.rules import worker_rules_check as check
 from workers.celery import app
 
 
@@ -7,7 +10,6 @@ from workers.celery import app
 def aggregate_job(job_id: int) -> dict | None:
     """Re-aggregate one job; running it twice on the same labels gives the same result.
     (The run clears the job's queued mark once it has read its labels.)"""
-    from apps.quality.services import job_aggregate
 
     run = job_aggregate(job_id=job_id)
     return None if run is None else {"run": run.pk, "labels": run.n_labels, "seconds": run.seconds}
@@ -16,7 +18,6 @@ def aggregate_job(job_id: int) -> dict | None:
 @app.task(name="quality.aggregate_running_jobs")
 def aggregate_running_jobs() -> int:
     """The beat entry: queue a re-aggregation of every running job."""
-    from apps.jobs.models import Job
 
     ids = list(Job.objects.filter(status=Job.Status.RUNNING).values_list("id", flat=True))
     for job_id in ids:
@@ -26,7 +27,5 @@ def aggregate_running_jobs() -> int:
 
 @app.task(name="quality.worker_rules_check")
 def worker_rules_check(worker_id: int, job_id: int) -> str | None:
-    from apps.quality.services import worker_rules_check as check
-
     decision = check(worker_id=worker_id, job_id=job_id)
     return None if decision is None else decision.reason

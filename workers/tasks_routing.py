@@ -1,12 +1,12 @@
 """Celery tasks for apps.routing (thin: ids in, one service call)."""
 
+from apps.routing.services import job_retrain, job_retrain_release, jobs_retrain_check
 from workers.celery import app
 
 
 @app.task(name="routing.retrain_job", acks_late=True)
 def retrain_job(job_id: int) -> dict:
     """Retrain one job's model and route its items; running it twice only adds a version."""
-    from apps.routing.services import job_retrain, job_retrain_release
 
     try:
         result = job_retrain(job_id=job_id)
@@ -24,6 +24,5 @@ def retrain_job(job_id: int) -> dict:
 @app.task(name="routing.check_jobs")
 def check_jobs() -> int:
     """The beat entry: queue a retrain of every model-routed job with enough new labels."""
-    from apps.routing.services import jobs_retrain_check
 
     return jobs_retrain_check()

@@ -1,5 +1,7 @@
 """Celery tasks for client webhooks (thin: ids in, one service call; safe to run twice)."""
 
+from apps.webhooks.selectors import webhook_deliveries_due
+from apps.webhooks.services import items_finalized_emit, webhook_deliver
 from workers.celery import app
 
 
@@ -7,7 +9,6 @@ from workers.celery import app
 def deliver(self, delivery_id: int) -> dict | None:
     """One attempt at a delivery; a failed one is retried with exponential backoff (the
     delay is the service's; the delivery row, not Celery, counts the attempts)."""
-    from apps.webhooks.services import webhook_deliver
 
     attempt = webhook_deliver(delivery_id=delivery_id)
     if attempt is None:
@@ -22,7 +23,6 @@ def deliver(self, delivery_id: int) -> dict | None:
 def dispatch_due() -> int:
     """The beat entry: enqueue every pending delivery whose attempt is due (catches up on
     enqueues lost while the broker was down and on retries whose timer was lost)."""
-    from apps.webhooks.selectors import webhook_deliveries_due
 
     ids = webhook_deliveries_due()
     for delivery_id in ids:
@@ -33,6 +33,5 @@ def dispatch_due() -> int:
 @app.task(name="concord.webhooks.items_finalized")
 def items_finalized() -> int:
     """The beat entry: batch newly settled items into item.finalized deliveries."""
-    from apps.webhooks.services import items_finalized_emit
 
     return items_finalized_emit()

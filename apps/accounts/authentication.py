@@ -19,6 +19,7 @@ from apps.common import caches
 from apps.common.instances import copied
 from apps.common.prepared import Prepared
 from apps.common.throttling import auth_failure_check, auth_failure_record
+from apps.workforce.models import Worker
 
 # The user's worker record travels with the token: annotators call `next` and `submit` all
 # day, and one query per request for both is the difference on the hot path.
@@ -27,8 +28,6 @@ WORKER_ATTR = "_concord_worker"
 
 @functools.cache
 def _token_sql() -> str:
-    from apps.workforce.models import Worker
-
     user_model = get_user_model()
     columns = ", ".join(f"u.{f.column}" for f in user_model._meta.concrete_fields)
     return (
@@ -79,8 +78,6 @@ def _token_statement() -> Prepared:
 
 
 def _credentials_from_row(row: tuple) -> _Credentials:
-    from apps.workforce.models import Worker
-
     user_model = get_user_model()
     user_fields = [f.attname for f in user_model._meta.concrete_fields]
     user = user_model.from_db("default", user_fields, row[: len(user_fields)])

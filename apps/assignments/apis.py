@@ -22,17 +22,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.assignments import fastpath
-from apps.assignments.services import (
-    Idle,
-    IdleReason,
-    assignment_next,
-    assignment_release,
-    assignment_skip,
-    assignment_submit,
-)
+from apps.assignments.leasing import Idle, IdleReason
+from apps.assignments.records import assignment_release, assignment_skip
 from apps.common.fields import ID_MAX
 from apps.common.jsonlimits import body_too_large, json_loads_strict, max_body_bytes
 from apps.jobs.payloads import payload_for_worker
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.workforce.models import Worker
 from apps.workforce.selectors import worker_for_user
 

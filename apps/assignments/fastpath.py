@@ -28,6 +28,7 @@ from apps.common import caches
 from apps.common.instances import loaded
 from apps.common.prepared import Prepared
 from apps.jobs.models import Item, Job
+from apps.quality.models import WorkerJobQuality
 from apps.workforce.models import LedgerEntry, Pool, Worker
 
 
@@ -285,7 +286,6 @@ def lease(
 def _best_matrix_sql() -> str:
     """A worker's stored matrix: this job's own estimate, else the latest from an earlier job
     with the same classes (history as a prior). `{worker}`, `{job}` and `{key}` are SQL."""
-    from apps.quality.models import WorkerJobQuality
 
     quality = WorkerJobQuality._meta.db_table
     return f"""

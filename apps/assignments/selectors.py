@@ -130,7 +130,7 @@ def _ledger_violations(*, labels, ledger) -> list[str]:
     }
     for key in sorted(set(expected) | set(paid)):
         job_id, tier = key
-        want = label_price(pricing=jobs[job_id].effective_pricing, tier=tier) * expected.get(key, 0)
+        want = label_price(pricing=jobs[job_id].spec.pricing, tier=tier) * expected.get(key, 0)
         if paid.get(key, Decimal("0")) != want:
             problems.append(
                 f"job {job_id}: {tier} label credits {paid.get(key, Decimal('0'))} != "

@@ -18,19 +18,15 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from apps.assignments.leasing import Idle, IdleReason
 from apps.assignments.models import Assignment
+from apps.assignments.records import assignment_release, assignment_skip
 from apps.assignments.selectors import assignment_get_for_worker
-from apps.assignments.services import (
-    Idle,
-    IdleReason,
-    assignment_next,
-    assignment_release,
-    assignment_skip,
-    assignment_submit,
-)
 from apps.common.errors import ApplicationError
 from apps.jobs.models import Job
 from apps.jobs.payloads import payload_display, payload_for_worker
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.reports.selectors import worker_own_stats
 from apps.reviews.selectors import feedback_list_for_worker
 from apps.workforce.models import Worker

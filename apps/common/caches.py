@@ -173,3 +173,9 @@ def shared_set(key: str, value: Any, *, timeout: float | None) -> None:
         shared_cache.set(key, value, timeout=timeout)
     except Exception:  # noqa: BLE001 - the shared cache is down
         logger.warning("shared cache unreachable; %s not cached", key)
+
+
+def invalidate(name: str) -> None:
+    """Invalidate the registered cache `name` in every process (after the current commit),
+    for code that may not import the module owning it (a lower layer)."""
+    REGISTRY[name].invalidate()

@@ -96,7 +96,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return response
 
     # Imported here: rest_framework.views reads this module through its settings at import.
-    from rest_framework.views import exception_handler as drf_exception_handler
+    from rest_framework.views import exception_handler as drf_exception_handler  # noqa: PLC0415
 
     response = drf_exception_handler(exc, context)
     if response is None:

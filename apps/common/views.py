@@ -6,6 +6,7 @@ follow-up work waits in the database for the beat's sweeps: 200 with status "deg
 that a Redis outage does not take every web process out with it.
 """
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -29,7 +30,6 @@ def _check_cache() -> str:
 def _check_broker() -> str:
     if not settings.REDIS_URL:
         return "eager"
-    import redis
 
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
     client.ping()

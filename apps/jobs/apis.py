@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_field,
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
@@ -45,9 +47,10 @@ from apps.jobs.specs import (
 class JobOutputSerializer(serializers.ModelSerializer):
     organization = serializers.CharField(source="organization.name")
     classes = serializers.ListField(child=serializers.CharField())
-    policy = serializers.DictField(source="effective_policy")
-    pricing = serializers.DictField(source="effective_pricing")
-    routing = serializers.DictField(source="effective_routing")
+    # The effective spec: every knob, the job's own values over the defaults.
+    policy = serializers.SerializerMethodField()
+    pricing = serializers.SerializerMethodField()
+    routing = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -68,6 +71,18 @@ class JobOutputSerializer(serializers.ModelSerializer):
             "launched_at",
             "completed_at",
         ]
+
+    @extend_schema_field(PolicySerializer)
+    def get_policy(self, job: Job) -> dict[str, Any]:
+        return dataclasses.asdict(job.spec.policy)
+
+    @extend_schema_field(PricingSerializer)
+    def get_pricing(self, job: Job) -> dict[str, Any]:
+        return dataclasses.asdict(job.spec.pricing)
+
+    @extend_schema_field(RoutingSerializer)
+    def get_routing(self, job: Job) -> dict[str, Any]:
+        return dataclasses.asdict(job.spec.routing)
 
 
 class JobDetailOutputSerializer(JobOutputSerializer):

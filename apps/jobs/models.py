@@ -6,20 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from apps.accounts.models import Organization
-
-DEFAULT_POLICY = {
-    "min_labels": 3,
-    "max_labels": 5,
-    "target_confidence": 0.95,
-    "gold_rate": 0.1,
-    "lease_seconds": 600,
-    # Most tasks one worker may take in this job (None: no cap).
-    "max_items_per_worker": None,
-    "aggregation": "default",
-    "audit_rate": 0.0,
-}
-DEFAULT_PRICING = {"crowd_label": 0.05, "expert_label": 0.5}
-DEFAULT_ROUTING = {"mode": "off", "target_accuracy": 0.95, "strategy": "fifo"}
+from apps.jobs.policy import JobSpec, spec_from_stored
 
 
 class Job(models.Model):
@@ -82,16 +69,16 @@ class Job(models.Model):
         return list(self.label_schema.get("classes", []))
 
     @property
-    def effective_policy(self) -> dict:
-        return {**DEFAULT_POLICY, **(self.policy or {})}
-
-    @property
-    def effective_pricing(self) -> dict:
-        return {**DEFAULT_PRICING, **(self.pricing or {})}
-
-    @property
-    def effective_routing(self) -> dict:
-        return {**DEFAULT_ROUTING, **(self.routing or {})}
+    def spec(self) -> JobSpec:
+        """The job's policy, pricing and routing, typed, defaults filled in
+        (apps.jobs.policy). Kept on the instance while the stored JSON is unchanged."""
+        source = (self.policy, self.pricing, self.routing)
+        cached = self.__dict__.get("_spec")
+        if cached is not None and cached[0] == source:
+            return cached[1]
+        spec = spec_from_stored(policy=source[0], pricing=source[1], routing=source[2])
+        self.__dict__["_spec"] = (source, spec)
+        return spec
 
 
 class Item(models.Model):

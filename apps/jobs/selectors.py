@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import JSONField, Q, QuerySet, TextField
+from django.db.models import Count, JSONField, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.http import Http404
 
@@ -155,8 +155,6 @@ def job_get_for_user(
 
 
 def job_item_counts(*, job: Job) -> dict[str, int]:
-    from django.db.models import Count
-
     counts = dict(
         Item.objects.filter(job=job).values_list("state").annotate(n=Count("id")).order_by()
     )

@@ -19,7 +19,7 @@ from rest_framework import status
 from apps.accounts.models import Organization
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.ingest import CleanRow, RawRow, RowSchema, iter_raw_rows, validate_row
-from apps.jobs.models import DEFAULT_POLICY, Item, Job
+from apps.jobs.models import Item, Job
 from apps.jobs.specs import check_policy_consistency
 from apps.webhooks import events as webhooks
 
@@ -61,7 +61,7 @@ def job_create(
         pricing=pricing or {},
         routing=routing or {},
     )
-    check_policy_consistency(job.effective_policy)
+    check_policy_consistency(job.spec.policy)
     job.save()
     return job
 
@@ -94,7 +94,7 @@ def job_update(*, job: Job, changes: dict[str, Any]) -> Job:
         if name in changes:
             setattr(job, name, {**getattr(job, name), **changes[name]})
             fields.append(name)
-    check_policy_consistency(job.effective_policy)
+    check_policy_consistency(job.spec.policy)
     job.save(update_fields=[*fields, "updated_at"])
     return job
 
@@ -115,7 +115,7 @@ def job_launch(*, job: Job) -> Job:
     if job.status == Job.Status.DRAFT:
         # The policy may have changed since upload: untouched items take the current floor.
         Item.objects.filter(job=job, n_labels=0, n_leases=0, state=Item.State.OPEN).update(
-            labels_needed=job.effective_policy["min_labels"]
+            labels_needed=job.spec.policy.min_labels
         )
         job.launched_at = timezone.now()
     job.status = Job.Status.RUNNING
@@ -218,7 +218,7 @@ def item_ingest(
 def _ingest_rows(job: Job, rows: Iterable[RawRow], progress: Any) -> IngestReport:
     report = IngestReport()
     schema = RowSchema(classes=job.classes, feature_dim=job.feature_dim)
-    min_labels = job.effective_policy.get("min_labels", DEFAULT_POLICY["min_labels"])
+    min_labels = job.spec.policy.min_labels
     batches = _clean_batches(rows, schema, report, progress)
     if connection.vendor == "postgresql":
         _copy_items(job, batches, report, min_labels=min_labels)

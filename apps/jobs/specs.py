@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any
 
 from rest_framework import serializers
 
 from apps.common.fields import FiniteFloatField, MoneyField, UniqueListField
-from apps.quality.algorithms.aggregation import METHODS as AGGREGATORS
-from apps.routing.algorithms.names import STRATEGIES
-
-# The names the kernels know, so that a policy can only name a method that exists.
-AGGREGATION_METHODS = tuple(AGGREGATORS)
-ROUTING_STRATEGIES = STRATEGIES
+from apps.jobs.policy import ESCALATION_KEYS, ROUTES, Policy, Pricing, Routing
 
 
 class LabelSchemaSerializer(serializers.Serializer):
@@ -62,95 +58,58 @@ class _SpecPart(serializers.Serializer):
         return {**data, **super().to_internal_value(data)}
 
 
-class PolicySerializer(_SpecPart):
-    show_prelabel = serializers.BooleanField(
-        required=False, help_text="Show the client's predicted class as a suggestion."
-    )
-    min_labels = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    max_labels = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    target_confidence = FiniteFloatField(min_value=0.5, max_value=0.99999, required=False)
-    gold_rate = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    lease_seconds = serializers.IntegerField(min_value=10, max_value=7 * 24 * 3600, required=False)
-    max_items_per_worker = serializers.IntegerField(
-        min_value=1, max_value=10_000_000, allow_null=True, required=False
-    )
-    aggregation = serializers.ChoiceField(choices=AGGREGATION_METHODS, required=False)
-    audit_rate = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    # Adaptive gold rate (apps.quality.services.gold_rate_for): new workers get more gold,
-    # proven ones less, so the factors may only raise or only lower the job's gold_rate.
-    gold_new_factor = FiniteFloatField(min_value=1.0, max_value=100.0, required=False)
-    gold_proven_answers = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
-    gold_proven_accuracy = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    gold_proven_factor = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
+def _spec_field(spec_field: dataclasses.Field) -> serializers.Field:
+    """The DRF field of one knob of apps.jobs.policy: type, bounds, choices and help from
+    its definition (the one place they are written)."""
+    meta = spec_field.metadata
+    common: dict[str, Any] = {"required": False, "help_text": meta["help"]}
+    if meta["nullable"]:
+        common["allow_null"] = True
+    bounds = {
+        k: v for k, v in (("min_value", meta["low"]), ("max_value", meta["high"])) if v is not None
+    }
+    kind = meta["kind"]
+    annotation = str(spec_field.type)
+    if kind == "money":
+        return MoneyField(**common)
+    if kind == "targets":
+        return serializers.DictField(
+            child=FiniteFloatField(min_value=0.5, max_value=0.99999), **common
+        )
+    if kind == "routes":
+        return serializers.DictField(child=serializers.ChoiceField(choices=ROUTES), **common)
+    if meta["choices"] is not None:
+        return serializers.ChoiceField(choices=list(meta["choices"]), **common)
+    if annotation.startswith("bool"):
+        return serializers.BooleanField(**common)
+    if annotation.startswith("int"):
+        return serializers.IntegerField(**bounds, **common)
+    if annotation.startswith("float"):
+        return FiniteFloatField(**bounds, **common)
+    return serializers.CharField(max_length=200, **common)
 
-    # Quality engine (apps.quality.services.QUALITY_DEFAULTS).
-    reaggregate_every = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
-    reaggregate_growth = FiniteFloatField(min_value=0.0, max_value=10.0, required=False)
-    new_worker_accuracy = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    new_expert_accuracy = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    history_strength = FiniteFloatField(min_value=0.0, max_value=10_000.0, required=False)
-    gold_min_accuracy = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    gold_min_answers = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
-    gold_max_exposures = serializers.IntegerField(min_value=1, max_value=10_000_000, required=False)
-    min_median_duration_ms = serializers.IntegerField(
-        min_value=0, max_value=24 * 3600 * 1000, allow_null=True, required=False
-    )
-    speed_window = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
-    suspended_label_weight = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    # QC review and expert escalation (apps.reviews).
-    escalation = serializers.DictField(
-        child=serializers.ChoiceField(choices=["expert", "qc", "auto"]),
-        required=False,
-        help_text='Where disputed items go first: {"disagreement"|"low_posterior": '
-        '"expert"|"qc"|"auto"}.',
-    )
-    expert_weight = FiniteFloatField(min_value=0.0, max_value=100.0, required=False)
-    expert_timeout_seconds = serializers.IntegerField(
-        min_value=60, max_value=30 * 24 * 3600, required=False
-    )
 
+def _spec_serializer(spec: type, name: str, base: type[_SpecPart] = _SpecPart) -> type[_SpecPart]:
+    """A serializer with one field per knob of the spec part (published in the schema)."""
+    fields = {f.name: _spec_field(f) for f in dataclasses.fields(spec)}
+    return type(name, (base,), {**fields, "__doc__": spec.__doc__, "__module__": __name__})
+
+
+class _PolicyChecks(_SpecPart):
     def validate_escalation(self, value: dict) -> dict:
-        unknown = sorted(set(value) - {"disagreement", "low_posterior", "low_confidence"})
+        known = {alias for aliases in ESCALATION_KEYS.values() for alias in aliases}
+        unknown = sorted(set(value) - known)
         if unknown:
             raise serializers.ValidationError(f"Unknown reasons: {', '.join(unknown)}.")
         return value
 
 
-class PricingSerializer(_SpecPart):
-    crowd_label = MoneyField(required=False, help_text="Price of a crowd label, 0 to 10000.")
-    expert_label = MoneyField(required=False, help_text="Price of an expert label, 0 to 10000.")
+PolicySerializer = _spec_serializer(Policy, "PolicySerializer", _PolicyChecks)
+PricingSerializer = _spec_serializer(Pricing, "PricingSerializer")
+RoutingSerializer = _spec_serializer(Routing, "RoutingSerializer")
 
 
-class RoutingSerializer(_SpecPart):
-    mode = serializers.ChoiceField(choices=["off", "model"], required=False)
-    target_accuracy = FiniteFloatField(min_value=0.5, max_value=0.99999, required=False)
-    strategy = serializers.ChoiceField(choices=ROUTING_STRATEGIES, required=False)
-    # Read by the cost-aware stopping rule (apps.quality.services).
-    min_labels = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    value_per_correct = FiniteFloatField(min_value=0.0, max_value=1_000_000.0, required=False)
-    class_targets = serializers.DictField(
-        child=FiniteFloatField(min_value=0.5, max_value=0.99999),
-        required=False,
-        help_text="Per-class target confidence, by class name.",
-    )
-    # The routing model's knobs (apps.routing.selectors.ROUTING_DEFAULTS).
-    retrain_every = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
-    min_train = serializers.IntegerField(min_value=2, max_value=1_000_000, required=False)
-    audit_rate = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    slice_field = serializers.CharField(max_length=200, allow_null=True, required=False)
-    prelabels = serializers.BooleanField(required=False)
-    model_kind = serializers.ChoiceField(choices=["mlp", "softmax"], required=False)
-    epochs = serializers.IntegerField(min_value=1, max_value=10_000, required=False)
-    hidden = serializers.IntegerField(min_value=1, max_value=4096, required=False)
-    folds = serializers.IntegerField(min_value=2, max_value=20, required=False)
-    bound_level = FiniteFloatField(min_value=0.5, max_value=0.99999, required=False)
-    expert_below = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
-    max_expert_per_pass = serializers.IntegerField(min_value=0, max_value=100_000, required=False)
-    min_compare = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
-    weight_decay = FiniteFloatField(min_value=0.0, max_value=10.0, required=False)
-
-
-def check_policy_consistency(policy: dict) -> None:
-    """Raise a ValidationError when the merged policy contradicts itself."""
-    if policy["max_labels"] < policy["min_labels"]:
+def check_policy_consistency(policy: Policy) -> None:
+    """Raise a ValidationError when the policy (defaults filled in) contradicts itself."""
+    if policy.max_labels < policy.min_labels:
         raise serializers.ValidationError({"policy": {"max_labels": "must be at least min_labels"}})

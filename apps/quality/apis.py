@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, has_role
+from apps.common.tasks import enqueue
 from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user
 from apps.quality.selectors import (
     job_agreement,
@@ -149,10 +150,8 @@ class JobAggregateApi(APIView):
         },
     )
     def post(self, request: Request, job_id: int) -> Response:
-        from workers.tasks_quality import aggregate_job
-
         job = job_get_for_user(user=request.user, job_id=job_id, roles=JOB_WRITER_ROLES)
-        aggregate_job.delay(job.pk)
+        enqueue("quality.aggregate_job", job.pk)
         run = latest_run(job=job)
         body = None
         if run is not None:

@@ -11,8 +11,8 @@ from django.db.models.functions import Coalesce
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
+from apps.quality.aggregation import job_label_arrays
 from apps.quality.models import AggregationRun, QualityDecision, WorkerJobQuality
-from apps.quality.services import job_label_arrays, quality_policy
 from apps.workforce.models import Worker
 
 
@@ -213,7 +213,7 @@ def job_gold_summary(*, job: Job) -> dict[str, Any]:
     total = {key: sum(row[key] for row in by_class.values()) for key in keys}
     return {
         "job": job.pk,
-        "max_exposures": int(quality_policy(job)["gold_max_exposures"]),
+        "max_exposures": job.spec.policy.gold_max_exposures,
         "classes": [{"gold_label": name, **_gold_totals(by_class[name])} for name in names],
         "totals": _gold_totals(total),
     }

@@ -1,5 +1,6 @@
 """Metrics API: per job (clients, ops, qc) and per pool (ops)."""
 
+from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,8 +41,6 @@ class PoolMetricsApi(APIView):
     def get(self, request: Request, pool_id: int) -> Response:
         pool = pool_list_for_ops(user=request.user).filter(pk=pool_id).first()
         if pool is None:
-            from django.http import Http404
-
             raise Http404("No such pool.")
         return Response(pool_metrics(pool=pool))
 

@@ -211,20 +211,17 @@ def job_metrics(
 
 
 def _crowd_price(job: Job) -> Decimal:
-    try:
-        return Decimal(str((job.pricing or {}).get("crowd_label") or 0))
-    except ArithmeticError:
-        return Decimal("0")
+    return Decimal(str(job.spec.pricing.crowd_label))
 
 
 def job_cost_estimate(*, job: Job) -> CostEstimate | None:
     """The job's cost before launch from its policy, prices and item count (non-gold)."""
-    policy = job.effective_policy
+    policy = job.spec.policy
     return cost_estimate(
         n_items=Item.objects.filter(job=job, gold_label__isnull=True).count(),
-        min_labels=int(policy.get("min_labels") or 1),
-        max_labels=int(policy.get("max_labels") or 1),
-        gold_rate=float(policy.get("gold_rate") or 0.0),
+        min_labels=policy.min_labels,
+        max_labels=policy.max_labels,
+        gold_rate=policy.gold_rate,
         crowd_price=_crowd_price(job),
     )
 
@@ -482,7 +479,7 @@ def job_cost_breakdown(*, job: Job) -> dict[str, Any]:
     )
     zero = Decimal("0")
     crowd, crowd_n = paid["crowd"] or zero, paid["crowd_n"]
-    min_labels = int(job.effective_policy.get("min_labels") or 1)
+    min_labels = job.spec.policy.min_labels
     items = Item.objects.filter(job=job, gold_label__isnull=True)
     extra_n = (
         Label.objects.filter(job=job, is_gold=False)

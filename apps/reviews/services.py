@@ -3,7 +3,6 @@ claims under a lease, QC decisions and what they change, audits and disputes."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from rest_framework import status
 
 from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.assignments.models import Assignment, Label
+from apps.assignments.records import job_complete_if_done
 from apps.common.bulk import bulk_update_rows
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
@@ -29,7 +29,7 @@ from apps.workforce.models import Worker
 if TYPE_CHECKING:
     # Imported at call time below: the assignment engine imports this module lazily too, and
     # the quality engine sits between them; no import cycle can form that way.
-    from apps.assignments.services import Decision
+    pass
 
 # Queue order: a client's complaint about a delivered result comes first, audits last.
 REASON_WEIGHT: dict[str, float] = {
@@ -55,10 +55,6 @@ EXPERT_TIMEOUT_SECONDS = 24 * 3600
 Route = Literal["expert", "qc"]
 ROUTES = ("expert", "qc", "auto")
 # Reasons the escalation policy covers, with the alias the policy may use for each.
-ESCALATION_KEYS: dict[str, tuple[str, ...]] = {
-    Reason.DISAGREEMENT: ("disagreement",),
-    Reason.LOW_POSTERIOR: ("low_posterior", "low_confidence"),
-}
 QC_ROLE = "qc"
 
 
@@ -259,15 +255,8 @@ def _audit_draw(*, job_id: int, item_id: int) -> float:
 
 def audit_sampled(*, job: Job, item_id: int) -> bool:
     """Whether the item, once settled, is drawn for a QC audit at the job's `audit_rate`."""
-    rate = float(job.effective_policy.get("audit_rate") or 0.0)
+    rate = job.spec.policy.audit_rate
     return rate > 0.0 and _audit_draw(job_id=job.pk, item_id=item_id) < rate
-
-
-def item_decided_writes(*, item: Item, job: Job, decision: Any) -> bool:
-    """Whether item_decided() will write for this decision (a review to open)."""
-    if decision.state == Item.State.REVIEW:
-        return True
-    return bool(decision.settled) and audit_sampled(job=job, item_id=item.pk)
 
 
 def review_audit_maybe(
@@ -303,95 +292,19 @@ def expert_available(*, job: Job, item_id: int | None = None) -> bool:
 
 
 def escalation_route(*, job: Job, reason: str, item_id: int | None = None) -> Route:
-    """Where a disputed item goes first: "expert" or "qc", from the job's policy.
-
-    policy["escalation"] maps "disagreement" and "low_posterior" (alias "low_confidence") to
-    "expert", "qc" or "auto" (the default): "auto" means an expert when an active expert in a
-    pool open to the job has not labeled the item yet, else QC. Other reasons go to QC.
-    """
-    keys = ESCALATION_KEYS.get(reason)
-    if not keys:
-        return "qc"
-    policy = job.effective_policy.get("escalation") or {}
-    choice = "auto"
-    if isinstance(policy, dict):
-        choice = next((policy[k] for k in keys if k in policy), "auto")
-    if choice not in ROUTES:
-        choice = "auto"
+    """Where a disputed item goes first: "expert" or "qc", from the job's policy
+    (Policy.route_for); "auto" means an expert when an active expert in a pool open to the
+    job has not labeled the item yet, else QC."""
+    choice = job.spec.policy.route_for(reason)
     if choice == "auto":
         return "expert" if expert_available(job=job, item_id=item_id) else "qc"
-    return choice
+    return choice  # type: ignore[return-value]
 
 
 def _review_reason(decision: Any) -> str:
     # The quality engine's ItemDecision carries review_reason; other deciders put it in extra.
     reason = getattr(decision, "review_reason", None) or decision.extra.get("review_reason")
     return reason if reason in Reason.values else Reason.DISAGREEMENT
-
-
-def escalation_decide(*, item: Item, job: Job, decision: Any) -> Any:
-    """Apply the escalation policy to a crowd decision that sends the item to review.
-
-    Returns the decision unchanged but for its reason (QC), or turned into an expert
-    decision (state expert; the caller gives the item one more slot). The reason comes from
-    decision.review_reason or decision.extra["review_reason"] ("disagreement" or
-    "low_posterior"), default "disagreement". Works on any decision dataclass.
-    """
-    reason = _review_reason(decision)
-    route = escalation_route(job=job, reason=reason, item_id=item.pk)
-    escalation = {"reason": reason, "route": route}
-    extra = {**decision.extra, "review_reason": reason, "escalation": escalation}
-    if route == "expert":
-        return dataclasses.replace(decision, state=Item.State.EXPERT, extra=extra)
-    return dataclasses.replace(decision, extra=extra)
-
-
-def expert_label_decide(
-    *, item: Item, job: Job, votes: dict[str, int], value: str, worker_id: int
-) -> Decision:
-    """The decision on an item in state expert once an expert labeled it.
-
-    The expert's label counts as policy["expert_weight"] crowd votes (default 1). If it is
-    then the single leader, the item settles with source expert and the weighted share as
-    confidence; otherwise the expert could not settle it and it goes to QC. With the default
-    weight this is "the expert agrees with one of the crowd's leaders". `votes` already
-    holds the expert's vote.
-    """
-    from apps.assignments.services import Decision
-
-    weight = float(job.effective_policy.get("expert_weight") or 1.0)
-    weighted = {c: float(n) for c, n in votes.items()}
-    weighted[value] = weighted.get(value, 0.0) - 1.0 + weight
-    total = sum(weighted.values()) or 1.0
-    top = max(weighted.values())
-    leaders = [c for c, n in weighted.items() if n == top]
-    posterior = [weighted.get(c, 0.0) / total for c in job.classes]
-    agreement = votes[value] / (sum(votes.values()) or 1)
-    extra = {"method": "expert", "expert_worker": worker_id, "expert_weight": weight}
-    if leaders == [value]:
-        return Decision(
-            state=Item.State.SETTLED,
-            labels_needed=item.labels_needed,
-            label=value,
-            confidence=weighted[value] / total,
-            agreement=agreement,
-            posterior=posterior,
-            source=Item.Source.EXPERT,
-            extra=extra,
-        )
-    escalation = (item.result_meta or {}).get("escalation") or {}
-    return Decision(
-        state=Item.State.REVIEW,
-        labels_needed=item.labels_needed,
-        confidence=top / total,
-        agreement=agreement,
-        posterior=posterior,
-        extra={
-            **extra,
-            "expert_label": value,
-            "review_reason": escalation.get("reason") or Reason.DISAGREEMENT,
-        },
-    )
 
 
 def item_decided(*, item: Item, job: Job, decision: Any, now: datetime) -> Review | None:
@@ -435,7 +348,17 @@ def item_escalate(
         item = (
             Item.objects.select_for_update()
             .select_related("job")
-            .only("id", "state", "source", "gold_label", "result_meta", "job__id", "job__policy")
+            .only(
+                "id",
+                "state",
+                "source",
+                "gold_label",
+                "result_meta",
+                "job__id",
+                "job__policy",
+                "job__pricing",
+                "job__routing",
+            )
             .get(pk=item_id)
         )
         if item.source == Item.Source.QC or item.gold_label is not None:
@@ -467,14 +390,14 @@ def item_escalate(
 def review_expert_timeouts(*, now: datetime | None = None, limit: int = 1000) -> int:
     """Send items that waited too long for an expert to QC; returns how many.
 
-    The wait is policy["expert_timeout_seconds"] (default a day). Items with a live expert
+    The wait is policy.expert_timeout_seconds (default a day). Items with a live expert
     lease are left for that expert.
     """
     now = now or timezone.now()
     moved = 0
     jobs = Job.objects.filter(status=Job.Status.RUNNING, items__state=Item.State.EXPERT).distinct()
-    for job in jobs.only("id", "policy"):
-        wait = int(job.effective_policy.get("expert_timeout_seconds") or EXPERT_TIMEOUT_SECONDS)
+    for job in jobs.only("id", "policy", "pricing", "routing"):
+        wait = job.spec.policy.expert_timeout_seconds
         stale = Item.objects.filter(
             job_id=job.pk,
             state=Item.State.EXPERT,
@@ -770,7 +693,6 @@ def review_resolve(
             pk=review.pk
         ).update(status=Review.Status.CLOSED, **finished)
         webhooks.review_resolved_emit(review=review, item=item, label=label)
-        from apps.assignments.services import job_complete_if_done
 
         job_id = job.pk
         transaction.on_commit(lambda: job_complete_if_done(job_id=job_id))
@@ -808,3 +730,23 @@ def review_reopen(
             ) from None
         _set_claim(review, user=user, now=now, seconds=CLAIM_SECONDS)
     return review
+
+
+def item_send_to_review(*, item_id: int, reason: str = "") -> None:
+    """Put the item in QC review: no more crowd leases; QC's resolution settles it.
+
+    Opens the item's review for `reason` (an apps.reviews Reason value; anything else is kept
+    as the review's note under "disagreement"). Gold items keep their state.
+    """
+    known = reason in Reason.values
+    with transaction.atomic():
+        item = Item.objects.select_for_update().only("id", "job_id", "gold_label").get(pk=item_id)
+        if item.gold_label is None:
+            Item.objects.filter(pk=item.pk).update(
+                state=Item.State.REVIEW, updated_at=timezone.now()
+            )
+        review_open(
+            item=item,
+            reason=reason if known else Reason.DISAGREEMENT,
+            note="" if known else reason,
+        )

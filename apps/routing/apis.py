@@ -102,7 +102,7 @@ class JobRetrainApi(APIView):
     )
     def post(self, request: Request, job_id: int) -> Response:
         job = _job(request, job_id)
-        if selectors.routing_config(routing=job.routing)["mode"] != "model":
+        if job.spec.routing.mode != "model":
             raise ApplicationError(
                 "Routing is off for this job; set routing.mode to 'model' first.",
                 code=ErrorCode.INVALID_STATE,
@@ -187,7 +187,7 @@ class JobEvaluateStrategyApi(APIView):
         job = _job(request, job_id)
         data = EvaluateStrategyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        strategy = data.validated_data.get("strategy") or job.effective_routing.get("strategy")
+        strategy = data.validated_data.get("strategy") or job.spec.routing.strategy
         if strategy in (None, "fifo"):
             strategy = "margin"
         result = selectors.job_evaluate_strategy(

@@ -14,41 +14,12 @@ from rest_framework import status
 from apps.assignments.models import Label
 from apps.common import caches
 from apps.common.errors import ApplicationError, ErrorCode
-from apps.jobs.models import DEFAULT_ROUTING, Item, Job
+from apps.jobs.models import Item, Job
+from apps.jobs.policy import Routing, routing_from_stored
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
 
 # Every routing knob with its default; a job's `routing` JSON overrides any of them.
-ROUTING_DEFAULTS: dict[str, Any] = {
-    **DEFAULT_ROUTING,
-    # Retrain after this many newly settled human items (crowd, expert or QC).
-    "retrain_every": 100,
-    # No model before this many settled items: fewer cannot calibrate a threshold.
-    "min_train": 50,
-    # Share of confident items still sent to people, so auto-accept accuracy stays measured.
-    "audit_rate": 0.03,
-    # A payload field whose values name slices of the model card (catches forgetting).
-    "slice_field": None,
-    # Worth of one correct label, in the pricing's currency (None: 25 crowd labels, as the bench).
-    "value_per_correct": None,
-    # Per-class accuracy targets {class: accuracy}: auto-accept and stopping use them.
-    "class_targets": {},
-    # Show the model's suggestion to annotators (measured on gold by job_prelabel_effect).
-    "prelabels": False,
-    "model_kind": "mlp",
-    "epochs": 300,
-    "hidden": 64,
-    "folds": 5,
-    # One-sided confidence level of the accuracy lower bound behind the threshold.
-    "bound_level": 0.9,
-    # Labels a routed item needs before the cost-aware rule may stop (the model votes too).
-    "min_labels": 1,
-    # Below this calibrated confidence the model is "unsure": with a split crowd, an expert.
-    "expert_below": 0.6,
-    "max_expert_per_pass": 200,
-    # Unseen settled items needed to compare a candidate with the active version.
-    "min_compare": 20,
-}
 HUMAN_SOURCES = (Item.Source.CROWD, Item.Source.EXPERT, Item.Source.QC)
 SIMILAR_MAX_K = 50
 EVALUATE_MAX_ITEMS = 3000
@@ -63,12 +34,7 @@ def _not_found(what: str) -> ApplicationError:
     )
 
 
-def routing_config(*, routing: dict | None) -> dict[str, Any]:
-    """A job's routing JSON merged over every default."""
-    return {**ROUTING_DEFAULTS, **(routing or {})}
-
-
-def job_routing_cached(*, job_id: int) -> dict[str, Any]:
+def job_routing_cached(*, job_id: int) -> Routing:
     """The job's routing config, cached for a minute.
 
     The assignment engine loads jobs without their routing column; reading it per lease
@@ -79,7 +45,7 @@ def job_routing_cached(*, job_id: int) -> dict[str, Any]:
     if routing is None:
         routing = Job.objects.filter(pk=job_id).values_list("routing", flat=True).first() or {}
         caches.shared_set(key, routing, timeout=_ROUTING_CACHE_SECONDS)
-    return routing_config(routing=routing)
+    return routing_from_stored(routing)
 
 
 @dataclass(frozen=True)
@@ -279,9 +245,7 @@ def job_evaluate_strategy(
             f"Unknown strategy {strategy!r}.", details={"strategy": list(algorithms.STRATEGIES)}
         )
     # Tiny models: extra intra-op threads only add synchronization (see bench/routing.py).
-    import torch  # lazily: the web process does not load torch until it trains
-
-    torch.set_num_threads(1)
+    algorithms.set_torch_threads(1)
     rounds = max(1, min(int(rounds), EVALUATE_MAX_ROUNDS))
     batch = max(1, min(int(batch), EVALUATE_MAX_BATCH))
     data = job_arrays(job=job)

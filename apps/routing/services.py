@@ -22,8 +22,12 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.assignments.models import Assignment
+from apps.assignments.records import item_send_to_expert, job_complete_if_done
 from apps.common.bulk import bulk_update_rows
+from apps.common.tasks import enqueue_on_commit
 from apps.jobs.models import Item, Job
+from apps.jobs.policy import Routing
+from apps.reviews.services import review_audit_maybe
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
 from apps.routing.selectors import (
@@ -31,7 +35,6 @@ from apps.routing.selectors import (
     JobArrays,
     job_arrays,
     job_routing_cached,
-    routing_config,
 )
 
 MAX_SLICES = 50
@@ -118,22 +121,22 @@ def _thresholds(
     probs: np.ndarray,
     correct: np.ndarray,
     pool_confidence: np.ndarray,
-    cfg: dict,
+    cfg: Routing,
     classes: list[str],
 ) -> tuple[algorithms.ThresholdChoice, dict[str, float | None]]:
     """The global auto-accept threshold, and a stricter one per class with its own target."""
     confidence = probs.max(axis=1)
-    level = float(cfg["bound_level"])
+    level = cfg.bound_level
     choice = algorithms.choose_threshold(
         confidence,
         correct,
-        target_accuracy=float(cfg["target_accuracy"]),
+        target_accuracy=cfg.target_accuracy,
         level=level,
         pool_confidence=pool_confidence,
     )
     per_class: dict[str, float | None] = {}
     predicted = probs.argmax(axis=1)
-    for name, target in (cfg.get("class_targets") or {}).items():
+    for name, target in cfg.class_targets.items():
         if name not in classes:
             continue
         rows = predicted == classes.index(name)
@@ -145,7 +148,7 @@ def _thresholds(
 
 
 def _fit_features(
-    *, x: np.ndarray, targets: np.ndarray, cfg: dict, k: int, seed: int
+    *, x: np.ndarray, targets: np.ndarray, cfg: Routing, k: int, seed: int
 ) -> tuple[algorithms.RoutingModel, np.ndarray]:
     """The final model on every training item, and out-of-fold logits for each of them.
 
@@ -155,14 +158,13 @@ def _fit_features(
     """
     options = {
         "n_classes": k,
-        "kind": cfg["model_kind"],
-        "epochs": int(cfg["epochs"]),
-        "hidden": int(cfg["hidden"]),
+        "kind": cfg.model_kind,
+        "epochs": cfg.epochs,
+        "hidden": cfg.hidden,
     }
-    if "weight_decay" in cfg:
-        options["weight_decay"] = float(cfg["weight_decay"])
+    options["weight_decay"] = cfg.weight_decay
     n = len(x)
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), int(cfg["folds"]))
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), cfg.folds)
     oof = np.zeros((n, k))
     for f, fold in enumerate(folds):
         train = np.setdiff1d(np.arange(n), fold)
@@ -178,7 +180,7 @@ def _compare(
     data: JobArrays,
     train_rows: np.ndarray,
     candidate_probs: np.ndarray,
-    cfg: dict,
+    cfg: Routing,
 ) -> tuple[bool, dict[str, Any]]:
     """Whether the candidate may replace the active version, and the evidence.
 
@@ -201,10 +203,10 @@ def _compare(
     unseen &= scorer.usable(data)[train_rows]
     n = int(unseen.sum())
     evidence: dict[str, Any] = {"compared_with": active.pk, "n_compared": n}
-    if n < int(cfg["min_compare"]):
+    if n < cfg.min_compare:
         evidence["reason"] = (
             f"kept v{active.number}: only {n} settled items unseen by it "
-            f"(need {cfg['min_compare']}) to compare on"
+            f"(need {cfg.min_compare}) to compare on"
         )
         return False, evidence
     rows = train_rows[unseen]
@@ -243,7 +245,7 @@ def _model_card(
     choice: algorithms.ThresholdChoice,
     class_thresholds: dict,
     parent: ModelVersion | None,
-    cfg: dict,
+    cfg: Routing,
     n_settled: int,
 ) -> dict[str, Any]:
     classes = job.classes
@@ -267,16 +269,16 @@ def _model_card(
         "threshold_lower_bound": round(choice.lower_bound, 6),
         "threshold_accuracy": None if math.isnan(choice.accuracy) else round(choice.accuracy, 6),
         "coverage": round(choice.coverage, 6),
-        "target_accuracy": float(cfg["target_accuracy"]),
-        "bound_level": float(cfg["bound_level"]),
+        "target_accuracy": cfg.target_accuracy,
+        "bound_level": cfg.bound_level,
         "class_thresholds": class_thresholds,
         "parent": parent.number if parent else None,
-        "model_kind": cfg["model_kind"],
-        "epochs": int(cfg["epochs"]),
+        "model_kind": cfg.model_kind,
+        "epochs": cfg.epochs,
     }
-    if cfg.get("slice_field"):
+    if cfg.slice_field:
         slices = _group_accuracy([data.slices[r] for r in rows], correct, limit=MAX_SLICES)
-        card["slice_field"] = cfg["slice_field"]
+        card["slice_field"] = cfg.slice_field
         card["per_slice_accuracy"] = slices
         # Forgetting shows as a slice that was fine under the parent and dropped now.
         before = (parent.card or {}).get("per_slice_accuracy", {}) if parent else {}
@@ -298,19 +300,18 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     the active version on the same unseen held-out items. Then every open item is routed
     with the active version (job_route). Safe to run twice: the second run adds a version.
     """
-    import torch  # lazily: the web process does not load torch until it trains
 
-    torch.set_num_threads(TORCH_THREADS)
+    algorithms.set_torch_threads(TORCH_THREADS)
     started = time.perf_counter()
     job = Job.objects.get(pk=job_id)
-    cfg = routing_config(routing=job.routing)
-    if cfg["mode"] != "model":
+    cfg = job.spec.routing
+    if cfg.mode != "model":
         return RetrainResult(version=None, activated=False, reason="routing is off")
     classes = job.classes
     k = len(classes)
-    data = job_arrays(job=job, slice_field=cfg.get("slice_field"))
+    data = job_arrays(job=job, slice_field=cfg.slice_field)
     settled = data.human_settled()
-    min_train = int(cfg["min_train"])
+    min_train = cfg.min_train
     rows_features = np.flatnonzero(settled & data.has_features)
     rows_prediction = np.flatnonzero(settled & data.has_prediction)
     active = ModelVersion.objects.filter(job=job, is_active=True).first()
@@ -378,7 +379,7 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
             weights=weights,
             temperature=temperature.temperature,
             threshold=choice.threshold if choice.qualified else None,
-            target_accuracy=float(cfg["target_accuracy"]),
+            target_accuracy=cfg.target_accuracy,
             n_train=len(rows),
             n_heldout=len(rows),
             data_cutoff=cutoff,
@@ -538,15 +539,14 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
     on go to an expert. Every scored item keeps its calibrated probabilities (ItemScore) for
     the model-as-voter.
     """
-    import torch  # lazily: the web process does not load torch until it trains
 
-    torch.set_num_threads(TORCH_THREADS)
+    algorithms.set_torch_threads(TORCH_THREADS)
     version = ModelVersion.objects.filter(job=job, is_active=True).first()
     if version is None:
         return RoutingOutcome()
-    cfg = routing_config(routing=job.routing)
+    cfg = job.spec.routing
     classes = job.classes
-    data = data or job_arrays(job=job, slice_field=cfg.get("slice_field"))
+    data = data or job_arrays(job=job, slice_field=cfg.slice_field)
     scorer = _Scorer.of(version)
     rows = np.flatnonzero((data.state != Item.State.SETTLED) & scorer.usable(data))
     probs = scorer.probs(data, rows)
@@ -576,9 +576,9 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
             dtype=np.int64,
         ),
     )
-    audit = (
-        confident & (_uniform_draw(data.ids[rows], salt=job.pk) < float(cfg["audit_rate"]))
-    ) | (drawn_before & (data.state[rows] == Item.State.OPEN))
+    audit = (confident & (_uniform_draw(data.ids[rows], salt=job.pk) < cfg.audit_rate)) | (
+        drawn_before & (data.state[rows] == Item.State.OPEN)
+    )
     accept = confident & ~audit
 
     _write_scores(job=job, version=version, data=data, rows=rows, probs=probs, audit=audit)
@@ -595,7 +595,7 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
     training = data.human_settled() & scorer.usable(data)
     labeled_x = data.features[training] if scorer.kind == ModelVersion.Kind.FEATURES else None
     scores = algorithms.query_scores(
-        cfg["strategy"],
+        cfg.strategy,
         probs[queue],
         pool_features=data.features[queue_rows] if labeled_x is not None else None,
         labeled_features=labeled_x,
@@ -612,7 +612,7 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
         ["priority"],
     )
     # A conditional UPDATE: a lease taken since the read keeps its slot (the budget constraint).
-    min_labels = int(cfg["min_labels"])
+    min_labels = cfg.min_labels
     Item.objects.filter(
         pk__in=data.ids[queue_rows].tolist(),
         state=Item.State.OPEN,
@@ -626,12 +626,10 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
         queue
         & (data.n_labels[rows] >= 2)
         & data.split_votes[rows]
-        & (confidence < float(cfg["expert_below"]))
+        & (confidence < cfg.expert_below)
     )
-    experts = data.ids[rows[unsure]][: int(cfg["max_expert_per_pass"])].tolist()
+    experts = data.ids[rows[unsure]][: cfg.max_expert_per_pass].tolist()
     if experts:
-        from apps.assignments.services import item_send_to_expert
-
         for item_id in experts:
             item_send_to_expert(item_id=int(item_id))
     if accepted:
@@ -647,11 +645,8 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
 
 def _after_accept(*, job: Job, item_ids: list[int]) -> None:
     """QC audit sampling of model results (the job's policy audit_rate) and job completion."""
-    from apps.assignments.services import job_complete_if_done
 
-    if float(job.effective_policy.get("audit_rate") or 0.0) > 0.0:
-        from apps.reviews.services import review_audit_maybe
-
+    if job.spec.policy.audit_rate > 0.0:
         for item in Item.objects.filter(pk__in=item_ids).only("id", "job_id"):
             review_audit_maybe(item=item, job=job, source=Item.Source.MODEL)
     job_complete_if_done(job_id=job.pk)
@@ -662,8 +657,8 @@ def _after_accept(*, job: Job, item_ids: list[int]) -> None:
 
 def job_retrain_due(*, job: Job) -> bool:
     """Whether enough people-settled items arrived since the last version (two small queries)."""
-    cfg = routing_config(routing=job.routing)
-    if cfg["mode"] != "model":
+    cfg = job.spec.routing
+    if cfg.mode != "model":
         return False
     settled = Item.objects.filter(
         job=job, state=Item.State.SETTLED, source__in=HUMAN_SOURCES, gold_label__isnull=True
@@ -672,8 +667,8 @@ def job_retrain_due(*, job: Job) -> bool:
         ModelVersion.objects.filter(job=job).order_by("-id").values_list("card", flat=True).first()
     )
     if last is None:
-        return settled >= int(cfg["min_train"])
-    return settled - int(last.get("n_settled", 0)) >= int(cfg["retrain_every"])
+        return settled >= cfg.min_train
+    return settled - int(last.get("n_settled", 0)) >= cfg.retrain_every
 
 
 def _lock_key(job_id: int) -> str:
@@ -687,9 +682,7 @@ def job_retrain_enqueue(*, job: Job) -> bool:
     """
     if not cache.add(_lock_key(job.pk), 1, timeout=900):
         return False
-    from workers.tasks_routing import retrain_job
-
-    transaction.on_commit(lambda: retrain_job.delay(job.pk))
+    enqueue_on_commit("routing.retrain_job", job.pk)
     return True
 
 
@@ -725,8 +718,8 @@ def prelabel_for_lease(*, job: Job, item: Item) -> str | None:
     if "routing" in job.get_deferred_fields():
         cfg = job_routing_cached(job_id=job.pk)
     else:
-        cfg = routing_config(routing=job.routing)
-    if cfg["mode"] != "model" or not cfg.get("prelabels"):
+        cfg = job.spec.routing
+    if cfg.mode != "model" or not cfg.prelabels:
         return None
     classes = job.classes
     suggestion = (

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from apps.common.tasks import enqueue
 from apps.jobs.models import Item, Job
 from apps.webhooks.models import Event, WebhookDelivery, WebhookEndpoint
 
@@ -30,11 +31,9 @@ def event_payload(*, event: str, data: dict[str, Any], event_id: uuid.UUID, at: 
 
 def deliveries_enqueue(*, delivery_ids: list[int]) -> None:
     """Hand deliveries to Celery; one the broker refuses stays pending for the beat sweep."""
-    from workers.tasks_webhooks import deliver
-
     for delivery_id in delivery_ids:
         try:
-            deliver.delay(delivery_id)
+            enqueue("concord.webhooks.deliver", delivery_id)
         except Exception:  # noqa: BLE001 - the broker is down: dispatch_due sends it later
             logger.warning("webhook delivery %s not enqueued; left for the sweep", delivery_id)
 

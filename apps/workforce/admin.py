@@ -4,8 +4,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.pipeline.crowd import worker_ban, worker_suspend, worker_unban
 from apps.workforce.models import LedgerEntry, Pool, Worker
-from apps.workforce.services import worker_ban, worker_suspend, worker_unban
 
 
 def _apply(modeladmin, request, queryset: QuerySet[Worker], service, verb: str) -> None:

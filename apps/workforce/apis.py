@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from apps.accounts.permissions import IsOps, has_role
 from apps.common.fields import ID_MAX
 from apps.common.serializers import StrictInputSerializer
+from apps.pipeline.crowd import worker_ban, worker_suspend, worker_unban
 from apps.workforce.models import Pool, Worker
 from apps.workforce.selectors import (
     job_get_for_bonus,
@@ -37,10 +38,7 @@ from apps.workforce.services import (
     pool_create,
     pool_job_open,
     pool_update,
-    worker_ban,
     worker_create,
-    worker_suspend,
-    worker_unban,
     worker_update,
 )
 

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, QuerySet, Sum
 from django.http import Http404
 
+from apps.accounts.authentication import WORKER_ATTR
 from apps.accounts.models import Membership, Organization, Role
 from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.common.errors import ApplicationError
@@ -88,7 +89,6 @@ def worker_for_user(*, user: AbstractBaseUser) -> Worker | None:
 
     Token authentication loads it with the token (no query here); otherwise one query.
     """
-    from apps.accounts.authentication import WORKER_ATTR
 
     if hasattr(user, WORKER_ATTR):
         return getattr(user, WORKER_ATTR)

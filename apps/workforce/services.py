@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from rest_framework import status
@@ -14,9 +15,11 @@ from apps.accounts.authentication import credentials_changed
 from apps.accounts.models import Membership, Organization, Role
 from apps.accounts.selectors import contract_vendor_ids
 from apps.accounts.services import membership_ensure, token_create
+from apps.common import caches
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.common.fields import PRICE_MAX
 from apps.jobs.models import Job
+from apps.jobs.policy import Pricing
 from apps.workforce.models import LedgerEntry, Pool, Worker
 
 CENT = Decimal("0.0001")
@@ -67,7 +70,6 @@ def worker_create(
     with a new API token key (shown once: only its digest is stored)."""
     if tier not in Worker.Tier.values:
         raise ApplicationError(f"Unknown tier {tier!r}.", details={"tier": ["invalid"]})
-    from django.contrib.auth import get_user_model
 
     if get_user_model().objects.filter(username=username).exists():
         raise ApplicationError(
@@ -123,22 +125,17 @@ def _worker_set_status(*, worker: Worker, status_value: str, reason: str) -> Wor
         worker.status_reason = reason
         worker.save(update_fields=["status", "status_reason", "updated_at"])
         credentials_changed()
-        if status_value != Worker.Status.ACTIVE:
-            # Imported here: assignments depends on workforce, not the other way round.
-            from apps.assignments.services import worker_leases_release
-
-            # A worker who may not work any more must not sit on slots others could fill.
-            worker_leases_release(worker_id=worker.pk)
     return worker
 
 
 def worker_ban(*, worker: Worker, reason: str = "") -> Worker:
-    """Ban the worker: no more tasks, live leases returned at once."""
+    """Ban the worker: no more tasks or submits (their live leases are returned by
+    apps.pipeline.crowd.worker_ban, which callers use)."""
     return _worker_set_status(worker=worker, status_value=Worker.Status.BANNED, reason=reason)
 
 
 def worker_suspend(*, worker: Worker, reason: str = "") -> Worker:
-    """Suspend the worker (a temporary stop): no more tasks, live leases returned at once."""
+    """Suspend the worker (a temporary stop): no more tasks or submits (leases: as worker_ban)."""
     return _worker_set_status(worker=worker, status_value=Worker.Status.SUSPENDED, reason=reason)
 
 
@@ -222,10 +219,9 @@ def pool_job_open(*, pool: Pool, job: Job) -> bool:
 
 
 def _forget_open_jobs() -> None:
-    """Through-table rows written directly send no signals: tell the engine's cache."""
-    from apps.assignments.fastpath import forget_open_jobs
-
-    forget_open_jobs()
+    """Through-table rows written directly send no signals: tell the engine's cache
+    (apps.assignments.fastpath registers it)."""
+    caches.invalidate("open_jobs")
 
 
 def pool_job_close(*, pool: Pool, job: Job) -> bool:
@@ -235,18 +231,19 @@ def pool_job_close(*, pool: Pool, job: Job) -> bool:
     return deleted > 0
 
 
-def label_price(*, pricing: dict, tier: str) -> Decimal:
+def label_price(*, pricing: Pricing, tier: str) -> Decimal:
     """The job's price of one label from a worker of the given tier.
 
     A price stored before prices were bounded (e.g. 1e308, which no ledger entry can hold)
     is a 409 naming it, so that nothing is stored unpaid: ops correct the job's pricing."""
     key = "expert_label" if tier == Worker.Tier.EXPERT else "crowd_label"
+    value = getattr(pricing, key)
     try:
-        price = Decimal(str(pricing[key]))
-    except (InvalidOperation, KeyError, TypeError) as exc:
-        raise _bad_price(key, pricing.get(key)) from exc
+        price = Decimal(str(value))
+    except (InvalidOperation, TypeError) as exc:
+        raise _bad_price(key, value) from exc
     if not price.is_finite() or not Decimal(0) <= price <= PRICE_MAX:
-        raise _bad_price(key, pricing.get(key))
+        raise _bad_price(key, value)
     return price.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
@@ -261,7 +258,7 @@ def _bad_price(key: str, value: object) -> ApplicationError:
 
 
 def ledger_credit_label(
-    *, worker_id: int, job_id: int, label_id: int, tier: str, pricing: dict
+    *, worker_id: int, job_id: int, label_id: int, tier: str, pricing: Pricing
 ) -> LedgerEntry:
     """Credit one accepted label at the job's price for the tier.
 

@@ -8,10 +8,15 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from apps.accounts import authentication
+from apps.accounts.authentication import CREDENTIALS
+from apps.accounts.models import ApiToken
+from apps.accounts.services import token_revoke
 from apps.assignments import fastpath
+from apps.assignments.apis import AssignmentNextApi, LabelOutputSerializer
 from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item
-from apps.workforce.models import Worker
+from apps.workforce.models import LedgerEntry, Worker
 from tests.workforce.factories import JobFactory, make_items, make_pool
 
 pytestmark = pytest.mark.django_db
@@ -335,7 +340,6 @@ def test_schema_documents_the_annotator_api(client):
 
 def test_hot_path_bodies_match_their_documented_serializers(make_actor, job):
     """next and submit build their bodies by hand; they must keep the documented shape."""
-    from apps.assignments.apis import AssignmentNextApi, LabelOutputSerializer
 
     annotator, _ = _annotator(make_actor, job)
     response = annotator.client.post("/api/v1/assignments/next/", {}, format="json")
@@ -366,7 +370,6 @@ def test_a_worker_banned_behind_the_credentials_cache_still_gets_no_task(make_ac
     """Credentials are cached per process for a few seconds; the lease itself reads the
     worker's status, so a ban made elsewhere (another process, here a bare UPDATE that no
     cache hears of) stops new leases at once."""
-    from apps.accounts.authentication import CREDENTIALS
 
     actor, worker = _annotator(make_actor, job)
     first = actor.client.post(NEXT)
@@ -384,9 +387,6 @@ def test_a_worker_banned_behind_the_credentials_cache_still_gets_no_task(make_ac
 
 
 def test_a_revoked_token_is_refused_on_the_very_next_request(make_actor, job):
-    from apps.accounts.models import ApiToken
-    from apps.accounts.services import token_revoke
-
     actor, _ = _annotator(make_actor, job)
     assert actor.client.post(NEXT).status_code == 200  # credentials now cached
     token_revoke(token=ApiToken.objects.get(user=actor.user))
@@ -397,9 +397,6 @@ def test_a_revoked_token_is_refused_on_the_very_next_request(make_actor, job):
 def test_touching_one_token_keeps_the_other_cached_credentials(make_actor, job):
     """last_used_at is written once a minute per token; that write refreshes only its own
     cached row (on PostgreSQL, where credentials are cached), not every token's."""
-
-    from apps.accounts import authentication
-    from apps.accounts.models import ApiToken
 
     first, _ = _annotator(make_actor, job)
     second, _ = _annotator(make_actor, job)
@@ -456,7 +453,6 @@ def test_a_ban_stops_gold_leases_on_the_very_next_request(make_actor, ops_actor)
 def test_a_ban_no_cache_heard_of_still_stops_gold_leases_and_submits(make_actor):
     """The lease and the submit read the worker's status from the database themselves: a
     status written by a bare UPDATE (no signal, no invalidation) stops both at once."""
-    from apps.workforce.models import LedgerEntry
 
     job = _gold_job()
     actor, worker = _annotator(make_actor, job)

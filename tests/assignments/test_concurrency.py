@@ -11,16 +11,13 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from apps.assignments.leasing import Idle, IdleReason, Task
 from apps.assignments.models import Assignment, Label
-from apps.assignments.services import (
-    Idle,
-    IdleReason,
-    Task,
-    assignment_next,
-    assignment_release,
-    assignment_submit,
-)
+from apps.assignments.records import assignment_release
 from apps.jobs.models import Item
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
+from apps.quality.aggregation import job_aggregate
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 
 N_WORKERS = 20
@@ -113,8 +110,6 @@ def test_concurrent_annotators_fill_every_item_exactly():
 
 
 def _aggregate_until(job_id: int, done: threading.Event, errors: list, runs: Counter) -> None:
-    from apps.quality.services import job_aggregate
-
     try:
         while not done.is_set():
             job_aggregate(job_id=job_id, method="ds")

@@ -9,10 +9,16 @@ import threading
 import pytest
 from django.db import connection, connections, transaction
 
-from apps.assignments import fastpath, services
-from apps.assignments.services import Task, assignment_next, assignment_submit
+from apps.assignments import fastpath
+from apps.assignments.leasing import Task
+from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item
-from apps.quality.services import classes_key
+from apps.pipeline import submit
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
+from apps.quality.matrices import classes_key
+from apps.reviews.models import Review
+from apps.workforce.models import LedgerEntry, Worker
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 
 pytestmark = pytest.mark.skipif(
@@ -73,7 +79,7 @@ def test_a_label_committed_while_a_submit_waits_for_the_item_lock_is_counted(mon
     item, (first, a), (second, b) = _two_leases_on_one_item()
 
     holding = threading.Event()
-    original = services.item_label_applied
+    original = submit._follow_ups
 
     def slow_applied(**kwargs):
         # The first submit holds the item's lock (its label written) for a moment.
@@ -82,7 +88,7 @@ def test_a_label_committed_while_a_submit_waits_for_the_item_lock_is_counted(mon
             threading.Event().wait(0.5)
         return original(**kwargs)
 
-    monkeypatch.setattr(services, "item_label_applied", slow_applied)
+    monkeypatch.setattr(submit, "_follow_ups", slow_applied)
     errors: list[BaseException] = []
 
     def submit_first():
@@ -124,9 +130,6 @@ def _lock_calls(monkeypatch) -> list[int]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_plain_label_is_read_then_written_and_committed_by_one_statement(monkeypatch):
-    from apps.assignments.models import Assignment, Label
-    from apps.workforce.models import LedgerEntry
-
     locks = _lock_calls(monkeypatch)
     item, (first, a), _ = _two_leases_on_one_item()
 
@@ -173,9 +176,6 @@ def test_a_label_landing_between_the_read_and_the_write_sends_the_submit_to_the_
     item.refresh_from_db()
     assert (item.n_labels, item.n_leases, item.vote_counts) == (2, 0, {"cat": 2})
     assert item.state == Item.State.REVIEW, "decided without the label that came in between"
-    from apps.assignments.models import Label
-    from apps.reviews.models import Review
-    from apps.workforce.models import LedgerEntry
 
     assert Review.objects.filter(item=item).count() == 1
 
@@ -204,20 +204,18 @@ def test_a_label_sending_its_item_to_review_is_escalated_once_under_the_lock(mon
     # The two-statement path decides without the escalation policy: a label that sends the
     # item to review takes the locking path, which decides again and asks the policy once
     # (here an expert in the job's pool has not labeled the item: it goes to the expert).
-    from apps.reviews import services as reviews
-    from apps.workforce.models import Worker
 
     item, (first, a), (second, b) = _two_leases_on_one_item()
     expert = make_worker(tier=Worker.Tier.EXPERT)
     make_pool(jobs=[item.job], workers=[expert])
     asked: list[int | None] = []
-    original = reviews.expert_available
+    original = submit.expert_available
 
     def spy(**kwargs):
         asked.append(kwargs.get("item_id"))
         return original(**kwargs)
 
-    monkeypatch.setattr(reviews, "expert_available", spy)
+    monkeypatch.setattr(submit, "expert_available", spy)
     assignment_submit(worker=first, assignment_id=a.id, label="cat")
     locks = _lock_calls(monkeypatch)
 

@@ -20,24 +20,30 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from apps.accounts.services import membership_ensure
 from apps.assignments import fastpath
+from apps.assignments.leasing import Task, eligible_items
 from apps.assignments.models import Assignment, Label
-from apps.assignments.services import (
-    Task,
-    assignment_next,
-    assignment_release,
-    assignment_skip,
-    assignment_submit,
-    eligible_items,
-    lease_sweep,
-)
+from apps.assignments.records import assignment_release, assignment_skip
+from apps.assignments.sweeps import lease_sweep
 from apps.common.caches import clear_all_local
 from apps.common.errors import ApplicationError
 from apps.jobs.models import Item
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
+from apps.quality.aggregation import local_caches_clear
+from apps.quality.matrices import classes_key, worker_confusions
 from apps.quality.models import WorkerJobQuality
-from apps.quality.services import classes_key, local_caches_clear, worker_confusions
-from apps.workforce.models import LedgerEntry
-from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
+from apps.reviews.models import Review
+from apps.reviews.services import review_resolve
+from apps.workforce.models import LedgerEntry, Worker
+from tests.workforce.factories import (
+    VENDOR,
+    JobFactory,
+    make_items,
+    make_pool,
+    make_worker,
+)
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="the fast path is PostgreSQL's"
@@ -178,8 +184,10 @@ def test_the_submit_statement_reads_the_matrix_the_orm_rule_chooses(rows):
 
 _steps = st.lists(
     st.tuples(
-        st.integers(0, 3),  # which worker
-        st.sampled_from(["submit", "submit", "submit", "hold", "release", "skip", "lapse"]),
+        st.integers(0, 4),  # which worker (4: the expert)
+        st.sampled_from(
+            ["submit", "submit", "submit", "hold", "release", "skip", "lapse", "resolve"]
+        ),
         st.sampled_from(CLASSES),
     ),
     min_size=4,
@@ -187,8 +195,11 @@ _steps = st.lists(
 )
 
 
-def _world(tag: str):
-    """A job of 4 items and 3 gold items (gold rate 0.3) and 4 workers in one pool."""
+def _world(tag: str, aggregation: str):
+    """A job of 4 items and 3 gold items (gold rate 0.3, every settled item audited: the
+    audit draw hashes the job id, which differs between the twins), 4 crowd workers and an expert in
+    one pool, and a QC reviewer of the same vendor (items[-1] of the workers list is the
+    expert; the reviewer is returned apart)."""
     job = JobFactory(
         name=f"parity {tag}",
         policy={
@@ -196,17 +207,21 @@ def _world(tag: str):
             "max_labels": 3,
             "gold_rate": 0.3,
             "target_confidence": 0.9,
-            "aggregation": "mv",
+            "aggregation": aggregation,
             "reaggregate_every": 0,
+            "audit_rate": 1.0,
         },
     )
     make_items(job, 4, gold=["cat", "dog", "bird"])
-    workers = [make_worker() for _ in range(4)]
+    workers = [make_worker() for _ in range(4)] + [make_worker(tier=Worker.Tier.EXPERT)]
     make_pool(jobs=[job], workers=workers)
-    return job, workers
+    reviewer = membership_ensure(
+        username=f"qc {tag}", org_name=VENDOR, org_kind="vendor", role="qc"
+    ).user
+    return job, workers, reviewer
 
 
-def _play(job, workers, steps, seed: int) -> list[str]:
+def _play(job, workers, reviewer, steps, seed: int) -> list[str]:
     """Run the steps; return what each step answered (the same on both paths)."""
     rng = random.Random(seed)
     now = timezone.now()
@@ -215,6 +230,18 @@ def _play(job, workers, steps, seed: int) -> list[str]:
     for index, (who, action, label) in enumerate(steps):
         worker = workers[who]
         moment = now + timedelta(seconds=index)
+        if action == "resolve":  # QC decides the oldest open review of the job
+            review = Review.objects.filter(job=job, status=Review.Status.OPEN).order_by("id")
+            review = review.first()
+            if review is None:
+                outcomes.append("no review")
+                continue
+            try:
+                review_resolve(user=reviewer, review_id=review.pk, label=label, now=moment)
+                outcomes.append(f"resolved {review.reason}")
+            except ApplicationError as error:
+                outcomes.append(f"error {error.code}")
+            continue
         task = held.pop(who, None)
         if task is None:
             task = assignment_next(worker=worker, now=moment, rng=rng)
@@ -244,6 +271,15 @@ def _play(job, workers, steps, seed: int) -> list[str]:
     return outcomes
 
 
+def _comparable(meta: dict | None) -> dict | None:
+    """result_meta without what names rows (worker ids differ between the twin jobs)."""
+    if meta is None:
+        return None
+    names = ("workers", "expert_worker", "qc_user", "qc_decision")
+    meta = {k: v for k, v in meta.items() if k not in names}
+    return meta
+
+
 def _state(job, workers) -> dict:
     """The job's rows with database ids replaced by positions (items, workers)."""
     items = list(Item.objects.filter(job=job).order_by("id"))
@@ -261,9 +297,14 @@ def _state(job, workers) -> dict:
                 None if item.confidence is None else round(item.confidence, 9),
                 item.source,
                 item.posterior,
+                None if item.agreement is None else round(item.agreement, 9),
+                _comparable(item.result_meta),
             )
             for item in items
         ],
+        "reviews": sorted(
+            (item_at[r.item_id], r.reason, r.status) for r in Review.objects.filter(job=job)
+        ),
         "assignments": sorted(
             (item_at[a.item_id], worker_at[a.worker_id], a.state, a.is_gold)
             for a in Assignment.objects.filter(job=job)
@@ -281,17 +322,33 @@ def _state(job, workers) -> dict:
 
 @pytest.mark.django_db(transaction=True)
 @EXAMPLES
-@given(steps=_steps, seed=st.integers(0, 2**16))
-def test_random_sequences_leave_the_same_rows_on_both_paths(steps, seed):
+@given(
+    steps=_steps,
+    seed=st.integers(0, 2**16),
+    aggregation=st.sampled_from(["mv", "default"]),
+)
+def test_random_sequences_leave_the_same_rows_on_both_paths(steps, seed, aggregation):
     """Autocommit, as in production: the fast path's two-statement submit and single
-    statement lease, against the ORM path with CONCORD_FASTPATH off."""
+    statement lease, against the ORM path with CONCORD_FASTPATH off; majority vote and the
+    posterior decision, escalations to the expert, QC reviews and audits included."""
     results = {}
     for path, on in (("fast", True), ("orm", False)):
         clear_all_local()
         local_caches_clear()
         with override_settings(CONCORD_FASTPATH=on):
-            job, workers = _world(f"{path} {seed}")
-            outcomes = _play(job, workers, steps, seed)
+            job, workers, reviewer = _world(f"{path} {seed}", aggregation)
+            outcomes = _play(job, workers, reviewer, steps, seed)
             results[path] = (outcomes, _state(job, workers))
     assert results["fast"][0] == results["orm"][0]
-    assert results["fast"][1] == results["orm"][1]
+    fast, orm = results["fast"][1], results["orm"][1]
+    assert fast == orm, _first_difference(fast, orm)
+
+
+def _first_difference(fast: dict, orm: dict) -> str:
+    for table in fast:
+        for i, (a, b) in enumerate(zip(fast[table], orm[table], strict=False)):
+            if a != b:
+                return f"{table}[{i}]: fast {a!r} != orm {b!r}"
+        if len(fast[table]) != len(orm[table]):
+            return f"{table}: {len(fast[table])} rows (fast) != {len(orm[table])} (orm)"
+    return ""

@@ -12,25 +12,20 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.assignments.leasing import Idle, IdleReason, Task
 from apps.assignments.models import Assignment, Label
+from apps.assignments.records import assignment_release, assignment_skip, item_send_to_expert
 from apps.assignments.selectors import invariant_violations
-from apps.assignments.services import (
-    Idle,
-    IdleReason,
-    Task,
-    assignment_next,
-    assignment_release,
-    assignment_skip,
-    assignment_submit,
-    decide_by_votes,
-    item_send_to_expert,
-    job_leases_release,
-    lease_sweep,
-)
+from apps.assignments.sweeps import job_leases_release, lease_sweep
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
+from apps.jobs.policy import Policy
+from apps.pipeline.crowd import worker_ban, worker_suspend, worker_unban
+from apps.pipeline.decide import decide_by_votes
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.workforce.models import LedgerEntry, Worker
-from apps.workforce.services import ledger_bonus, worker_ban, worker_suspend, worker_unban
+from apps.workforce.services import ledger_bonus
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 
 pytestmark = pytest.mark.django_db
@@ -428,7 +423,7 @@ def test_decide_by_votes(votes, n, needed, state, label, new_needed):
         n_labels=n,
         labels_needed=needed,
         classes=["cat", "dog"],
-        policy={"min_labels": 2, "max_labels": 4},
+        policy=Policy(min_labels=2, max_labels=4),
     )
 
     assert (decision.state, decision.label, decision.labels_needed) == (state, label, new_needed)
@@ -615,9 +610,6 @@ def test_a_worker_suspended_since_their_credentials_were_read_is_told_so():
     """The lease reads the worker's status from the database; a stale worker object (the
     request's credentials, or a suspension by the worker's own last label) gets the real
     reason, not "all leased" forever."""
-    from apps.assignments.services import Idle, IdleReason, assignment_next
-    from apps.workforce.models import Worker
-    from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 
     job = JobFactory()
     make_items(job, 2)

@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.assignments.models import Assignment, Label
-from apps.assignments.services import item_send_to_expert
+from apps.assignments.records import item_send_to_expert
 from apps.jobs.models import Item
 from apps.workforce.models import Worker
 from tests.workforce.factories import JobFactory, make_items, make_pool

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
+import apps.accounts.authentication
+import apps.assignments.fastpath
+import apps.quality.matrices  # noqa: F401
 from apps.common import caches
 
 
@@ -64,10 +67,6 @@ def test_an_unreachable_shared_cache_bypasses_the_local_entries(registered, monk
 
 
 def test_the_registry_names_every_per_process_cache():
-    import apps.accounts.authentication
-    import apps.assignments.fastpath
-    import apps.quality.services  # noqa: F401
-
     assert {"credentials", "open_jobs", "class_priors"} <= set(caches.REGISTRY)
     for registered in caches.REGISTRY.values():
         assert registered.ttl_s > 0

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.db import connection
 
 from apps.common.prepared import _PREPARED, Prepared
+from apps.workforce.models import Worker
+from tests.workforce.factories import JobFactory, make_items, make_pool
 
 pytestmark = pytest.mark.django_db
 
@@ -48,11 +55,6 @@ def test_both_ways_give_the_same_rows(settings, prepared):
 
 
 def test_a_transaction_pooler_setting_turns_them_off():
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = (
         "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings');"
         "django.setup(); from django.conf import settings as s;"
@@ -73,8 +75,6 @@ def test_a_transaction_pooler_setting_turns_them_off():
 
 def test_annotators_label_with_plain_statements(settings, make_actor):
     """The hot path (token, lease, answers, record) runs unprepared too."""
-    from apps.workforce.models import Worker
-    from tests.workforce.factories import JobFactory, make_items, make_pool
 
     settings.DATABASE_PREPARED_STATEMENTS = False
     job = JobFactory(status="running", policy={"min_labels": 1, "max_labels": 1, "gold_rate": 0})

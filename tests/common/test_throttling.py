@@ -3,8 +3,13 @@ per token; 429 with Retry-After in the JSON error shape (HTML on the pages)."""
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 from rest_framework.test import APIClient
+
+from apps.common import throttling
 
 pytestmark = pytest.mark.django_db
 
@@ -14,10 +19,6 @@ def rates(settings, monkeypatch):
     """Small limits for the test; the setting is read on every request. The limits count in
     fixed windows: the clock the throttle reads stands still in the middle of one, so a
     test's requests never straddle two windows (the failure that made this test flaky)."""
-    import time
-    from types import SimpleNamespace
-
-    from apps.common import throttling
 
     middle = (int(time.time()) // 3600) * 3600 + 1800.0
     monkeypatch.setattr(throttling, "time", SimpleNamespace(time=lambda: middle))

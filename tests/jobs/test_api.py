@@ -7,8 +7,11 @@ import io
 import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
 
 from apps.jobs.models import Item, Job
+from apps.quality.algorithms import aggregate
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -87,8 +90,6 @@ def test_invalid_job_spec_is_a_400_naming_the_field(client_actor, overrides, fie
 
 
 def test_unauthenticated_request_gets_401_in_error_shape(db):
-    from rest_framework.test import APIClient
-
     response = APIClient().get("/api/v1/jobs/")
 
     assert response.status_code == 401
@@ -96,8 +97,6 @@ def test_unauthenticated_request_gets_401_in_error_shape(db):
 
 
 def test_bad_token_is_rejected(db):
-    from rest_framework.test import APIClient
-
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
     assert client.get("/api/v1/jobs/").status_code == 401
@@ -303,8 +302,6 @@ def test_unreadable_uploads_are_400(client_actor, job, body, content_type):
 
 
 def test_multipart_file_upload(client_actor, job):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
     file = SimpleUploadedFile("items.jsonl", b'{"external_id": "m1", "payload": {}}\n')
     response = client_actor.client.post(
         f"/api/v1/jobs/{job.pk}/items/", {"file": file}, format="multipart"
@@ -394,7 +391,7 @@ def test_launch_applies_current_min_labels(client_actor, job):
     )
     client_actor.client.post(f"/api/v1/jobs/{job.pk}/launch/")
     assert job.items.get().labels_needed == 2
-    assert Job.objects.get(pk=job.pk).effective_policy["target_confidence"] == 0.9
+    assert Job.objects.get(pk=job.pk).spec.policy.target_confidence == 0.9
 
 
 def _settle(job: Job) -> None:
@@ -475,8 +472,6 @@ def test_unknown_job_is_404_in_error_shape(client_actor):
 
 @pytest.mark.parametrize("method", ["default", "mv", "wmv", "ds", "onecoin", "glad", "mace"])
 def test_every_aggregation_method_a_policy_may_name_runs(client_actor, method):
-    from apps.quality.algorithms import aggregate
-
     response = client_actor.client.post(
         "/api/v1/jobs/", job_spec(policy={"aggregation": method}), format="json"
     )
@@ -513,8 +508,6 @@ def test_an_unknown_spec_key_is_a_400_naming_the_nearest(client_actor, part, bod
 
 
 def test_a_key_stored_before_keys_were_checked_may_be_sent_back_unchanged(client_actor):
-    from apps.jobs.models import Job
-
     created = client_actor.client.post(
         "/api/v1/jobs/",
         {"name": "old", "label_schema": {"kind": "single_choice", "classes": ["a", "b"]}},

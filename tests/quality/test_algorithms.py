@@ -10,8 +10,20 @@ from __future__ import annotations
 
 import warnings
 
+import krippendorff
 import numpy as np
 import pytest
+from crowdkit.aggregation import (
+    GLAD,
+    MACE,
+    DawidSkene,
+    MajorityVote,
+    OneCoinDawidSkene,
+    Wawa,
+)
+from sklearn.metrics import cohen_kappa_score
+from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss
+from statsmodels.stats.proportion import proportion_confint
 
 from apps.quality.algorithms import (
     METHODS,
@@ -21,6 +33,7 @@ from apps.quality.algorithms import (
     count_matrix,
     dawid_skene,
     dedupe_last,
+    dependence,
     fleiss_kappa,
     fleiss_kappa_ci,
     gold_scores,
@@ -32,6 +45,8 @@ from apps.quality.algorithms import (
     worker_consensus_kappa,
     worker_pair_labels,
 )
+from apps.quality.algorithms._answers import Answers
+from apps.quality.algorithms.dependence import dependent_pairs
 
 from .crowd_data import dataset_names, load
 
@@ -56,14 +71,6 @@ def _ck_predict(model, frame, n_tasks: int) -> np.ndarray:
 @pytest.fixture(scope="session")
 def crowdkit():
     """Lazily computed Crowd-Kit accuracies, cached for the whole session by (method, dataset)."""
-    from crowdkit.aggregation import (
-        GLAD,
-        MACE,
-        DawidSkene,
-        MajorityVote,
-        OneCoinDawidSkene,
-        Wawa,
-    )
 
     cache: dict[tuple[str, str], tuple[float, object]] = {}
 
@@ -238,7 +245,6 @@ def test_one_coin_skills_are_accuracies():
 @pytest.mark.parametrize("name", ["duck", "wsd", "dog"], ids=["duck", "wsd", "dog"])
 def test_dawid_skene_matches_crowdkit_posteriors(name):
     """Same model, same start (soft MV), same number of EM steps: same posteriors."""
-    from crowdkit.aggregation import DawidSkene
 
     d = load(name)
     ck = DawidSkene(n_iter=5, tol=-np.inf)
@@ -341,8 +347,6 @@ def test_default_within_two_points_of_crowdkit_best_on_every_dataset(crowdkit):
 
 @pytest.mark.parametrize("name", ALL, ids=ALL)
 def test_krippendorff_alpha_matches_package(name):
-    import krippendorff
-
     d = load(name)
     counts = count_matrix(d.tasks, d.labels, d.n_classes, d.n_tasks)
     ref = krippendorff.alpha(value_counts=counts, level_of_measurement="nominal")
@@ -351,8 +355,6 @@ def test_krippendorff_alpha_matches_package(name):
 
 @pytest.mark.parametrize("name", FIXED_RATERS, ids=FIXED_RATERS)
 def test_fleiss_kappa_matches_statsmodels(name):
-    from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss
-
     d = load(name)
     counts = count_matrix(d.tasks, d.labels, d.n_classes, d.n_tasks)
     assert fleiss_kappa(counts) == pytest.approx(sm_fleiss(counts), abs=1e-9)
@@ -362,8 +364,6 @@ def test_fleiss_kappa_matches_statsmodels(name):
     "name", ["dog", "sentiment", "rte", "web"], ids=["dog", "sentiment", "rte", "web"]
 )
 def test_cohen_kappa_matches_sklearn(name):
-    from sklearn.metrics import cohen_kappa_score
-
     d = load(name)
     busiest = np.argsort(-np.bincount(d.workers))[:2]
     a, b = worker_pair_labels(d.tasks, d.workers, d.labels, *busiest)
@@ -385,8 +385,6 @@ def test_item_agreement_is_top_share():
 
 
 def test_bootstrap_intervals_bracket_estimates_and_per_class_matches_one_vs_rest():
-    import krippendorff
-
     d = load("dog")
     counts = count_matrix(d.tasks, d.labels, d.n_classes, d.n_tasks)
     for fn, point in ((krippendorff_alpha_ci, krippendorff_alpha), (fleiss_kappa_ci, fleiss_kappa)):
@@ -425,7 +423,6 @@ def test_gold_scores_wilson_and_posterior():
     assert np.isnan(s.accuracy[3])
     assert np.isnan(s.wilson_low[3])
     np.testing.assert_allclose(s.posterior_mean[:4], [4 / 6, 2 / 4, 2 / 3, 1 / 2])
-    from statsmodels.stats.proportion import proportion_confint
 
     lo, hi = proportion_confint(3, 4, alpha=0.05, method="wilson")
     assert (s.wilson_low[0], s.wilson_high[0]) == pytest.approx((lo, hi), abs=1e-9)
@@ -458,10 +455,6 @@ def _clique_crowd(correlated: bool, seed: int = 0):
 
 @pytest.mark.parametrize("correlated", [True, False], ids=["clique", "independent"])
 def test_dependent_pairs_flags_only_a_planted_clique(correlated):
-    from apps.quality.algorithms._answers import Answers
-    from apps.quality.algorithms.aggregation import one_coin_dawid_skene
-    from apps.quality.algorithms.dependence import dependent_pairs
-
     tasks, workers, labels, truth = _clique_crowd(correlated)
     ans = Answers(tasks, workers, labels, 2)
     ref = one_coin_dawid_skene(tasks, workers, labels, 2, stopping="objective")
@@ -496,8 +489,6 @@ def test_dependent_pairs_flags_only_a_planted_clique(correlated):
 def test_shared_answers_by_dense_counts_and_by_sorting_agree(name, monkeypatch):
     """Co-answering pairs are counted in a dense array for small crowds and by sorting keys
     for large ones; both give the same pairs and shared answers, and match a brute force."""
-    from apps.quality.algorithms import dependence
-    from apps.quality.algorithms._answers import Answers
 
     d = load(name)
     ans = Answers(d.tasks, d.workers, d.labels, d.n_classes, d.n_tasks, d.n_workers)

@@ -9,12 +9,20 @@ import numpy as np
 import pytest
 
 from apps.quality.algorithms import METHODS, aggregate
+from apps.quality.algorithms._answers import Answers
+from apps.quality.algorithms.aggregation import one_coin_dawid_skene
 from apps.quality.algorithms.confidence import (
     calibrate,
     expected_calibration_error,
     fit_calibration,
 )
 from apps.quality.algorithms.default import DEFAULTS
+from apps.quality.algorithms.dependence import dependent_pairs
+from bench import default_fit
+from bench.aggregation import synthetic
+from bench.default_fit import lodo_choose
+
+from .test_algorithms import _clique_crowd
 
 # ----------------------------------------------------------------------------- input shapes
 
@@ -135,8 +143,6 @@ def test_one_answer_per_item_confidence_comes_from_gold():
 
 
 def test_two_hundred_classes_within_a_point_of_majority_vote():
-    from bench.aggregation import synthetic
-
     tasks, workers, labels, truth = synthetic(2000, 100, 5, 200, seed=11)
     acc = {
         m: np.mean(aggregate(tasks, workers, labels, 200, method=m).labels == truth)
@@ -211,12 +217,6 @@ def test_task_sampled_fit_matches_the_full_fit():
 
 
 def test_dependence_test_on_sampled_tasks_still_finds_a_clique():
-    from apps.quality.algorithms._answers import Answers
-    from apps.quality.algorithms.aggregation import one_coin_dawid_skene
-    from apps.quality.algorithms.dependence import dependent_pairs
-
-    from .test_algorithms import _clique_crowd
-
     tasks, workers, labels, _ = _clique_crowd(True)
     ans = Answers(tasks, workers, labels, 2)
     ref = one_coin_dawid_skene(tasks, workers, labels, 2, stopping="objective")
@@ -231,8 +231,6 @@ def test_dependence_test_on_sampled_tasks_still_finds_a_clique():
 
 
 def test_lodo_choice_never_lets_a_set_score_itself():
-    from bench.default_fit import lodo_choose
-
     # Dataset i scores 1.0 on key i and 0.5 elsewhere; a choice that saw its own scores
     # would pick its own key. LODO must pick another.
     names = [f"set{i}" for i in range(5)]
@@ -252,7 +250,6 @@ def test_lodo_choice_never_lets_a_set_score_itself():
 def test_lodo_fit_trains_each_fold_without_its_own_data_set(monkeypatch):
     """fit_all on three fake data sets: the accuracy choice and the calibration fit of each
     fold see only the other sets' cases (a dataset-identity check on what reaches them)."""
-    from bench import default_fit
 
     names = ["a", "b", "c"]
     keys = [(5.0, 0.0, 0.0, 9.0, 4.0), (2.5, 1.0, 0.0, 9.0, 4.0)]

@@ -12,14 +12,14 @@ from django.utils import timezone
 
 from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item, Job
-from apps.quality.models import GoldExposure
-from apps.quality.services import (
+from apps.quality.gold import (
     gold_pick,
     gold_rate_ceiling,
     gold_rate_for,
     gold_record_answer,
     gold_record_shown,
 )
+from apps.quality.models import GoldExposure
 from apps.workforce.models import Worker
 from tests.quality.test_services import _job as crowd_job
 from tests.workforce.factories import make_worker

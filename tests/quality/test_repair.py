@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from apps.jobs.models import Item, Job
-from apps.quality.services import job_aggregate, result_violations
+from apps.quality.aggregation import job_aggregate, result_violations
 from tests.quality.test_services import _job, _label
 
 pytestmark = pytest.mark.django_db

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
+from django.core.cache import cache
 
-from apps.assignments.services import Task, assignment_next, assignment_submit
+from apps.assignments.leasing import Task
 from apps.jobs.models import Item
-from apps.quality.models import AggregationRun, QualityDecision, WorkerJobQuality
-from apps.quality.services import classes_key, item_posterior_from_labels, job_aggregate
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
+from apps.quality import aggregation as services
+from apps.quality.aggregation import (
+    aggregation_countdown_reset,
+    aggregation_dequeued,
+    job_aggregate,
+    label_count_batch,
+    labels_since_count,
+    local_caches_clear,
+    maybe_schedule_aggregation,
+)
+from apps.quality.matrices import classes_key
+from apps.quality.models import AggregationRun, GoldExposure, QualityDecision, WorkerJobQuality
+from apps.quality.posterior import item_posterior_from_labels
+from apps.quality.rules import worker_quality_suspend
 from apps.workforce.models import Worker
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 
@@ -208,8 +225,6 @@ def test_quality_and_agreement_apis(make_actor, client_actor, ops_actor):
 
 
 def test_suspension_drops_the_workers_labels_and_reopens_what_they_settled():
-    from apps.quality.services import worker_quality_suspend
-
     # min 2 labels: a spammer and one honest worker settle "dog" on the item.
     job, (first,), crowd = _job(1, workers=3)
     spammer, honest, third = crowd
@@ -243,8 +258,6 @@ def test_suspension_drops_the_workers_labels_and_reopens_what_they_settled():
 
 
 def test_gold_through_the_engine_is_counted_retired_and_never_repeated():
-    from apps.quality.models import GoldExposure
-
     gold = ["cat", "dog", "bird"]
     job, items, crowd = _job(
         6, workers=4, gold=gold, policy={"gold_rate": 1.0, "gold_max_exposures": 2}
@@ -272,12 +285,6 @@ def test_gold_through_the_engine_is_counted_retired_and_never_repeated():
 
 
 def test_label_trigger_queues_one_re_aggregation_at_a_time(django_capture_on_commit_callbacks):
-    from apps.quality.services import (
-        aggregation_countdown_reset,
-        aggregation_dequeued,
-        maybe_schedule_aggregation,
-    )
-
     job, _, _ = _job(0, policy={"reaggregate_every": 2})
     with django_capture_on_commit_callbacks(execute=False) as queued:
         fired = [maybe_schedule_aggregation(job=job) for _ in range(6)]
@@ -303,9 +310,6 @@ def test_a_lost_re_aggregation_does_not_silence_its_job(
     """F7: a Celery worker killed during a run left the countdown below zero, and a trigger
     that fired only when the countdown crossed zero never fired again (until the beat). Now
     the queued mark expires and the next label queues the run again."""
-    import time
-
-    from apps.quality import services
 
     monkeypatch.setattr(services, "AGGREGATION_QUEUED_TTL_S", 1)
     job, _, _ = _job(0, policy={"reaggregate_every": 2})
@@ -326,9 +330,6 @@ def test_a_lost_re_aggregation_does_not_silence_its_job(
 def test_a_run_sets_the_next_countdown_before_its_work(monkeypatch):
     """A run killed while aggregating has already set the next countdown and cleared the
     queued mark: labels after it queue the next run after one interval."""
-    from django.core.cache import cache
-
-    from apps.quality import services
 
     job, items, crowd = _job(2, policy={"reaggregate_every": 2, "min_labels": 3})
     _label(crowd[0], "dog")
@@ -346,15 +347,6 @@ def test_a_run_sets_the_next_countdown_before_its_work(monkeypatch):
 
 
 def test_label_trigger_counts_in_batches_and_fires_on_time():
-    from django.core.cache import cache
-
-    from apps.quality.services import (
-        aggregation_countdown_reset,
-        label_count_batch,
-        labels_since_count,
-        local_caches_clear,
-    )
-
     job, _, _ = _job(0, policy={"reaggregate_every": 200})
     key = f"concord:quality:labels-until-aggregate:{job.pk}"
     assert label_count_batch(200) == 10
@@ -381,10 +373,6 @@ def test_label_trigger_counts_in_batches_and_fires_on_time():
 
 
 def test_job_aggregation_sets_the_next_countdown_from_what_it_read():
-    from django.core.cache import cache
-
-    from apps.quality.services import labels_since_count
-
     job, _, crowd = _job(
         4,
         workers=3,
@@ -409,7 +397,6 @@ def test_a_label_that_lands_during_the_write_back_is_never_overwritten(monkeypat
     """F7: job re-aggregation read an open item, a submit settled it, and the write-back
     stored the item's old (empty) label over the new one: settled items with label "".
     The write-back is now a compare-and-set on the labels it read."""
-    from apps.quality import services
 
     # Two agreeing labels settle an item even with the matrices the run stores first.
     job, (item, other), crowd = _job(2, workers=3, policy={"target_confidence": 0.6})
@@ -440,7 +427,6 @@ def test_a_label_that_lands_during_the_write_back_is_never_overwritten(monkeypat
 def test_a_run_that_read_fewer_labels_than_the_item_has_leaves_its_result_alone(monkeypatch):
     """A label committed between the run's read of the labels and its read of the items is
     newer than the run: the item keeps the result that label's decision wrote."""
-    from apps.quality import services
 
     job, (item,), crowd = _job(1, workers=2, policy={"target_confidence": 0.6})
     _label(crowd[0], "dog")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from apps.assignments.services import Task, assignment_next, assignment_submit
+from apps.assignments.leasing import Task
 from apps.jobs.models import Item, Job
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.workforce.models import Worker
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.utils import timezone
 
+from apps.assignments.leasing import Task
 from apps.assignments.models import Assignment, Label
-from apps.assignments.services import Task, assignment_next, assignment_submit
 from apps.jobs.models import Item
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.reviews.models import Review
 from apps.workforce.models import Worker
 from tests.reviews.factories import items, label, label_items, review_job
@@ -317,7 +321,5 @@ def test_admin_lists_the_review_models(admin_client, qc_actor):
 
 
 def _json(response) -> list[dict]:
-    import json
-
     content = b"".join(response.streaming_content) if response.streaming else response.content
     return json.loads(content)

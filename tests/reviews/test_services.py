@@ -8,22 +8,20 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.assignments.leasing import Task
 from apps.assignments.models import Label
-from apps.assignments.services import (
-    Task,
-    assignment_next,
-    assignment_submit,
-    item_send_to_expert,
-    item_send_to_review,
-)
+from apps.assignments.records import item_send_to_expert
 from apps.common.errors import ApplicationError
 from apps.jobs.models import Item, Job
+from apps.pipeline.decide import decide_by_expert
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.reviews.models import Review, ReviewDecision, ReviewOutcome
 from apps.reviews.selectors import review_metrics, worker_review_stats
 from apps.reviews.services import (
     CLAIM_SECONDS,
-    expert_label_decide,
     item_escalate,
+    item_send_to_review,
     review_audit_maybe,
     review_claim,
     review_claim_next,
@@ -265,7 +263,7 @@ def test_expert_label_weight(crowd_votes, expert, weight, state, label, confiden
     votes = dict(crowd_votes)
     votes[expert] = votes.get(expert, 0) + 1
 
-    decision = expert_label_decide(item=item, job=job, votes=votes, value=expert, worker_id=7)
+    decision = decide_by_expert(item=item, job=job, votes=votes, value=expert, worker_id=7)
 
     assert (decision.state, decision.label) == (state, label)
     assert decision.confidence == pytest.approx(confidence)

@@ -14,9 +14,12 @@ from django.utils import timezone
 from sklearn.datasets import load_digits
 
 from apps.assignments.fastpath import forget_open_jobs
-from apps.assignments.services import assignment_next, assignment_submit
 from apps.jobs.models import Item, Job
-from apps.quality.services import item_decide, item_posterior_from_labels, one_coin_confusion
+from apps.pipeline.decide import decide_by_posterior
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit, label_evidence
+from apps.quality.matrices import one_coin_confusion
+from apps.quality.posterior import item_posterior, item_posterior_from_labels
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
 from apps.routing.selectors import job_prelabel_effect
@@ -48,6 +51,21 @@ def _fresh_cache():
     django_cache.clear()
     yield
     django_cache.clear()
+
+
+def _posterior(job, answers, item):
+    """The item's posterior as a label's decision sees it (the model votes when it routes)."""
+    evidence = label_evidence(job=job, item=item, answers=answers, statuses={})
+    return item_posterior(
+        classes=job.classes, answers=answers, matrices=evidence.matrices, prior=evidence.prior
+    )
+
+
+def _decide(job, item, answers, labels_needed):
+    evidence = label_evidence(job=job, item=item, answers=answers, statuses={})
+    return decide_by_posterior(
+        job=job, evidence=evidence, labels_needed=labels_needed, policy=job.spec.policy
+    )
 
 
 def one_hot_posterior(c: int, k: int = 10, mass: float = 0.999) -> list[float]:
@@ -426,7 +444,7 @@ def test_the_model_votes_in_the_item_posterior():
     answers = [(worker.pk, "dog", "crowd")]
     _score(item, [0.6, 0.3, 0.1])
 
-    with_model, _ = item_posterior_from_labels(job=job, answers=answers, item_id=item.pk)
+    with_model, _ = _posterior(job, answers, item)
     without, _ = item_posterior_from_labels(job=job, answers=answers)
 
     # A newcomer is a one-coin worker at 0.7: P(dog | y) = 0.7 if y is dog else 0.15.
@@ -446,8 +464,8 @@ def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():
     worker = make_worker()
     answers = [(worker.pk, "dog", "crowd")]
 
-    audit_post, _ = item_posterior_from_labels(job=job, answers=answers, item_id=audit_item.pk)
-    off_post, _ = item_posterior_from_labels(job=off_job, answers=answers, item_id=off_item.pk)
+    audit_post, _ = _posterior(job, answers, audit_item)
+    off_post, _ = _posterior(off_job, answers, off_item)
 
     column = one_coin_confusion(0.7, 3)[:, 1]
     np.testing.assert_allclose(audit_post, column / column.sum(), rtol=1e-9)
@@ -470,9 +488,7 @@ def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(model_probs, st
         _score(item, model_probs)
     worker = make_worker()
 
-    decision = item_decide(
-        job=job, answers=[(worker.pk, "cat", "crowd")], labels_needed=1, item_id=item.pk
-    )
+    decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
 
     assert (decision.state, decision.labels_needed) == (state, labels_needed)
     assert decision.extra["stopping"] == "cost_aware"
@@ -484,9 +500,7 @@ def test_class_targets_demand_more_evidence_for_that_class():
     _score(item, [0.97, 0.02, 0.01])
     worker = make_worker()
 
-    decision = item_decide(
-        job=job, answers=[(worker.pk, "cat", "crowd")], labels_needed=1, item_id=item.pk
-    )
+    decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
 
     assert decision.state == "open"
 
@@ -497,9 +511,7 @@ def test_routing_off_keeps_the_quality_engine_unchanged():
     _score(item, [0.97, 0.02, 0.01])
     worker = make_worker()
 
-    decision = item_decide(
-        job=job, answers=[(worker.pk, "cat", "crowd")], labels_needed=1, item_id=item.pk
-    )
+    decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
 
     # The policy's min_labels (3) still applies, and no cost-aware metadata is written.
     assert (decision.state, decision.labels_needed) == ("open", 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from apps.webhooks import services
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
@@ -14,7 +15,6 @@ API = "/api/v1/webhooks"
 @pytest.fixture(autouse=True)
 def _no_network(settings, monkeypatch):
     """Deliveries are attempted on commit (eager Celery): answer them without a network."""
-    from apps.webhooks import services
 
     monkeypatch.setattr(services, "_post", lambda url, body, headers, timeout: (200, "ok"))
     monkeypatch.setattr(services, "_resolve", lambda host: ["93.184.215.14"])

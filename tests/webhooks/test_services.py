@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from apps.accounts.models import Organization
-from apps.assignments.services import job_complete_if_done
+from apps.assignments.records import job_complete_if_done
 from apps.common.errors import ApplicationError
 from apps.jobs.models import Item
 from apps.jobs.services import job_cancel, job_launch, job_pause

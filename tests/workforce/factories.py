@@ -71,7 +71,7 @@ def make_items(
     prefix: str = "it",
 ) -> list[Item]:
     """Bulk-create n regular items (then the given gold items) and return them in id order."""
-    needed = labels_needed or int(job.effective_policy["min_labels"])
+    needed = labels_needed or job.spec.policy.min_labels
     rows = [
         Item(
             job=job,

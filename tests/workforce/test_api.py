@@ -9,7 +9,8 @@ from rest_framework.test import APIClient
 
 from apps.accounts.models import Membership
 from apps.assignments.models import Assignment
-from apps.assignments.services import assignment_next, assignment_submit
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.workforce.models import LedgerEntry, Pool, Worker
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 

@@ -1,13 +1,10 @@
 """Pure numeric quality kernels (aggregation, agreement, gold scoring); numpy only, no Django."""
 
 from .aggregation import (
-    METHODS,
     VERSION,
     Aggregation,
-    aggregate,
     dawid_skene,
     dedupe_last,
-    default_aggregation,
     glad,
     item_posterior,
     mace,
@@ -28,7 +25,9 @@ from .agreement import (
     worker_consensus_kappa,
     worker_pair_labels,
 )
+from .default import default_aggregation
 from .gold import GoldScores, gold_scores, wilson_interval
+from .methods import METHODS, aggregate
 
 __all__ = [
     "METHODS",

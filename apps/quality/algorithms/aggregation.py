@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -814,65 +813,7 @@ def item_posterior(
 # ----------------------------------------------------------------------------- default
 
 
-def default_aggregation(
-    tasks: np.ndarray,
-    workers: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    *,
-    n_tasks: int | None = None,
-    n_workers: int | None = None,
-    **options: object,
-) -> Aggregation:
-    """Concord's default aggregator: see `default.default_aggregation` (guarded, shrunk
-    Dawid-Skene; the answer itself when no item has two; gold-clamped and calibrated)."""
-    # The default combines this module's kernels with `dependence` (which imports this
-    # module), so it lives in its own module, loaded on first use.
-    from .default import default_aggregation as run
-
-    return run(
-        tasks,
-        workers,
-        labels,
-        n_classes,
-        n_tasks=n_tasks,
-        n_workers=n_workers,
-        **options,  # type: ignore[arg-type]
-    )
-
-
 # ----------------------------------------------------------------------------- registry
-
-Aggregator = Callable[..., Aggregation]
-
-METHODS: dict[str, Aggregator] = {
-    "mv": majority_vote,
-    "wmv": weighted_majority_vote,
-    "ds": dawid_skene,
-    "onecoin": one_coin_dawid_skene,
-    "glad": glad,
-    "mace": mace,
-    "default": default_aggregation,
-}
-
-
-def aggregate(
-    tasks: np.ndarray,
-    workers: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    *,
-    method: str = "default",
-    n_tasks: int | None = None,
-    n_workers: int | None = None,
-    **options: object,
-) -> Aggregation:
-    """Run the named method (see `METHODS`); "default" is Concord's recommended aggregator."""
-    try:
-        fn = METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}") from None
-    return fn(tasks, workers, labels, n_classes, n_tasks=n_tasks, n_workers=n_workers, **options)
 
 
 def dedupe_last(tasks: np.ndarray, workers: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ _LAZY = {
     "log_softmax": "calibration",
     "negative_log_likelihood": "calibration",
     "RoutingModel": "model",
+    "set_torch_threads": "model",
     "load_network": "model",
     "model_from_bytes": "model",
     "model_to_bytes": "model",

@@ -211,3 +211,8 @@ def model_from_bytes(data: bytes) -> RoutingModel:
         n_train=int(raw["n_train"]),
         train_loss=float(raw["train_loss"]),
     )
+
+
+def set_torch_threads(n: int) -> None:
+    """Use `n` intra-op threads: tiny models only lose time to more (see bench/routing.py)."""
+    torch.set_num_threads(n)

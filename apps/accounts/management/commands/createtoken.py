@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.accounts.models import Organization, Role
 from apps.accounts.services import membership_ensure, token_create
 from apps.common.errors import ApplicationError
+from apps.workforce.services import worker_ensure
 
 
 class Command(BaseCommand):
@@ -27,8 +28,6 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         if membership.role in (Role.ANNOTATOR, Role.EXPERT):
-            from apps.workforce.services import worker_ensure
-
             worker_ensure(
                 user=membership.user, tier="expert" if membership.role == Role.EXPERT else "crowd"
             )

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.assignments.selectors import invariant_violations
 from apps.jobs.models import Job
-from apps.quality.services import result_violations
+from apps.quality.aggregation import result_violations
 
 
 class Command(BaseCommand):

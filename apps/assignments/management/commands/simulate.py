@@ -10,15 +10,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
 from apps.accounts.models import Organization
-from apps.assignments.services import (
-    Idle,
-    IdleReason,
-    assignment_next,
-    assignment_skip,
-    assignment_submit,
-)
+from apps.assignments.leasing import Idle, IdleReason
+from apps.assignments.records import assignment_skip
 from apps.common.errors import ApplicationError
 from apps.jobs.models import Item, Job
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.workforce.models import Pool, Worker
 from apps.workforce.services import pool_job_open, worker_create
 

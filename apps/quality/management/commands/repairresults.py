@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from apps.jobs.models import Job
-from apps.quality.services import job_aggregate, result_violations
+from apps.quality.aggregation import job_aggregate, result_violations
 
 
 class Command(BaseCommand):

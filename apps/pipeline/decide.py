@@ -1,0 +1,484 @@
+"""The one decision a label makes: `decide_label`, a pure function.
+
+From the item as it was read (state, counts, votes), the new answer, the evidence (every
+answer with its worker's confusion matrix and status, the class prior or the routing
+model's vote, whether an expert could take the item) and the job's policy, it returns one
+`Plan`: the decision (settle / ask for more / expert / review), the item columns it writes,
+and the follow-up writes it implies (a review to open, an audit to draw, a gold answer to
+count). No database, no cache, no clock: both writers (apps.pipeline.submit, through the
+PostgreSQL statement of apps.assignments.fastpath or the ORM) apply the plan as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from apps.jobs.models import Item, Job
+from apps.jobs.policy import Policy, Routing
+from apps.quality import algorithms
+from apps.quality.matrices import one_coin_confusion
+from apps.quality.posterior import item_posterior
+from apps.reviews.models import Reason
+from apps.reviews.services import audit_sampled
+from apps.routing.algorithms import CROWD, EXPERT, STOP, cost_aware_decision
+from apps.workforce.models import Worker
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a label did to its item: the result fields the decision writes."""
+
+    state: str
+    labels_needed: int
+    label: str | None = None
+    confidence: float | None = None
+    agreement: float | None = None
+    posterior: list[float] | None = None
+    source: str | None = None
+    extra: dict = field(default_factory=dict)
+    # Why the item goes to review ("disagreement" or "low_posterior"), when it does.
+    review_reason: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.state == Item.State.SETTLED
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a posterior decision reads beyond the item row, gathered by the caller.
+
+    `answers`: every (worker_id, value, tier) answer of the item, the new one included;
+    `statuses`: those workers' current status; `matrices`: each one's confusion matrix;
+    `prior`: the job's class prior, or the routing model's calibrated vote on the item
+    (`model_voted`); `routing`: the job's routing config when it routes by model, else None.
+    """
+
+    answers: list[tuple[int, str, str]]
+    statuses: dict[int, str]
+    matrices: dict[int, np.ndarray]
+    prior: np.ndarray | list[float]
+    model_voted: bool = False
+    routing: Routing | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The outcome of one label, as both writers apply it.
+
+    `updates`: the item's new column values (besides the slot turning into a label:
+    n_leases - 1, n_labels + 1); `expert_slot`: the item gets one more slot that only an
+    expert fills (labels_needed = n_labels + n_leases + 1 from the row as it is);
+    `open_review`: a QC review to open for `decision`; `audit`: the settled item was drawn
+    for a QC audit; `gold_correct`: the answer to a gold item and whether it was right
+    (None for other items); `needs_experts`: the decision sends the item to review and the
+    escalation policy needs to know whether an expert is available, which the evidence
+    did not say (decide again with it, under the item's lock).
+    """
+
+    decision: Decision | None
+    updates: dict[str, Any]
+    expert_slot: bool = False
+    open_review: bool = False
+    audit: bool = False
+    gold_correct: bool | None = None
+    needs_experts: bool = False
+
+    @property
+    def settles(self) -> bool:
+        return self.decision is not None and self.decision.settled
+
+    @property
+    def writes_beyond_the_item(self) -> bool:
+        """Whether applying the plan writes more than the label, its credit and the item row:
+        a review, an audit, a gold answer's bookkeeping."""
+        return self.open_review or self.audit or self.gold_correct is not None
+
+
+def needs_evidence(*, job: Job, item: Item, tier: str) -> bool:
+    """Whether decide_label will read Evidence for this label (a posterior decision):
+    callers gather it only then."""
+    return (
+        item.gold_label is None
+        and item.state == Item.State.OPEN
+        and job.spec.policy.aggregation != "mv"
+    )
+
+
+# --------------------------------------------------------------------------- the deciders
+
+
+def decide_by_votes(
+    *,
+    vote_counts: dict[str, int],
+    n_labels: int,
+    labels_needed: int,
+    classes: list[str],
+    policy: Policy,
+) -> Decision:
+    """The crowd decision by majority vote (policy aggregation "mv").
+
+    While labels are still outstanding the item stays open; once it has all it needs, a
+    clear majority settles it, a tie asks for one more label, and a tie at max_labels sends
+    it to QC review.
+    """
+    min_labels = policy.min_labels
+    max_labels = max(policy.max_labels, min_labels)
+    if n_labels < labels_needed:
+        return Decision(state=Item.State.OPEN, labels_needed=labels_needed)
+    if n_labels < min_labels:
+        # The item was created with a smaller budget than the policy asks for.
+        return Decision(state=Item.State.OPEN, labels_needed=min_labels)
+    total = sum(vote_counts.values()) or 1
+    order = list(classes) + sorted(set(vote_counts) - set(classes))
+    top = max(vote_counts.values())
+    leaders = [c for c in order if vote_counts.get(c, 0) == top]
+    posterior = [vote_counts.get(c, 0) / total for c in classes]
+    agreement = top / total
+    if len(leaders) == 1:
+        return Decision(
+            state=Item.State.SETTLED,
+            labels_needed=labels_needed,
+            label=leaders[0],
+            confidence=agreement,
+            agreement=agreement,
+            posterior=posterior,
+            source=Item.Source.CROWD,
+            extra={"method": "majority_vote"},
+        )
+    if labels_needed < max_labels:
+        return Decision(
+            state=Item.State.OPEN,
+            labels_needed=labels_needed + 1,
+            agreement=agreement,
+            posterior=posterior,
+        )
+    return Decision(
+        state=Item.State.REVIEW,
+        labels_needed=labels_needed,
+        agreement=agreement,
+        posterior=posterior,
+        confidence=agreement,
+        review_reason=Reason.DISAGREEMENT,
+        extra={"method": "majority_vote", "tied": leaders},
+    )
+
+
+def decide_by_posterior(
+    *, job: Job, evidence: Evidence, labels_needed: int, policy: Policy
+) -> Decision:
+    """Dynamic redundancy for one open item after a label: settle, ask for more, or review.
+
+    The item settles once it has its minimum labels and the top posterior reaches the job's
+    target confidence; while below, it asks for one more label up to max_labels; at
+    max_labels still unsure it goes to review (reason: the crowd disagreed, or it agreed but
+    the posterior stayed low). With model routing on, the model votes (in the evidence's
+    prior) and the cost-aware rule decides instead (_decide_routed).
+    """
+    classes = job.classes
+    answers = evidence.answers
+    n_labels = len(answers)
+    min_labels = policy.min_labels
+    max_labels = max(policy.max_labels, min_labels)
+    posterior, contributors = item_posterior(
+        classes=classes,
+        answers=answers,
+        matrices=evidence.matrices,
+        prior=evidence.prior,
+        statuses=evidence.statuses,
+        inactive_weight=policy.suspended_label_weight,
+    )
+    top = int(np.argmax(posterior))
+    confidence = float(posterior[top])
+    counted = [c for c in contributors if c["weight"] != 0.0] or contributors
+    votes = [c["label"] for c in counted]
+    agreement = (max(votes.count(v) for v in set(votes)) / len(votes)) if votes else None
+    meta = {"method": "posterior", "version": algorithms.VERSION, "workers": contributors}
+    common: dict[str, Any] = {
+        "posterior": [round(float(p), 6) for p in posterior],
+        "agreement": agreement,
+        "extra": meta,
+    }
+    if n_labels < labels_needed:
+        return Decision(state=Item.State.OPEN, labels_needed=labels_needed, **common)
+    if evidence.routing is not None:
+        return _decide_routed(
+            job=job,
+            policy=policy,
+            evidence=evidence,
+            posterior=posterior,
+            max_labels=max_labels,
+            labels_needed=labels_needed,
+            common=common,
+        )
+    if n_labels < min_labels:
+        return Decision(state=Item.State.OPEN, labels_needed=min_labels, **common)
+    if confidence >= policy.target_confidence:
+        return Decision(
+            state=Item.State.SETTLED,
+            labels_needed=labels_needed,
+            label=classes[top],
+            confidence=confidence,
+            source=Item.Source.CROWD,
+            **common,
+        )
+    if n_labels < max_labels:
+        return Decision(state=Item.State.OPEN, labels_needed=n_labels + 1, **common)
+    return Decision(
+        state=Item.State.REVIEW,
+        labels_needed=labels_needed,
+        label=classes[top],
+        confidence=confidence,
+        review_reason=_disputed_reason(agreement),
+        **common,
+    )
+
+
+def _disputed_reason(agreement: float | None) -> str:
+    if agreement is not None and agreement < 1.0:
+        return Reason.DISAGREEMENT
+    return Reason.LOW_POSTERIOR
+
+
+def _decide_routed(
+    *,
+    job: Job,
+    policy: Policy,
+    evidence: Evidence,
+    posterior: np.ndarray,
+    max_labels: int,
+    labels_needed: int,
+    common: dict[str, Any],
+) -> Decision:
+    """Cost-aware stopping (model routing on): another crowd label only while the expected
+    error it removes, times the value of a correct label, beats its price.
+
+    The model already voted in `posterior`, so an item the model and one worker agree on
+    can stop at routing's min_labels (default 1). Per-class targets come from
+    routing.class_targets (else the policy's target_confidence). An item the rule would
+    send to an expert, or still unsure at max_labels, goes to review, and the escalation
+    policy picks an expert or QC.
+    """
+    routing = evidence.routing or Routing(mode="model")
+    classes = job.classes
+    k = len(classes)
+    n_labels = len(evidence.answers)
+    min_labels = routing.min_labels
+    if n_labels < min_labels:
+        return Decision(state=Item.State.OPEN, labels_needed=min_labels, **common)
+    pricing = job.spec.pricing
+    price = float(pricing.crowd_label)
+    value = routing.value_per_correct or 25.0 * max(price, 1e-6)
+    default_target = policy.target_confidence
+    targets = routing.class_targets
+    target = np.array([float(targets.get(c, default_target)) for c in classes])
+    # The next worker is expected to be like this item's crowd workers so far.
+    crowd = [evidence.matrices[w] for w, _, tier in evidence.answers if tier != Worker.Tier.EXPERT]
+    typical = np.mean(crowd, axis=0) if crowd else one_coin_confusion(policy.new_worker_accuracy, k)
+    decision = cost_aware_decision(
+        posterior[None, :],
+        np.array([n_labels]),
+        crowd_confusion=typical,
+        label_price=price,
+        value_per_correct=float(value),
+        max_labels=max_labels,
+        target_confidence=target,
+        expert_confusion=one_coin_confusion(policy.new_expert_accuracy, k),
+        expert_price=float(pricing.expert_label),
+    )
+    action = int(decision.action[0])
+    top = int(np.argmax(posterior))
+    confidence = float(posterior[top])
+    extra = {
+        **common["extra"],
+        "method": "posterior+model",
+        "stopping": "cost_aware",
+        "crowd_value": round(float(decision.crowd_value[0]), 6),
+    }
+    common = {**common, "extra": extra}
+    # A class the client set a target for is a requirement, not a trade-off: below it, ask
+    # again rather than stop because a label is not worth its price.
+    explicit = classes[top] in targets
+    confident = bool(decision.confident[0])
+    if action == STOP and explicit and not confident and n_labels < max_labels:
+        action = CROWD
+    unsure_at_cap = n_labels >= max_labels and not confident
+    if action == EXPERT or (unsure_at_cap and (explicit or float(decision.error_now[0]) > 0.05)):
+        return Decision(
+            state=Item.State.REVIEW,
+            labels_needed=labels_needed,
+            label=classes[top],
+            confidence=confidence,
+            review_reason=_disputed_reason(common["agreement"]),
+            **common,
+        )
+    if action == STOP:
+        extra["stopped"] = "confident" if confident else "not_worth_a_label"
+        return Decision(
+            state=Item.State.SETTLED,
+            labels_needed=labels_needed,
+            label=classes[top],
+            confidence=confidence,
+            source=Item.Source.CROWD,
+            **common,
+        )
+    return Decision(state=Item.State.OPEN, labels_needed=n_labels + 1, **common)
+
+
+def decide_by_expert(
+    *, item: Item, job: Job, votes: dict[str, int], value: str, worker_id: int
+) -> Decision:
+    """The decision on an item in state expert once an expert labeled it.
+
+    The expert's label counts as policy.expert_weight crowd votes (default 1). If it is
+    then the single leader, the item settles with source expert and the weighted share as
+    confidence; otherwise the expert could not settle it and it goes to QC. With the default
+    weight this is "the expert agrees with one of the crowd's leaders". `votes` already
+    holds the expert's vote.
+    """
+    weight = job.spec.policy.expert_weight
+    weighted = {c: float(n) for c, n in votes.items()}
+    weighted[value] = weighted.get(value, 0.0) - 1.0 + weight
+    total = sum(weighted.values()) or 1.0
+    top = max(weighted.values())
+    leaders = [c for c, n in weighted.items() if n == top]
+    posterior = [weighted.get(c, 0.0) / total for c in job.classes]
+    agreement = votes[value] / (sum(votes.values()) or 1)
+    extra = {"method": "expert", "expert_worker": worker_id, "expert_weight": weight}
+    if leaders == [value]:
+        return Decision(
+            state=Item.State.SETTLED,
+            labels_needed=item.labels_needed,
+            label=value,
+            confidence=weighted[value] / total,
+            agreement=agreement,
+            posterior=posterior,
+            source=Item.Source.EXPERT,
+            extra=extra,
+        )
+    escalation = (item.result_meta or {}).get("escalation") or {}
+    return Decision(
+        state=Item.State.REVIEW,
+        labels_needed=item.labels_needed,
+        confidence=top / total,
+        agreement=agreement,
+        posterior=posterior,
+        review_reason=escalation.get("reason") or Reason.DISAGREEMENT,
+        extra={
+            **extra,
+            "expert_label": value,
+            "review_reason": escalation.get("reason") or Reason.DISAGREEMENT,
+        },
+    )
+
+
+def escalate(*, decision: Decision, job: Job, experts_available: bool | None) -> Decision | None:
+    """Apply the job's escalation policy to a crowd decision that sends its item to review:
+    the decision with its route recorded (state expert for an expert), or None when the
+    policy says "auto" and `experts_available` was not read."""
+    reason = decision.review_reason or Reason.DISAGREEMENT
+    route = job.spec.policy.route_for(reason)
+    if route == "auto":
+        if experts_available is None:
+            return None
+        route = "expert" if experts_available else "qc"
+    extra = {
+        **decision.extra,
+        "review_reason": reason,
+        "escalation": {"reason": reason, "route": route},
+    }
+    state = Item.State.EXPERT if route == "expert" else decision.state
+    return dataclasses.replace(decision, state=state, review_reason=reason, extra=extra)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def decide_label(
+    *,
+    item: Item,
+    job: Job,
+    value: str,
+    tier: str,
+    worker_id: int,
+    now: datetime,
+    evidence: Evidence | None = None,
+    experts_available: bool | None = None,
+) -> Plan:
+    """The one decision of a label: what it does to its item and what else it writes.
+
+    `item` is the row as read before this label (with the label's lease counted in
+    n_leases); `evidence` is required when needs_evidence() says so; `experts_available`:
+    whether an active expert could still label the item (None: not read — a decision that
+    needs it says so in Plan.needs_experts). The item's new votes,
+    result fields and state follow from the decision; a gold item gets no decision (its
+    answer is scored). Pure.
+    """
+    votes = dict(item.vote_counts or {})
+    votes[value] = votes.get(value, 0) + 1
+    # The slot becomes a label (n_leases - 1, n_labels + 1, in SQL) plus these values.
+    updates: dict[str, Any] = {"vote_counts": votes, "updated_at": now}
+    if item.gold_label is not None:
+        return Plan(decision=None, updates=updates, gold_correct=value == item.gold_label)
+    policy = job.spec.policy
+    decision: Decision | None = None
+    if item.state == Item.State.EXPERT and tier == Worker.Tier.EXPERT:
+        decision = decide_by_expert(
+            item=item, job=job, votes=votes, value=value, worker_id=worker_id
+        )
+    elif needs_evidence(job=job, item=item, tier=tier):
+        if evidence is None:
+            raise ValueError("a posterior decision needs its evidence (needs_evidence)")
+        decision = decide_by_posterior(
+            job=job, evidence=evidence, labels_needed=item.labels_needed, policy=policy
+        )
+    elif item.state == Item.State.OPEN:
+        decision = decide_by_votes(
+            vote_counts=votes,
+            n_labels=item.n_labels + 1,
+            labels_needed=item.labels_needed,
+            classes=job.classes,
+            policy=job.spec.policy,
+        )
+    if decision is None:
+        # A crowd label on an item waiting for an expert or in review: counted, no decision.
+        return Plan(decision=None, updates=updates)
+    needs_experts = False
+    if item.state == Item.State.OPEN and decision.state == Item.State.REVIEW:
+        routed = escalate(
+            decision=decision,
+            job=job,
+            experts_available=experts_available,
+        )
+        needs_experts = routed is None
+        decision = routed or decision
+    updates["state"] = decision.state
+    expert_slot = decision.state == Item.State.EXPERT
+    if not expert_slot:
+        # An expert slot's budget is set from the row as it is (the SQL right-hand side
+        # reads the old row), not from this read.
+        updates["labels_needed"] = decision.labels_needed
+    if decision.agreement is not None:
+        updates.update(agreement=decision.agreement, posterior=decision.posterior)
+    if decision.state in (Item.State.SETTLED, Item.State.REVIEW, Item.State.EXPERT):
+        updates.update(
+            label=decision.label,
+            confidence=decision.confidence,
+            source=decision.source,
+            result_meta={**(item.result_meta or {}), **decision.extra},
+        )
+    if decision.settled:
+        updates["settled_at"] = now
+    return Plan(
+        decision=decision,
+        updates=updates,
+        expert_slot=expert_slot,
+        open_review=decision.state == Item.State.REVIEW,
+        audit=decision.settled and audit_sampled(job=job, item_id=item.pk),
+        needs_experts=needs_experts,
+    )

@@ -1,0 +1,640 @@
+"""Quality engine writes: job aggregation, the per-label item decision, gold rules.
+
+Selectors turn label rows into arrays, the kernels in apps.quality.algorithms compute, and
+these services write the results back in bulk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from apps.assignments.models import Label
+from apps.common.bulk import bulk_compare_and_set
+from apps.common.retry import retry_on_deadlock
+from apps.common.tasks import enqueue_on_commit
+from apps.jobs.models import Item, Job
+from apps.jobs.policy import Policy
+from apps.quality import algorithms
+from apps.quality.matrices import (
+    CLASS_PRIORS,
+    INACTIVE,
+    classes_key,
+    history_confusions,
+    one_coin_confusion,
+    prior_cache_key,
+)
+from apps.quality.models import AggregationRun, WorkerJobQuality
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- worker matrices
+
+
+def local_caches_clear() -> None:
+    """Forget this process's pending label counts (tests)."""
+    with _PENDING_LOCK:
+        _PENDING_LABELS.clear()
+
+
+# --------------------------------------------------------------------------- per-label decision
+
+
+# Labels are counted per process and taken off the job's shared countdown in batches: one
+# cache round trip per batch instead of per label. A batch is at most 1/20 of the interval
+# (so a trigger fires at most 5% late, never early) and exact for small intervals.
+_PENDING_LABELS: dict[int, int] = {}
+_PENDING_LOCK = threading.Lock()
+LABEL_COUNT_BATCH_MAX = 10
+
+
+def label_count_batch(every: int) -> int:
+    """How many labels a process counts locally before adding them to the shared counter."""
+    return max(1, min(LABEL_COUNT_BATCH_MAX, every // 20))
+
+
+def _countdown_key(job_id: int) -> str:
+    return f"concord:quality:labels-until-aggregate:{job_id}"
+
+
+def labels_since_count(*, job_id: int, every: int) -> bool:
+    """Count one new label of the job; True when the job's countdown to its next
+    re-aggregation is at or below zero: when it reaches zero, and again for later labels
+    while no run has set the next countdown (a run that was lost must not silence the job;
+    maybe_schedule_aggregation keeps this to one queued run at a time)."""
+    batch = label_count_batch(every)
+    with _PENDING_LOCK:
+        pending = _PENDING_LABELS.get(job_id, 0) + 1
+        _PENDING_LABELS[job_id] = 0 if pending >= batch else pending
+    if pending < batch:
+        return False
+    key = _countdown_key(job_id)
+    try:
+        try:
+            left = cache.decr(key, pending)
+        except ValueError:  # no run yet: the first interval is `every` labels
+            if cache.add(key, every - pending, timeout=None):
+                left = every - pending
+            else:  # another process started the countdown in between
+                left = cache.decr(key, pending)
+    except Exception:  # noqa: BLE001 - shared cache down: the beat's runs cover the job
+        logger.warning("shared cache unreachable; job %s labels not counted", job_id)
+        return False
+    return left <= 0
+
+
+def aggregation_countdown_reset(*, job: Job, n_labels: int) -> int:
+    """After a re-aggregation that read `n_labels` labels: the next one is due after
+    max(reaggregate_every, reaggregate_growth x n_labels) new labels. Returns that interval."""
+    policy = job.spec.policy
+    interval = max(policy.reaggregate_every, math.ceil(policy.reaggregate_growth * n_labels))
+    cache.set(_countdown_key(job.pk), interval, timeout=None)
+    return interval
+
+
+def maybe_schedule_aggregation(*, job: Job) -> bool:
+    """Enqueue a job re-aggregation when its countdown of new labels runs out."""
+    every = job.spec.policy.reaggregate_every
+    if every <= 0 or not labels_since_count(job_id=job.pk, every=every):
+        return False
+    # At most one queued re-aggregation per job (the beat and the API queue runs too): a
+    # queued run reads every label there is when it starts. The mark lasts until the run has
+    # read its labels and set the next countdown, or AGGREGATION_QUEUED_TTL_S if the run is
+    # lost (a killed worker): the next label then queues another.
+    try:
+        if not cache.add(_aggregation_queued_key(job.pk), 1, timeout=AGGREGATION_QUEUED_TTL_S):
+            return False
+    except Exception:  # noqa: BLE001 - shared cache (and broker) down: left to the beat
+        return False
+    enqueue_on_commit("quality.aggregate_job", job.pk)
+    return True
+
+
+AGGREGATION_QUEUED_TTL_S = 120
+
+
+def _aggregation_queued_key(job_id: int) -> str:
+    return f"concord:quality:aggregate-queued:{job_id}"
+
+
+def aggregation_dequeued(*, job_id: int) -> None:
+    """Called once a re-aggregation has read its labels and set the next countdown: labels
+    from now on may queue another."""
+    cache.delete(_aggregation_queued_key(job_id))
+
+
+# --------------------------------------------------------------------------- job aggregation
+
+
+@dataclass(frozen=True)
+class LabelArrays:
+    """A job's labels as arrays, with the maps back to database ids."""
+
+    tasks: np.ndarray
+    workers: np.ndarray
+    labels: np.ndarray
+    item_ids: np.ndarray
+    worker_ids: np.ndarray
+    max_label_id: int
+    excluded_workers: list[int]
+    # Per item of item_ids: every label row read (those of inactive workers included), to
+    # compare with the item's n_labels when its result is written back.
+    read_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def job_label_arrays(
+    *, job: Job, max_label_id: int | None = None, drop_inactive: bool = True
+) -> LabelArrays:
+    """Every label of the job as (task, worker, class) integer arrays (one query)."""
+    index = {name: i for i, name in enumerate(job.classes)}
+    qs = Label.objects.filter(job=job)
+    if max_label_id is not None:
+        qs = qs.filter(id__lte=max_label_id)
+    rows = list(
+        qs.order_by("id").values_list("id", "item_id", "worker_id", "value", "worker__status")
+    )
+    excluded = sorted({w for _, _, w, _, s in rows if s in INACTIVE}) if drop_inactive else []
+    kept = [r for r in rows if not (drop_inactive and r[4] in INACTIVE) and r[3] in index]
+    if not kept:
+        empty = np.zeros(0, dtype=np.int64)
+        return LabelArrays(
+            empty, empty, empty, empty, empty, max((r[0] for r in rows), default=0), excluded
+        )
+    ids = np.fromiter((r[0] for r in kept), dtype=np.int64, count=len(kept))
+    items = np.fromiter((r[1] for r in kept), dtype=np.int64, count=len(kept))
+    workers = np.fromiter((r[2] for r in kept), dtype=np.int64, count=len(kept))
+    values = np.fromiter((index[r[3]] for r in kept), dtype=np.int64, count=len(kept))
+    item_ids, tasks = np.unique(items, return_inverse=True)
+    worker_ids, worker_idx = np.unique(workers, return_inverse=True)
+    every = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    read_counts = np.bincount(
+        np.searchsorted(item_ids, every)[np.isin(every, item_ids)], minlength=len(item_ids)
+    )
+    return LabelArrays(
+        tasks,
+        worker_idx,
+        values,
+        item_ids,
+        worker_ids,
+        int(max(ids.max(), max((r[0] for r in rows), default=0))),
+        excluded,
+        read_counts,
+    )
+
+
+@retry_on_deadlock
+def job_aggregate(
+    *, job_id: int, method: str | None = None, max_label_id: int | None = None
+) -> AggregationRun | None:
+    """Re-aggregate a job: warm-started from stored matrices (with history as a prior), write
+    the posterior, label, confidence, agreement and provenance of every crowd item whose
+    result moved (RESULT_REWRITE_TOLERANCE) in bulk, store each worker's confusion matrix and
+    set the countdown to the next run. Safe to run twice; None when there are no labels.
+
+    Items settled by QC, experts or the model keep their label: only the posterior evidence
+    of crowd items is rewritten.
+    """
+    started = time.perf_counter()
+    job = Job.objects.get(pk=job_id)
+    policy = job.spec.policy
+    method = method or policy.aggregation
+    arrays = job_label_arrays(job=job, max_label_id=max_label_id)
+    # The next run is due after the labels that come from now on (this run reads none of
+    # them); set before the work, so a run killed from here on leaves a countdown that runs.
+    aggregation_countdown_reset(job=job, n_labels=int(arrays.tasks.size))
+    aggregation_dequeued(job_id=job.pk)
+    if arrays.tasks.size == 0:
+        return None
+    k = len(job.classes)
+    result = _aggregate_arrays(job=job, arrays=arrays, method=method, policy=policy)
+    counts = algorithms.count_matrix(arrays.tasks, arrays.labels, k, n_tasks=len(arrays.item_ids))
+    agreement = algorithms.item_agreement(counts)
+    with transaction.atomic():
+        run = AggregationRun.objects.create(
+            job=job,
+            method=result.method,
+            version=result.version,
+            max_label_id=arrays.max_label_id,
+            excluded_workers=arrays.excluded_workers,
+            n_labels=int(arrays.tasks.size),
+            n_items=len(arrays.item_ids),
+            n_workers=len(arrays.worker_ids),
+            n_iter=int(result.n_iter),
+            converged=bool(result.converged),
+            log_likelihood=float(result.log_likelihood)
+            if np.isfinite(result.log_likelihood)
+            else None,
+            class_prior=[float(p) for p in result.class_prior],
+            detail=result.detail[:200],
+            seconds=0.0,
+        )
+        _write_worker_qualities(job=job, arrays=arrays, result=result)
+    # Item results outside that transaction, in batches that commit one by one: an UPDATE
+    # holds its rows' locks until commit, and annotators submitting labels on those items
+    # would otherwise wait for the whole write. A run cut short is rewritten by the next.
+    results = _write_item_results(
+        job=job, arrays=arrays, result=result, agreement=agreement, run=run
+    )
+    logger.info(
+        "aggregation run %s of job %s: %s results written, %s newer, %s locked",
+        run.pk,
+        job.pk,
+        results.written,
+        results.moved,
+        results.skipped,
+    )
+    cache.set(prior_cache_key(job.pk), run.class_prior, timeout=60)
+    CLASS_PRIORS.invalidate()
+    run.seconds = time.perf_counter() - started
+    run.save(update_fields=["seconds"])
+    return run
+
+
+def _aggregate_arrays(
+    *, job: Job, arrays: LabelArrays, method: str, policy: Policy
+) -> algorithms.Aggregation:
+    """Run the aggregation kernel on the job's label arrays, warm-started as job runs are."""
+    k = len(job.classes)
+    options: dict[str, Any] = {}
+    if method in ("ds", "default"):
+        init, prior = _warm_start(job=job, worker_ids=arrays.worker_ids, k=k, policy=policy)
+        if init is not None:
+            options["init_confusions"] = init
+        if prior is not None:
+            options["prior"] = prior
+    if method == "default":
+        # The job's gold teaches the worker matrices and calibrates the confidence.
+        options["gold"] = _gold_codes(job=job, item_ids=arrays.item_ids)
+    return algorithms.aggregate(
+        arrays.tasks,
+        arrays.workers,
+        arrays.labels,
+        k,
+        method=method,
+        n_tasks=len(arrays.item_ids),
+        n_workers=len(arrays.worker_ids),
+        **options,
+    )
+
+
+# A stored result is called wrong only where a fresh aggregation contradicts it with the
+# confidence the job settles at (its target_confidence): EM is not started from the
+# matrices the stored run started from (later runs move them), and on a small or noisy job
+# Dawid-Skene can settle on another fixed point for items near a tie (seen in tests with
+# random answers: 0.58 and 0.75 against the stored label); a wrong delivery (another
+# item's label, a label its answers do not support) is contradicted with confidence.
+
+
+def result_violations(*, job_id: int | None = None) -> list[str]:
+    """Every delivered result that is wrong, as one line each ([] when all hold): a settled
+    item without a label (or with one outside the job's classes), and a result written by
+    the job's latest aggregation run that a fresh aggregation of the labels it read
+    contradicts.
+
+    Reads only (the fresh aggregation is computed, not stored). Items whose answers changed
+    since their result was written are not compared: their next run rewrites them.
+    """
+    jobs = Job.objects.order_by("id")
+    if job_id is not None:
+        jobs = jobs.filter(pk=job_id)
+    problems: list[str] = []
+    for job in jobs:
+        classes = job.classes
+        empty = (
+            Item.objects.filter(job=job, state=Item.State.SETTLED, gold_label__isnull=True)
+            .exclude(label__in=classes)
+            .values_list("id", "label")
+        )
+        for item_id, label in empty:
+            problems.append(f"item {item_id}: settled with label {label!r} (job {job.pk})")
+        problems.extend(_results_against_fresh(job=job))
+    return problems
+
+
+def _results_against_fresh(*, job: Job) -> list[str]:
+    run = AggregationRun.objects.filter(job=job).order_by("-id").first()
+    if run is None:
+        return []
+    policy = job.spec.policy
+    # The labels the job's latest run read: labels since then change the workers' matrices,
+    # and with them results the next run will rewrite; those are not wrong yet.
+    arrays = job_label_arrays(job=job, max_label_id=run.max_label_id)
+    if arrays.tasks.size == 0:
+        return []
+    result = _aggregate_arrays(job=job, arrays=arrays, method=run.method, policy=policy)
+    confident_at = policy.target_confidence
+    classes = job.classes
+    position = {item_id: t for t, item_id in enumerate(arrays.item_ids.tolist())}
+    order = np.argsort(arrays.tasks, kind="stable")
+    bounds = np.searchsorted(arrays.tasks[order], np.arange(len(arrays.item_ids) + 1))
+    problems = []
+    rows = (
+        Item.objects.filter(job=job, state=Item.State.SETTLED, source=Item.Source.CROWD)
+        .filter(result_meta__run=run.pk)
+        .values_list("id", "label", "result_meta")
+        .iterator(chunk_size=5000)
+    )
+    for item_id, label, meta in rows:
+        t = position.get(item_id)
+        if t is None or label not in classes:
+            continue
+        span = order[bounds[t] : bounds[t + 1]]
+        answers = [
+            (int(arrays.worker_ids[arrays.workers[j]]), classes[int(arrays.labels[j])])
+            for j in span
+        ]
+        if answers != [(w.get("worker"), w.get("label")) for w in meta.get("workers", ())]:
+            continue
+        posterior = result.posteriors[t]
+        top = int(np.argmax(posterior))
+        if classes[top] != label and posterior[top] >= confident_at:
+            problems.append(
+                f"item {item_id}: result {label!r} but a fresh {run.method} aggregation of "
+                f"the same answers gives {classes[top]!r} ({posterior[top]:.3f})"
+            )
+    return problems
+
+
+def _gold_codes(*, job: Job, item_ids: np.ndarray) -> np.ndarray:
+    """Per task (item_ids order), the class index of the item's gold label, -1 without."""
+    index = {name: i for i, name in enumerate(job.classes)}
+    gold = np.full(item_ids.size, -1, dtype=np.int64)
+    rows = Item.objects.filter(job=job, gold_label__isnull=False).values_list("id", "gold_label")
+    for item_id, value in rows:
+        pos = int(np.searchsorted(item_ids, item_id))
+        if pos < item_ids.size and item_ids[pos] == item_id and value in index:
+            gold[pos] = index[value]
+    return gold
+
+
+def _warm_start(
+    *, job: Job, worker_ids: np.ndarray, k: int, policy: Policy
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Initial matrices from this job's last run, and Dirichlet priors from history."""
+    ids = [int(w) for w in worker_ids]
+    own = dict(
+        WorkerJobQuality.objects.filter(
+            job=job, worker_id__in=ids, source="aggregation"
+        ).values_list("worker_id", "confusion")
+    )
+    history = history_confusions(job=job, worker_ids=[w for w in ids if w not in own])
+    if not own and not history:
+        return None, None
+    init = np.empty((len(ids), k, k))
+    prior = np.full((len(ids), k, k), 0.01)
+    default = one_coin_confusion(policy.new_worker_accuracy, k)
+    strength = policy.history_strength
+    for i, worker_id in enumerate(ids):
+        matrix = own.get(worker_id) or history.get(worker_id)
+        init[i] = np.asarray(matrix, dtype=np.float64) if matrix is not None else default
+        if worker_id in history:
+            prior[i] += strength * np.asarray(history[worker_id], dtype=np.float64)
+    return init, prior
+
+
+def _write_worker_qualities(
+    *, job: Job, arrays: LabelArrays, result: algorithms.Aggregation
+) -> None:
+    """Upsert each worker's matrix for the job: two aggregations of the same job racing
+    (a scheduled one and a label-triggered one) both write, neither fails; the later wins."""
+    key = classes_key(job.classes)
+    n_per_worker = np.bincount(arrays.workers, minlength=len(arrays.worker_ids))
+    now = timezone.now()
+    rows = [
+        WorkerJobQuality(
+            worker_id=worker_id,
+            job=job,
+            classes_key=key,
+            confusion=np.round(result.confusions[i], 6).tolist(),
+            skill=float(np.clip(result.skills[i], 0.0, 1.0)),
+            n_labels=int(n_per_worker[i]),
+            source="aggregation",
+            updated_at=now,
+        )
+        for i, worker_id in enumerate(arrays.worker_ids.tolist())
+    ]
+    WorkerJobQuality.objects.bulk_create(
+        rows,
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["worker", "job"],
+        update_fields=["classes_key", "confusion", "skill", "n_labels", "source", "updated_at"],
+    )
+
+
+ITEM_RESULTS_BATCH = 1000  # rows per UPDATE (and per commit, outside a transaction)
+# A run leaves an item's stored result alone when it would change no label, no answer list
+# and no class probability by more than this: a re-aggregation moves every posterior a
+# little, and rewriting every labeled item each time was most of a busy job's write load.
+RESULT_REWRITE_TOLERANCE = 1e-3
+
+
+def _result_unchanged(
+    *,
+    old_meta: dict,
+    old_posterior: list,
+    settled_label: str | None,
+    method: str,
+    version: str,
+    answers: list[tuple[int, str]],
+    posterior: list[float],
+    label: str,
+) -> bool:
+    """Whether an item already holds this run's result up to RESULT_REWRITE_TOLERANCE: same
+    method and version, the same answers, the same label (if settled), every probability
+    within it."""
+    if (old_meta.get("method"), old_meta.get("version")) != (method, version):
+        return False
+    if [(w.get("worker"), w.get("label")) for w in old_meta.get("workers", ())] != answers:
+        return False
+    if settled_label is not None and settled_label != label:
+        return False
+    return len(old_posterior) == len(posterior) and all(
+        abs(a - b) <= RESULT_REWRITE_TOLERANCE
+        for a, b in zip(old_posterior, posterior, strict=True)
+    )
+
+
+@dataclass
+class _ResultRow:
+    """An item's result columns as the write-back compares and writes them (the attributes
+    bulk_compare_and_set reads)."""
+
+    pk: int
+    state: str
+    source: str | None
+    n_labels: int
+    posterior: list[float]
+    agreement: float | None
+    result_meta: dict
+    label: str | None
+    confidence: float | None
+    updated_at: Any
+
+
+def _write_item_results(
+    *,
+    job: Job,
+    arrays: LabelArrays,
+    result: algorithms.Aggregation,
+    agreement: np.ndarray,
+    run: AggregationRun,
+) -> ResultsWritten:
+    """Write the run's result of every crowd item whose result moved, never over a newer one.
+
+    Compare-and-set: an item is written only if it still has the labels this run read (its
+    n_labels equals the label rows read for it) and the state and source it had when read
+    here; a label, a review or an expert that came in since holds the newer result, and the
+    next run includes it. Rows another transaction holds are skipped, not waited for (no
+    deadlock with submits and leases), and tried once more at the end.
+    """
+    classes = job.classes
+    # Contributing workers per task, with their weight (log-odds of their skill).
+    skills = np.clip(result.skills, 1e-6, 1 - 1e-6)
+    weights = np.log(skills / (1 - skills))
+    order = np.argsort(arrays.tasks, kind="stable")
+    bounds = np.searchsorted(arrays.tasks[order], np.arange(len(arrays.item_ids) + 1))
+    position = {item_id: t for t, item_id in enumerate(arrays.item_ids.tolist())}
+
+    # Per answer (in task order): the worker's id, the label's name, the worker's weight.
+    answer_workers = arrays.worker_ids[arrays.workers[order]].tolist()
+    answer_labels = [classes[c] for c in arrays.labels[order].tolist()]
+    answer_weights = np.round(weights[arrays.workers[order]], 4).tolist()
+    bounds_list = bounds.tolist()
+    tops = np.argmax(result.posteriors, axis=1).tolist()
+    rounded = np.round(result.posteriors, 6).tolist()
+
+    def changed_items(item_ids: list[int]) -> tuple[list[_ResultRow], int]:
+        """The items whose stored result differs from the run's, and how many moved on.
+
+        Plain rows (values, JSON decoded with orjson), not model instances: a big job has a
+        few hundred thousand of them."""
+        rows = (
+            Item.objects.filter(pk__in=item_ids)
+            .filter(Q(source__isnull=True) | Q(source=Item.Source.CROWD))
+            .exclude(state=Item.State.REVIEW)
+            .order_by("id")
+            .values_list(
+                "id",
+                "state",
+                "source",
+                "n_labels",
+                "label",
+                Cast("posterior", output_field=TextField()),
+                Cast("result_meta", output_field=TextField()),
+            )
+        )
+        now = timezone.now()
+        changed, moved = [], 0
+        for pk, state, source, n_labels, label, posterior_text, meta_text in rows.iterator(
+            chunk_size=10_000
+        ):
+            t = position[pk]
+            if n_labels != int(arrays.read_counts[t]):
+                moved += 1  # labeled since the run read its labels: its own result is newer
+                continue
+            lo, hi = bounds_list[t], bounds_list[t + 1]
+            posterior = rounded[t]
+            top = tops[t]
+            old_meta = (orjson.loads(meta_text) if meta_text else None) or {}
+            old_posterior = (orjson.loads(posterior_text) if posterior_text else None) or []
+            settled = state == Item.State.SETTLED
+            if _result_unchanged(
+                old_meta=old_meta,
+                old_posterior=old_posterior,
+                settled_label=label if settled else None,
+                method=result.method,
+                version=result.version,
+                answers=list(zip(answer_workers[lo:hi], answer_labels[lo:hi], strict=True)),
+                posterior=posterior,
+                label=classes[top],
+            ):
+                continue
+            meta = {
+                "method": result.method,
+                "version": result.version,
+                "run": run.pk,
+                "workers": [
+                    {"worker": w, "label": v, "weight": x}
+                    for w, v, x in zip(
+                        answer_workers[lo:hi],
+                        answer_labels[lo:hi],
+                        answer_weights[lo:hi],
+                        strict=True,
+                    )
+                ],
+            }
+            changed.append(
+                _ResultRow(
+                    pk=pk,
+                    state=state,
+                    source=source,
+                    n_labels=n_labels,
+                    posterior=posterior,
+                    agreement=None if np.isnan(agreement[t]) else float(agreement[t]),
+                    result_meta=meta,
+                    label=classes[top] if settled else label,
+                    confidence=float(result.posteriors[t][top]) if settled else None,
+                    updated_at=now,
+                )
+            )
+        return changed, moved
+
+    def write(items: list[_ResultRow]) -> set[int]:
+        written: set[int] = set()
+        evidence = ["posterior", "agreement", "result_meta", "updated_at"]
+        expect = ["n_labels", "state", "source"]
+        settled = [item for item in items if item.state == Item.State.SETTLED]
+        others = [item for item in items if item.state != Item.State.SETTLED]
+        for group, fields in ((settled, [*evidence, "label", "confidence"]), (others, evidence)):
+            written.update(
+                bulk_compare_and_set(
+                    Item, group, fields, expect=expect, batch_size=ITEM_RESULTS_BATCH
+                )
+            )
+        return written
+
+    changed, moved = changed_items(arrays.item_ids.tolist())
+    written = write(changed)
+    skipped = [item.pk for item in changed if item.pk not in written]
+    retried = moved_again = 0
+    if skipped:
+        # Skipped rows were locked by a submit or had moved: read them again and write what
+        # still has the labels this run read.
+        again, moved_again = changed_items(skipped)
+        moved += moved_again
+        retried = len(write(again))
+    return ResultsWritten(
+        written=len(written) + retried,
+        moved=moved,
+        skipped=len(skipped) - retried - moved_again if skipped else 0,
+    )
+
+
+@dataclass(frozen=True)
+class ResultsWritten:
+    """What a run's write-back did: results written, items skipped because a newer label
+    came in since the run read (`moved`), and rows still locked after a second try."""
+
+    written: int
+    moved: int
+    skipped: int
+
+
+# --------------------------------------------------------------------------- gold and rules
+
+
+# --------------------------------------------------------------------------- engine hooks
