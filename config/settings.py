@@ -216,6 +216,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The annotator hot path's SQL statements on PostgreSQL (apps.assignments.fastpath). Off,
 # PostgreSQL runs the same ORM path as SQLite: for an incident, and so that CI runs both.
 CONCORD_FASTPATH = env_bool("CONCORD_FASTPATH", True)
+# Whether next and submit say which write path served them (the Concord-Path header). Off by
+# default: gold leases take the ORM path, so the header would tell annotators which items
+# are gold. For benchmarks and debugging only.
+CONCORD_PATH_HEADER = env_bool("CONCORD_PATH_HEADER", False)
 
 # How long a QC reviewer's claim on a review lasts before it returns to the queue.
 REVIEW_CLAIM_SECONDS = int(os.environ.get("REVIEW_CLAIM_SECONDS", "600"))

@@ -33,6 +33,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
+    path("", include("apps.assignments.page_urls")),
     path("", include("apps.reviews.page_urls")),
     path("", include("apps.reports.page_urls")),
 ]

@@ -19,6 +19,7 @@ from apps.common.bulk import bulk_update_rows
 from apps.common.instances import copied, loaded
 from apps.common.prepared import Prepared
 from apps.jobs.models import Item, Job
+from apps.reviews.models import Review
 from apps.workforce.models import Worker
 from tests.workforce.factories import JobFactory, make_items, make_worker
 from workers.celery import app
@@ -125,6 +126,13 @@ def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
     assert Item.objects.filter(job=job).count() == 45
     assert Item.objects.filter(job=job, n_labels__gt=0).exists()
     assert invariant_violations(job_id=job.pk) == []
+    # Every page has something to show: reviews for QC, a spammer for ops, a routed job.
+    assert Review.objects.filter(job=job, status="open").exists()
+    assert Worker.objects.filter(user__username__startswith="sim-spammer").exists()
+    assert job.routing["mode"] == "model"
+    # Nothing an annotator is shown tells a gold item from another.
+    assert not Item.objects.filter(job=job, payload__has_key="truth").exists()
+    assert not Item.objects.filter(job=job, external_id__startswith="gold").exists()
     tokens = dict(
         line.split()[:2] for line in out.getvalue().splitlines() if line.startswith("  demo-")
     )

@@ -370,7 +370,7 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ),
     ("assignment-dispute-gold", "post"): Spec(
         lambda c: f"/api/v1/assignments/{c.gold_answer()}/dispute-gold/",
-        {"annotator": 201, "expert": 201},
+        {"annotator": 202, "expert": 202},
         body=lambda c: {"note": "The gold answer is wrong."},
     ),
     ("feedback-list", "get"): Spec(lambda c: "/api/v1/feedback/", WORKERS_),
@@ -407,6 +407,10 @@ MATRIX: dict[tuple[str, str], Spec] = {
         lambda c: f"/api/v1/jobs/{c.job()}/launch/", {"client": 409, "ops": 409}
     ),
     ("job-pause", "post"): Spec(lambda c: f"/api/v1/jobs/{c.job()}/pause/", WRITERS),
+    # The side's job is running: resuming it is a 409 (only a paused job resumes).
+    ("job-resume", "post"): Spec(
+        lambda c: f"/api/v1/jobs/{c.job()}/resume/", {"client": 409, "ops": 409}
+    ),
     ("job-cancel", "post"): Spec(lambda c: f"/api/v1/jobs/{c.job()}/cancel/", WRITERS),
     ("job-results", "get"): Spec(lambda c: f"/api/v1/jobs/{c.job()}/results/", READERS),
     # ---- quality
@@ -536,6 +540,43 @@ MATRIX: dict[tuple[str, str], Spec] = {
         lambda c: "/dashboard/", READERS, page=True, hidden_text=lambda c: c.side.job.name
     ),
     ("job-dashboard", "get"): Spec(lambda c: f"/dashboard/jobs/{c.job()}/", READERS, page=True),
+    ("metrics-overview", "get"): Spec(lambda c: "/api/v1/metrics/", READERS, hidden=Cell.job),
+    # Client pages: a client creates a job (a draft of their own organization); writers
+    # (client, ops) upload items and launch / pause / resume / cancel from the job page.
+    ("job-new", "get"): Spec(
+        lambda c: "/dashboard/jobs/new/", {"client": 200}, page=True, other={"client": 200}
+    ),
+    ("job-new", "post"): Spec(
+        lambda c: "/dashboard/jobs/new/",
+        {"client": 302},
+        body=lambda c: {"name": "From the page", "classes": "cat, dog"},
+        page=True,
+        other={"client": 302},
+    ),
+    # No file: the job page says so (400); another tenant's job is a 404 first.
+    ("job-upload", "post"): Spec(
+        lambda c: f"/dashboard/jobs/{c.job()}/upload/",
+        {"client": 400, "ops": 400},
+        body=lambda c: {},
+        page=True,
+    ),
+    ("job-lifecycle", "post"): Spec(
+        lambda c: f"/dashboard/jobs/{c.job()}/lifecycle/",
+        {"client": 302, "ops": 302},
+        body=lambda c: {"action": "pause"},
+        page=True,
+    ),
+    # Ops pages: the ops user's own vendor's pools and workers only.
+    ("ops-pool", "get"): Spec(lambda c: f"/dashboard/pools/{c.pool()}/", {"ops": 200}, page=True),
+    ("ops-worker", "get"): Spec(
+        lambda c: f"/dashboard/workers/{c.worker()}/", {"ops": 200}, page=True
+    ),
+    ("ops-worker-action", "post"): Spec(
+        lambda c: f"/dashboard/workers/{c.worker()}/actions/",
+        {"ops": 302},
+        body=lambda c: {"action": "suspend", "reason": "Checking."},
+        page=True,
+    ),
     ("qc-queue", "get"): Spec(
         lambda c: "/qc/", {"qc": 200}, page=True, hidden_text=lambda c: c.side.job.name
     ),
@@ -549,11 +590,26 @@ MATRIX: dict[tuple[str, str], Spec] = {
         other={"qc": 302},
     ),
     ("qc-review", "get"): Spec(lambda c: f"/qc/reviews/{c.review()}/", {"qc": 200}, page=True),
+    # The decision form posts to the review page; it decides and goes to the next review.
+    ("qc-review", "post"): Spec(
+        lambda c: f"/qc/reviews/{c.review()}/",
+        {"qc": 302},
+        body=lambda c: {"label": "dog"},
+        page=True,
+    ),
     ("qc-resolve", "post"): Spec(
         lambda c: f"/qc/reviews/{c.review()}/resolve/",
         {"qc": 302},
         body=lambda c: {"label": "dog"},
         page=True,
+    ),
+    # A GET (a sign-in that came back here) goes to the review page: never a 405.
+    ("qc-resolve", "get"): Spec(
+        lambda c: f"/qc/reviews/{c.review()}/resolve/", {"qc": 302}, page=True
+    ),
+    # The side's review is open: reopening an open review is a no-op that goes back to it.
+    ("qc-reopen", "post"): Spec(
+        lambda c: f"/qc/reviews/{c.review()}/reopen/", {"qc": 302}, body=lambda c: {}, page=True
     ),
     ("qc-skip", "post"): Spec(
         lambda c: f"/qc/reviews/{c.review()}/skip/",
@@ -563,6 +619,35 @@ MATRIX: dict[tuple[str, str], Spec] = {
         # Skipping releases a claim the caller holds (none on another tenant's review) and
         # moves on to the next review of the caller's own queue.
         other={"qc": 302},
+    ),
+    # ---- the annotator page (annotators and experts; a lease is the caller's own)
+    ("annotate", "get"): Spec(lambda c: "/annotate/", WORKERS_, page=True, other=WORKERS_),
+    # Leases the caller's next task (or says why there is none): a redirect either way.
+    ("annotate-next", "post"): Spec(
+        lambda c: "/annotate/next/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {},
+        page=True,
+        other={"annotator": 302, "expert": 302},
+    ),
+    ("annotate-task", "get"): Spec(lambda c: f"/annotate/tasks/{c.lease()}/", WORKERS_, page=True),
+    ("annotate-submit", "post"): Spec(
+        lambda c: f"/annotate/tasks/{c.lease()}/submit/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {"label": "cat"},
+        page=True,
+    ),
+    ("annotate-skip", "post"): Spec(
+        lambda c: f"/annotate/tasks/{c.lease()}/skip/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {},
+        page=True,
+    ),
+    ("annotate-release", "post"): Spec(
+        lambda c: f"/annotate/tasks/{c.lease()}/release/",
+        {"annotator": 302, "expert": 302},
+        body=lambda c: {},
+        page=True,
     ),
     # ---- public
     ("healthz", "get"): Spec(lambda c: "/healthz", {}, public=True, anonymous=200),

@@ -108,12 +108,19 @@ class HashedTokenAuthentication(authentication.TokenAuthentication):
     def authenticate(self, request):
         self._request = request
         try:
-            return super().authenticate(request)
+            found = super().authenticate(request)
         except exceptions.AuthenticationFailed:
             wait = auth_failure_record(request)
             if wait is not None:
                 raise exceptions.Throttled(wait=wait) from None
             raise
+        if found is None and request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer ":
+            # A common client default: say what to send instead of "no credentials".
+            raise exceptions.AuthenticationFailed(
+                "Send the token as 'Authorization: Token <key>': Concord does not read "
+                "Bearer tokens."
+            )
+        return found
 
     def authenticate_credentials(self, key: str):
         if connection.vendor != "postgresql":

@@ -26,6 +26,7 @@ from apps.assignments.leasing import Idle, IdleReason
 from apps.assignments.records import assignment_release, assignment_skip
 from apps.common.fields import ID_MAX
 from apps.common.jsonlimits import body_too_large, json_loads_strict, max_body_bytes
+from apps.jobs.payloads import payload_for_worker
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
 from apps.workforce.models import Worker
@@ -43,7 +44,11 @@ PATH_HEADER = "Concord-Path"
 
 
 def _with_path(response: Response) -> Response:
-    """Say which write path served the lease or submit (sql, sql-locked or orm)."""
+    """Say which write path served the lease or submit (sql, sql-locked or orm), when
+    settings.CONCORD_PATH_HEADER asks for it: gold leases take the ORM path, so by default
+    annotators are not told (the header would give gold items away)."""
+    if not settings.CONCORD_PATH_HEADER:
+        return response
     path = fastpath.served_by()
     if path is not None:
         response[PATH_HEADER] = path.value
@@ -146,8 +151,9 @@ class AssignmentNextApi(APIView):
         id = serializers.IntegerField(help_text="The assignment (lease) id.")
         job = serializers.IntegerField()
         item = serializers.IntegerField()
-        external_id = serializers.CharField()
-        payload = serializers.JSONField()
+        payload = serializers.JSONField(
+            help_text="The item's payload without its private (underscore) fields."
+        )
         classes = serializers.ListField(child=serializers.CharField())
         instructions = serializers.CharField()
         prelabel = serializers.CharField(allow_null=True)
@@ -201,14 +207,15 @@ class AssignmentNextApi(APIView):
                 response["Retry-After"] = str(result.retry_after)
             return response
         # Built by hand on the hot path (the serializer documents the shape; same output).
+        # No external_id and no private payload field: a client's ids and hidden columns
+        # ("gold-012", a truth column) would tell the worker which items are gold.
         return _with_path(
             Response(
                 {
                     "id": result.id,
                     "job": result.job,
                     "item": result.item,
-                    "external_id": result.external_id,
-                    "payload": result.payload,
+                    "payload": payload_for_worker(result.payload),
                     "classes": result.classes,
                     "instructions": result.instructions,
                     "prelabel": result.prelabel,

@@ -248,6 +248,7 @@ def _lifecycle_api(name: str, action) -> type[APIView]:
 
 JobLaunchApi = _lifecycle_api("launch", services.job_launch)
 JobPauseApi = _lifecycle_api("pause", services.job_pause)
+JobResumeApi = _lifecycle_api("resume", services.job_resume)
 JobCancelApi = _lifecycle_api("cancel", services.job_cancel)
 
 
@@ -430,6 +431,9 @@ RESULT_CSV_COLUMNS = [
     "status",
     "is_gold",
     "posterior",
+    # result_meta as JSON: the method, its version, every contributing worker (an opaque
+    # per-job name for clients) with their label and weight.
+    "provenance",
 ]
 
 
@@ -459,6 +463,8 @@ def _stream_csv(rows: Iterator[dict], block: int = 1000) -> Iterator[bytes]:
     for row in rows:
         posterior = row["posterior"]
         row["posterior"] = dumps(posterior).decode() if posterior is not None else ""
+        meta = row.get("result_meta")
+        row["provenance"] = dumps(meta).decode() if meta else ""
         pending.append([row[name] for name in RESULT_CSV_COLUMNS])
         if len(pending) >= block:
             writer.writerows(pending)

@@ -125,6 +125,16 @@ def job_launch(*, job: Job) -> Job:
 
 
 @transaction.atomic
+def job_resume(*, job: Job) -> Job:
+    """Resume a paused job (paused → running); any other state is a 409 (a draft is
+    launched, not resumed)."""
+    locked = Job.objects.select_for_update().get(pk=job.pk)
+    if locked.status != Job.Status.PAUSED:
+        raise _invalid_state(locked, "resume")
+    return job_launch(job=locked)
+
+
+@transaction.atomic
 def job_pause(*, job: Job) -> Job:
     job = Job.objects.select_for_update().get(pk=job.pk)
     if job.status != Job.Status.RUNNING:

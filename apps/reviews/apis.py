@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +17,7 @@ from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOp
 from apps.assignments.apis import ErrorSerializer, IsWorker
 from apps.common.fields import ID_MAX
 from apps.common.filters import StrictBooleanFilter
+from apps.jobs.payloads import payload_for_worker
 from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user, job_vendor_ids_for_user
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, ReviewOutcome, Tag
@@ -250,8 +252,9 @@ class ReviewResolveApi(APIView):
         responses={200: DecisionOutputSerializer, 400: ErrorSerializer, **_REVIEW_ERRORS},
         description=(
             "QC's final label: the item settles (source qc, confidence 1), the review and the "
-            "item's other open reviews close, every label on the item is judged. On a resolved "
-            "review it supersedes the earlier decision (kept as history)."
+            "item's other open reviews close, every label on the item is judged. Decisions are "
+            "final: a review that is not open is a 409 invalid_state; reopen it to decide "
+            "again (the new decision supersedes the earlier one, kept as history)."
         ),
     )
     def post(self, request: Request, review_id: int) -> Response:
@@ -313,22 +316,42 @@ _DISPUTE_RESPONSES = {
 }
 
 
+class WorkerDisputeOutputSerializer(serializers.Serializer):
+    received = serializers.BooleanField(help_text="Always true: QC will look at the item.")
+    message = serializers.CharField()
+
+
+WORKER_DISPUTE_MESSAGE = (
+    "Thank you: QC will look at this item; their decision shows in your feedback."
+)
+
+
 class GoldDisputeApi(APIView):
     permission_classes = [IsWorker]
 
     @extend_schema(
         operation_id="assignments_dispute_gold",
         request=DisputeInputSerializer,
-        responses=_DISPUTE_RESPONSES,
-        description="After submitting a gold item, dispute its gold answer; QC decides.",
+        responses={
+            202: WorkerDisputeOutputSerializer,
+            400: ErrorSerializer,
+            404: ErrorSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="The label is not submitted yet."),
+        },
+        description=(
+            "After submitting a label, dispute the item's expected answer; QC decides. Every "
+            "item answers the same way (202), gold or not, so the answer tells nothing about "
+            "which items are gold; QC's decision shows in /feedback/."
+        ),
     )
     def post(self, request: Request, assignment_id: int) -> Response:
         data = DisputeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        review, created = services.review_gold_dispute(
+        services.review_gold_dispute(
             worker=request.worker, assignment_id=assignment_id, note=data.validated_data["note"]
         )
-        return _dispute_response(review, created)
+        body = {"received": True, "message": WORKER_DISPUTE_MESSAGE}
+        return Response(WorkerDisputeOutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ItemDisputeApi(APIView):
@@ -353,14 +376,19 @@ class ItemDisputeApi(APIView):
 class FeedbackOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     job = serializers.IntegerField(source="job_id")
-    external_id = serializers.CharField(source="item.external_id")
-    payload = serializers.JSONField(source="item.payload")
+    # No external_id and no private payload field, as in assignments/next: a client's ids
+    # would tell a worker which items were gold.
+    payload = serializers.SerializerMethodField()
     your_label = serializers.CharField(source="value")
     final_label = serializers.CharField()
     correct = serializers.BooleanField()
     note = serializers.CharField()
     tags = serializers.ListField(child=serializers.CharField(), source="decision.tags")
     created_at = serializers.DateTimeField()
+
+    @extend_schema_field(OpenApiTypes.ANY)
+    def get_payload(self, outcome: ReviewOutcome) -> object:
+        return payload_for_worker(outcome.item.payload)
 
 
 class FeedbackListApi(generics.ListAPIView):

@@ -16,6 +16,7 @@ class Reason(models.TextChoices):
     DISAGREEMENT = "disagreement", "Still disputed at max_labels (or after an expert)"
     LOW_POSTERIOR = "low_posterior", "Posterior below target"
     GOLD_DISPUTE = "gold_dispute", "A worker disputes a gold answer"
+    WORKER_DISPUTE = "worker_dispute", "A worker disputes an item (not gold)"
     AUDIT = "audit", "Random audit of a settled item"
     CLIENT_DISPUTE = "client_dispute", "The client disputes a delivered result"
 
@@ -97,6 +98,7 @@ class Review(models.Model):
                         "disagreement",
                         "low_posterior",
                         "gold_dispute",
+                        "worker_dispute",
                         "audit",
                         "client_dispute",
                     ]

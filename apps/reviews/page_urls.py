@@ -10,4 +10,5 @@ urlpatterns = [
     path("qc/reviews/<id:review_id>/", views.review_page, name="qc-review"),
     path("qc/reviews/<id:review_id>/resolve/", views.resolve, name="qc-resolve"),
     path("qc/reviews/<id:review_id>/skip/", views.skip, name="qc-skip"),
+    path("qc/reviews/<id:review_id>/reopen/", views.reopen, name="qc-reopen"),
 ]

@@ -199,7 +199,6 @@ def feedback_list_for_worker(*, worker: Worker) -> QuerySet[ReviewOutcome]:
             "correct",
             "note",
             "created_at",
-            "item__external_id",
             "item__payload",
             "decision__tags",
         )

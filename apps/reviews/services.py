@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 REASON_WEIGHT: dict[str, float] = {
     Reason.CLIENT_DISPUTE: 100.0,
     Reason.GOLD_DISPUTE: 80.0,
+    Reason.WORKER_DISPUTE: 40.0,
     Reason.DISAGREEMENT: 60.0,
     Reason.LOW_POSTERIOR: 50.0,
     Reason.AUDIT: 20.0,
@@ -190,10 +191,13 @@ def review_open(
 def review_gold_dispute(
     *, worker: Worker, assignment_id: int, note: str, now: datetime | None = None
 ) -> tuple[Review, bool]:
-    """A worker disputes the gold answer of a gold item they submitted; opens its review.
+    """A worker disputes the expected answer of an item they submitted; opens its review.
 
-    Another worker's assignment is a 404 (ids of others' tasks stay hidden); a non-gold or
-    not yet submitted assignment is a 409.
+    On a gold item this is a gold dispute (QC checks the gold answer); on any other item a
+    worker dispute (QC looks at the item). Both are accepted the same way and the caller
+    answers the worker the same way, so that the endpoint cannot be used to probe which
+    items are gold. Another worker's assignment is a 404 (ids of others' tasks stay hidden);
+    a not yet submitted assignment is a 409, whatever the item.
     """
     assignment = (
         Assignment.objects.select_related("item")
@@ -202,27 +206,18 @@ def review_gold_dispute(
     )
     if assignment is None:
         raise _not_found("assignment")
-    item = assignment.item
-    if item.gold_label is None:
-        raise _conflict("Only gold items can be disputed this way.", ErrorCode.INVALID_STATE)
     if assignment.state != Assignment.State.SUBMITTED:
-        raise _conflict(
-            "Submit your label before disputing the gold answer.", ErrorCode.INVALID_STATE
-        )
+        raise _conflict("Submit your label before disputing the answer.", ErrorCode.INVALID_STATE)
+    item = assignment.item
     label = Label.objects.filter(assignment_id=assignment.pk).values_list("value", flat=True).get()
+    context: dict[str, Any] = {"worker": worker.pk, "assignment": assignment.pk, "label": label}
+    if item.gold_label is None:
+        reason, context["kind"] = Reason.WORKER_DISPUTE, "worker_dispute"
+    else:
+        reason, context["kind"] = Reason.GOLD_DISPUTE, "gold_dispute"
+        context["gold_label"] = item.gold_label
     return review_open(
-        item=item,
-        reason=Reason.GOLD_DISPUTE,
-        note=note,
-        context={
-            "kind": "gold_dispute",
-            "worker": worker.pk,
-            "assignment": assignment.pk,
-            "label": label,
-            "gold_label": item.gold_label,
-        },
-        opened_by=worker.user,
-        now=now,
+        item=item, reason=reason, note=note, context=context, opened_by=worker.user, now=now
     )
 
 
@@ -589,11 +584,13 @@ def review_resolve(
 
     The item settles with source qc and confidence 1 (a gold item keeps its state, and its
     gold answer becomes the label); `make_gold` makes it a control item for future workers.
-    The review is resolved and the item's other open reviews closed. Resolving again, here or
-    on another review of the item, supersedes the item's current decision: the old decision
-    and its outcomes stay as history with is_current false. Only QC may decide (403); a
-    review another person holds is a 409. The job completes (on commit) if this was its
-    last unsettled item.
+    The review is resolved and the item's other open reviews closed. Decisions are final: a
+    review that is not open (resolved, or closed by a decision on another review of the
+    item) is a 409; to change a decision, reopen the review (review_reopen) and decide
+    again. A new decision, after a reopen or on a later review of the item (a client
+    dispute), supersedes the item's current one: the old decision and its outcomes stay as
+    history with is_current false. Only QC may decide (403); a review another person holds
+    is a 409. The job completes (on commit) if this was its last unsettled item.
     """
     _require_qc(user)
     now = now or timezone.now()
@@ -606,11 +603,13 @@ def review_resolve(
                 f"{label!r} is not one of the job's classes.",
                 details={"label": [f"Choose one of: {', '.join(job.classes)}."]},
             )
-        if (
-            review.status == Review.Status.OPEN
-            and _claim_live(review, now)
-            and review.claimed_by_id != user.pk
-        ):
+        if review.status != Review.Status.OPEN:
+            raise _conflict(
+                f"The review is already {review.status}: decisions are final. To change it, "
+                "reopen the review and decide again.",
+                ErrorCode.INVALID_STATE,
+            )
+        if _claim_live(review, now) and review.claimed_by_id != user.pk:
             raise _held(review)
         item = Item.objects.select_for_update().get(pk=review.item_id)
         current = (

@@ -3,6 +3,11 @@
 The pages post CSRF-protected forms to these views; the views call the same services as
 the API and redirect to the next claimed review (post/redirect/get, so reloading never
 decides twice).
+
+A decision is posted to the review page itself. If the session expired meanwhile, the
+decision (label, note, tags, make gold) is kept in the new session, the person signs in
+again and lands back on the review page, which shows the kept decision to confirm; a
+decision the service refuses is shown again with its note and the reason, never lost.
 """
 
 from __future__ import annotations
@@ -10,14 +15,16 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.common.errors import ApplicationError
+from apps.jobs.payloads import payload_display
 from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews import selectors, services
 from apps.reviews.models import Reason, Review, Tag
@@ -26,6 +33,8 @@ QUEUE_ROWS = 100
 # Reviews the person skipped this session are not offered again until the queue runs dry.
 SKIPPED_KEY = "qc_skipped"
 SKIPPED_MAX = 200
+# A decision posted after the session expired, kept across the sign-in: {"review": id, ...}.
+DRAFT_KEY = "qc_draft"
 
 
 def _require_qc(request: HttpRequest) -> None:
@@ -109,8 +118,25 @@ def claim_next(request: HttpRequest) -> HttpResponse:
     return _next_page(request, _filters(request.POST))
 
 
+def _draft(data) -> dict:
+    """The decision a form posted: label, note, make_gold and tags, as the page shows them."""
+    return {
+        "label": (data.get("label") or "").strip(),
+        "note": (data.get("note") or "").strip(),
+        "make_gold": data.get("make_gold") == "on",
+        "tags": [t for t in data.getlist("tags") if t in Tag.values],
+    }
+
+
 def _render_review(
-    request: HttpRequest, review: Review, filters: dict[str, str], *, error: str = "", status=200
+    request: HttpRequest,
+    review: Review,
+    filters: dict[str, str],
+    *,
+    error: str = "",
+    draft: dict | None = None,
+    kept: bool = False,
+    status=200,
 ) -> HttpResponse:
     vendor_ids = selectors.viewer_vendor_ids(user=request.user)
     detail = selectors.review_detail(review=review, viewer_vendor_ids=vendor_ids)
@@ -121,42 +147,93 @@ def _render_review(
         {
             **detail,
             "keyed_classes": [(i + 1, c) for i, c in enumerate(detail["classes"])],
+            "p": payload_display(detail["item"].payload),
             "holder": holder,
             "mine": holder == request.user.get_username(),
             "tags": Tag.choices,
             "filters": filters,
             "query": _query(filters),
             "error": error,
+            "draft": draft or {"label": "", "note": "", "make_gold": False, "tags": []},
+            "kept": kept,
         },
         status=status,
     )
 
 
-@login_required
-def review_page(request: HttpRequest, review_id: int) -> HttpResponse:
-    _require_qc(request)
-    review = selectors.review_get_for_user(user=request.user, review_id=review_id)
-    return _render_review(request, review, _filters(request.GET))
+def _keep_for_sign_in(request: HttpRequest, review_id: int) -> HttpResponse:
+    """The session expired: keep a posted decision and send the person to sign in, then
+    back to the review page (a GET there shows the kept decision)."""
+    filters = _filters(request.POST or request.GET)
+    if request.method == "POST" and request.POST.get("label"):
+        request.session[DRAFT_KEY] = {"review": review_id, **_draft(request.POST)}
+    return redirect_to_login(f"/qc/reviews/{review_id}/{_query(filters)}")
 
 
-@login_required
-@require_POST
-def resolve(request: HttpRequest, review_id: int) -> HttpResponse:
-    _require_qc(request)
+def _decide(request: HttpRequest, review: Review) -> HttpResponse:
     filters = _filters(request.POST)
-    review = selectors.review_get_for_user(user=request.user, review_id=review_id)
+    draft = _draft(request.POST)
     try:
         services.review_resolve(
             user=request.user,
             review_id=review.pk,
-            label=request.POST.get("label", ""),
-            note=request.POST.get("note", "").strip(),
-            make_gold=request.POST.get("make_gold") == "on",
-            tags=request.POST.getlist("tags"),
+            label=draft["label"],
+            note=draft["note"],
+            make_gold=draft["make_gold"],
+            tags=draft["tags"],
+        )
+    except ApplicationError as exc:
+        review.refresh_from_db()
+        return _render_review(
+            request, review, filters, error=exc.message, draft=draft, status=exc.status_code
+        )
+    return _next_page(request, filters)
+
+
+def review_page(request: HttpRequest, review_id: int) -> HttpResponse:
+    """GET: the review (with a decision kept across a sign-in); POST: decide it."""
+    if not request.user.is_authenticated:
+        return _keep_for_sign_in(request, review_id)
+    if request.method not in ("GET", "HEAD", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    _require_qc(request)
+    review = selectors.review_get_for_user(user=request.user, review_id=review_id)
+    if request.method == "POST":
+        return _decide(request, review)
+    kept = request.session.get(DRAFT_KEY)
+    if kept and kept.get("review") == review.pk:
+        del request.session[DRAFT_KEY]
+        draft = {k: kept.get(k) for k in ("label", "note", "make_gold", "tags")}
+        return _render_review(request, review, _filters(request.GET), draft=draft, kept=True)
+    return _render_review(request, review, _filters(request.GET))
+
+
+def resolve(request: HttpRequest, review_id: int) -> HttpResponse:
+    """The old form target: a POST decides as the review page does; a GET (a sign-in that
+    came back here) goes to the review page instead of answering 405."""
+    if request.method == "POST":
+        return review_page(request, review_id)
+    if not request.user.is_authenticated:
+        return _keep_for_sign_in(request, review_id)
+    _require_qc(request)
+    review = selectors.review_get_for_user(user=request.user, review_id=review_id)
+    return redirect(f"/qc/reviews/{review.pk}/{_query(_filters(request.GET))}")
+
+
+@login_required
+@require_POST
+def reopen(request: HttpRequest, review_id: int) -> HttpResponse:
+    """Reopen a finished review (claimed for the person) to decide again."""
+    _require_qc(request)
+    filters = _filters(request.POST)
+    review = selectors.review_get_for_user(user=request.user, review_id=review_id)
+    try:
+        services.review_reopen(
+            user=request.user, review_id=review.pk, note=request.POST.get("note", "").strip()
         )
     except ApplicationError as exc:
         return _render_review(request, review, filters, error=exc.message, status=exc.status_code)
-    return _next_page(request, filters)
+    return redirect(f"/qc/reviews/{review.pk}/{_query(filters)}")
 
 
 @login_required

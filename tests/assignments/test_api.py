@@ -52,7 +52,6 @@ def test_next_returns_the_task(make_actor, job):
         "id": assignment.pk,
         "job": job.pk,
         "item": item.pk,
-        "external_id": "it-0",
         "payload": {"text": "item 0"},
         "classes": ["cat", "dog", "bird"],
         "instructions": "Pick the animal.",
@@ -60,6 +59,32 @@ def test_next_returns_the_task(make_actor, job):
         "expires_at": body["expires_at"],
     }
     assert body["expires_at"].startswith(assignment.expires_at.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def test_next_sends_no_external_id_and_no_private_payload_field(make_actor):
+    """A client's ids ("gold-012") and private (underscore) fields would tell which items
+    are gold; annotators get neither, gold or not."""
+    job = JobFactory(policy={"min_labels": 1, "max_labels": 1, "gold_rate": 0.5})
+    make_items(job, 3, gold=["cat", "dog", "bird"])
+    Item.objects.filter(job=job).update(payload={"text": "x", "_truth": "cat", "_row": 7})
+    actor, worker = _annotator(make_actor, job)
+
+    bodies = []
+    for _ in range(6):
+        response = actor.client.post(NEXT, {}, format="json")
+        if response.status_code != 200:
+            break
+        bodies.append(response.json())
+        actor.client.post(
+            f"/api/v1/assignments/{bodies[-1]['id']}/submit/", {"label": "cat"}, format="json"
+        )
+
+    assert len(bodies) >= 2
+    assert Assignment.objects.filter(worker=worker, is_gold=True).exists()
+    assert Assignment.objects.filter(worker=worker, is_gold=False).exists()
+    for body in bodies:
+        assert "external_id" not in body
+        assert body["payload"] == {"text": "x"}
 
 
 def test_next_accepts_a_job_filter_in_body_or_query(make_actor, job):
@@ -449,9 +474,13 @@ def test_a_ban_no_cache_heard_of_still_stops_gold_leases_and_submits(make_actor)
 
 def test_the_response_says_which_path_served(make_actor, job, settings):
     """Concord-Path: the PostgreSQL statements (sql; sql-locked under a caller's
-    transaction, as here) or the ORM (SQLite, gold leases, CONCORD_FASTPATH off)."""
+    transaction, as here) or the ORM (SQLite, gold leases, CONCORD_FASTPATH off), when
+    CONCORD_PATH_HEADER asks for it; by default annotators are not told (gold would show)."""
     actor, _ = _annotator(make_actor, job)
+    make_items(job, 1, prefix="more")
     fast = fastpath.enabled()
+    assert "Concord-Path" not in actor.client.post(NEXT)
+    settings.CONCORD_PATH_HEADER = True
 
     leased = actor.client.post(NEXT)
     submitted = actor.client.post(

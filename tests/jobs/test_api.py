@@ -320,12 +320,18 @@ def test_job_lifecycle_rules(client_actor, job):
         client_actor, job.pk, rows_json([{"external_id": "i1", "payload": {}}]), "application/json"
     )
     assert c.post(f"{url}/pause/").status_code == 409
+    assert c.post(f"{url}/resume/").status_code == 409  # a draft is launched, not resumed
     assert c.post(f"{url}/launch/").json()["status"] == "running"
+    assert c.post(f"{url}/resume/").json()["error"]["message"] == (
+        "Cannot resume a job that is running."
+    )
     assert c.post(f"{url}/launch/").status_code == 409
     assert (
         c.patch(f"{url}/", {"label_schema": {"classes": ["x", "y"]}}, format="json").status_code
         == 409
     )
+    assert c.post(f"{url}/pause/").json()["status"] == "paused"
+    assert c.post(f"{url}/resume/").json()["status"] == "running"
     assert c.post(f"{url}/pause/").json()["status"] == "paused"
     assert c.post(f"{url}/launch/").json()["status"] == "running"
     assert c.post(f"{url}/cancel/").json()["status"] == "cancelled"
@@ -397,6 +403,7 @@ def _settle(job: Job) -> None:
         n_labels=3,
         source="crowd",
         posterior=[0.01, 0.97, 0.02],
+        result_meta={"method": "test"},
     )
 
 
@@ -430,6 +437,8 @@ def test_results_in_every_format(client_actor, job, fmt):
     assert s1["status"] == "settled"
     assert by_id["s2"]["status"] == "open"
     assert by_id["s2"]["label"] in (None, "")
+    if fmt == "csv":  # the provenance the JSON formats carry in result_meta
+        assert json.loads(s1["provenance"]) == {"method": "test"}
 
 
 def test_results_unknown_format_is_400(client_actor, job):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.utils import timezone
 
 from apps.assignments.leasing import Task
+from apps.assignments.models import Assignment, Label
+from apps.jobs.models import Item
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
 from apps.reviews.models import Review
@@ -193,7 +196,53 @@ def test_a_worker_disputes_a_gold_answer_after_submitting_it(make_actor):
 
     assert early.status_code == 409
     assert foreign.status_code == 404
-    assert (response.status_code, response.json()["reason"]) == (201, "gold_dispute")
+    assert response.status_code == 202
+    review = Review.objects.get()
+    assert (review.reason, review.context["triggers"][0]["gold_label"]) == ("gold_dispute", "cat")
+
+
+def test_disputing_answers_the_same_for_gold_and_other_items(make_actor):
+    """No probing: the answer (status and body, first time or again) does not depend on
+    whether the item is gold; QC gets a gold dispute or a worker dispute."""
+    job = review_job(min_labels=1, max_labels=1)
+    make_items(job, 0, gold=["cat"])
+    annotator = make_actor("annotator")
+    worker = Worker.objects.get(user=annotator.user)
+    make_pool(jobs=[job], workers=[worker])
+    gold_item = Item.objects.get(job=job, gold_label="cat")
+    task = assignment_next(worker=worker)
+    assignment_submit(worker=worker, assignment_id=task.id, label="dog")
+    Assignment.objects.create(
+        item=gold_item,
+        job=job,
+        worker=worker,
+        is_gold=True,
+        state="submitted",
+        leased_at=timezone.now(),
+        expires_at=timezone.now(),
+    )
+    gold_assignment = Assignment.objects.get(item=gold_item)
+    Label.objects.create(
+        assignment=gold_assignment,
+        item=gold_item,
+        job=job,
+        worker=worker,
+        value="dog",
+        tier="crowd",
+        is_gold=True,
+    )
+
+    answers = []
+    for assignment_id in (task.id, gold_assignment.pk, task.id, gold_assignment.pk):
+        url = f"/api/v1/assignments/{assignment_id}/dispute-gold/"
+        response = annotator.client.post(url, {"note": "Looks wrong."}, format="json")
+        answers.append((response.status_code, response.json()))
+
+    assert all(answer == answers[0] for answer in answers)
+    assert answers[0][0] == 202
+    assert set(answers[0][1]) == {"received", "message"}
+    reasons = dict(Review.objects.values_list("item_id", "reason"))
+    assert reasons == {task.item: "worker_dispute", gold_item.pk: "gold_dispute"}
 
 
 def test_workers_read_their_own_feedback(qc_actor, make_actor):

@@ -85,3 +85,65 @@ def test_qc_works_through_three_reviews_by_keyboard_alone(live_server, make_acto
     third = ReviewDecision.objects.get(item__external_id=by_label["bird"])
     assert (third.tags, third.make_gold) == (["guideline_gap"], True)
     assert not Review.objects.filter(status="open").exists()
+
+
+def _console_errors(page) -> list[str]:
+    """Collect the page's console errors and uncaught exceptions into a list."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_qc_keeps_a_decision_and_its_note_across_an_expired_session(live_server, make_actor):
+    playwright = pytest.importorskip("playwright.sync_api")
+    qc = make_actor("qc", username="quinn")
+    job = review_job()
+    label_items(job, [["cat"], ["dog"]])
+    review = Review.objects.get()
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.set_default_timeout(15000)
+            errors = _console_errors(page)
+            page.goto(f"{live_server.url}/login/?next=/qc/reviews/{review.pk}/")
+            page.keyboard.type(qc.token)
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            assert page.url.endswith(f"/qc/reviews/{review.pk}/")
+            page.keyboard.press("n")
+            page.keyboard.type("The ears say dog.")
+            page.keyboard.press("Enter")
+            page.keyboard.press("t")
+
+            # The session ends while the person writes (the CSRF cookie stays, as it does).
+            kept = [c for c in context.cookies() if c["name"] != "sessionid"]
+            context.clear_cookies()
+            context.add_cookies(kept)
+            with page.expect_navigation(url=re.compile(r"/login/")):
+                page.keyboard.press("2")
+            page.keyboard.type(qc.token)
+            with page.expect_navigation(url=re.compile(rf"/qc/reviews/{review.pk}/")):
+                page.keyboard.press("Enter")
+
+            assert page.is_visible("#kept")
+            assert page.input_value("#note") == "The ears say dog."
+            assert page.is_checked("#tag-guideline_gap")
+            assert "Nothing is saved yet" in page.text_content("#kept")
+            with page.expect_navigation(url=re.compile(r"/qc/\?done=1")):
+                page.keyboard.press("Enter")  # the kept decision's button has the focus
+            assert errors == []
+        finally:
+            browser.close()
+
+    decision = ReviewDecision.objects.get()
+    assert (decision.label, decision.note, decision.tags) == (
+        "dog",
+        "The ears say dog.",
+        ["guideline_gap"],
+    )

@@ -397,10 +397,25 @@ def test_resolve_closes_the_items_other_open_reviews(qc_actor, client_actor):
     }
 
 
+def test_a_decision_is_final_until_the_review_is_reopened(qc_actor):
+    _, item, review, _ = _tied_review()
+    review_resolve(user=qc_actor.user, review_id=review.pk, label="dog")
+
+    with pytest.raises(ApplicationError) as raised:
+        review_resolve(user=qc_actor.user, review_id=review.pk, label="cat")
+
+    assert (raised.value.status_code, raised.value.code) == (409, "invalid_state")
+    assert "reopen" in raised.value.message
+    item.refresh_from_db()
+    assert item.label == "dog"
+    assert ReviewDecision.objects.count() == 1
+
+
 def test_a_later_decision_supersedes_the_earlier_and_keeps_history(qc_actor):
     job, item, review, (cat_worker, _) = _tied_review()
     first = review_resolve(user=qc_actor.user, review_id=review.pk, label="dog")
 
+    review_reopen(user=qc_actor.user, review_id=review.pk)
     second = review_resolve(user=qc_actor.user, review_id=review.pk, label="cat", note="Whiskers.")
 
     item.refresh_from_db()

@@ -55,6 +55,10 @@ class Command(BaseCommand):
         "services the API uses, on a running job, for a bounded time."
     )
 
+    # seeddemo passes the demo's true classes ({external_id: class}) here, so that no truth
+    # needs to sit in a payload that annotators are shown.
+    stealth_options = ("truth",)
+
     def add_arguments(self, parser) -> None:
         parser.add_argument("job", type=int)
         parser.add_argument("--workers", type=int, default=10)
@@ -78,7 +82,7 @@ class Command(BaseCommand):
         seed = options["seed"]
         rng = random.Random(seed)
         crowd = self._crowd(job, options, rng)
-        truth = self._truth(job, classes, seed)
+        truth = self._truth(job, classes, seed, known=options.get("truth") or {})
         index = {c: i for i, c in enumerate(classes)}
         deadline = time.monotonic() + options["seconds"]
         started = time.monotonic()
@@ -170,15 +174,20 @@ class Command(BaseCommand):
         self.stdout.write(f"crowd: {counts} in pool {pool.name!r}")
         return crowd
 
-    def _truth(self, job: Job, classes: list[str], seed: int) -> dict[int, str]:
-        """Each item's true class: gold label, else payload "truth", else a seeded draw."""
+    def _truth(
+        self, job: Job, classes: list[str], seed: int, known: dict[str, str]
+    ) -> dict[int, str]:
+        """Each item's true class: gold label, else the caller's `known` class for its
+        external id, else payload "truth", else a seeded draw."""
         truth: dict[int, str] = {}
-        for item_id, gold, payload in (
+        for item_id, external_id, gold, payload in (
             Item.objects.filter(job=job)
-            .values_list("id", "gold_label", "payload")
+            .values_list("id", "external_id", "gold_label", "payload")
             .iterator(chunk_size=5000)
         ):
-            value = gold or (payload.get("truth") if isinstance(payload, dict) else None)
+            value = gold or known.get(external_id)
+            if value is None and isinstance(payload, dict):
+                value = payload.get("truth")
             if value not in classes:
                 value = random.Random(seed * 1_000_003 + item_id).choice(classes)
             truth[item_id] = value

@@ -1,0 +1,95 @@
+"""The ops pages in headless Chromium: the job, pool and worker pages open with data, their
+charts are drawn by the project's own Chart.js, and nothing errs in the console."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.workforce.models import Pool
+from tests.reviews.factories import label_items, review_job
+from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_ops_open_job_pool_and_worker_pages_with_charts_drawn(live_server, make_actor):
+    playwright = pytest.importorskip("playwright.sync_api")
+    ops = make_actor("ops", username="olivia")
+    job = review_job(n_items=3)
+    workers = label_items(job, [["cat", "cat", "dog"], ["cat", "dog", "dog"]])
+    pool = Pool.objects.filter(members=workers[0]).get()
+    pages = {
+        f"/dashboard/jobs/{job.pk}/": ["#chart-hourly", "#chart-sources"],
+        f"/dashboard/pools/{pool.pk}/": ["#chart-accuracy"],
+        f"/dashboard/workers/{workers[0].pk}/": ["#chart-history"],
+    }
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15000)
+            errors = _console_errors(page)
+            external: list[str] = []
+            page.on(
+                "request",
+                lambda r: external.append(r.url) if not r.url.startswith(live_server.url) else None,
+            )
+            page.goto(f"{live_server.url}/login/")
+            page.keyboard.type(ops.token)
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            for path, charts in pages.items():
+                page.goto(f"{live_server.url}{path}")
+                for selector in charts:
+                    page.wait_for_selector(f"{selector}[data-drawn='1']")
+                    box = page.locator(selector).bounding_box()
+                    assert box is not None
+                    assert box["width"] > 100
+                    assert box["height"] > 100
+            assert workers[0].user.username in page.text_content("h1")
+            assert errors == []
+            assert external == []  # everything comes from the project: no CDN
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_client_creates_uploads_and_launches_a_job(live_server, make_actor, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    client = make_actor("client", username="alice")
+    rows = tmp_path / "pets.csv"
+    rows.write_text("external_id,text,gold_label\np1,meow,\np2,woof,fish\np3,tweet,\n")
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15000)
+            errors = _console_errors(page)
+            page.goto(f"{live_server.url}/login/")
+            page.keyboard.type(client.token)
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            with page.expect_navigation():
+                page.click("#new-job")
+            page.fill("#name", "Pets")
+            page.fill("#classes", "cat\ndog\nbird")
+            with page.expect_navigation():
+                page.click("#create")
+            assert page.text_content("#job-status") == "draft"
+            page.set_input_files("#upload-file", str(rows))
+            with page.expect_navigation():
+                page.click("#upload-button")
+            report = page.text_content("#upload-report")
+            assert "2 created" in report
+            assert "1 rejected" in report
+            assert "p2" in page.text_content("#upload-errors")
+            with page.expect_navigation():
+                page.click("#launch")
+            assert page.text_content("#job-status") == "running"
+            assert page.is_visible("#pause")
+            assert errors == []
+        finally:
+            browser.close()

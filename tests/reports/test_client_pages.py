@@ -1,0 +1,101 @@
+"""The client's pages: create a job from a form, upload items with per-row errors shown,
+launch / pause / resume / cancel, download results; never a worker's identity."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from apps.jobs.models import Job
+
+pytestmark = pytest.mark.django_db
+
+FORM = {
+    "name": "Pets from the page",
+    "instructions": "Which animal?",
+    "classes": "cat\ndog, bird",
+    "min_labels": "2",
+    "max_labels": "3",
+    "target_confidence": "0.9",
+    "gold_rate": "0",
+    "lease_seconds": "300",
+    "crowd_label": "0.10",
+    "expert_label": "1",
+    "routing_mode": "off",
+    "target_accuracy": "0.95",
+}
+
+
+def _page(actor) -> Client:
+    client = Client()
+    client.force_login(actor.user)
+    return client
+
+
+def test_a_client_creates_uploads_launches_pauses_resumes_and_downloads(client_actor):
+    page = _page(client_actor)
+
+    created = page.post("/dashboard/jobs/new/", FORM)
+    job = Job.objects.get(name="Pets from the page")
+    rows = (
+        b'{"external_id": "p1", "payload": {"text": "meow", "_row": 1}}\n'
+        b'{"external_id": "p2", "payload": {"text": "woof"}, "gold_label": "fish"}\n'
+        b'{"external_id": "p3", "payload": {"text": "tweet"}}\n'
+    )
+    uploaded = page.post(
+        f"/dashboard/jobs/{job.pk}/upload/",
+        {"file": SimpleUploadedFile("pets.jsonl", rows, content_type="application/x-ndjson")},
+    )
+    launched = page.post(f"/dashboard/jobs/{job.pk}/lifecycle/", {"action": "launch"})
+    paused = page.post(f"/dashboard/jobs/{job.pk}/lifecycle/", {"action": "pause"})
+    resumed = page.post(f"/dashboard/jobs/{job.pk}/lifecycle/", {"action": "resume"})
+    again = page.post(f"/dashboard/jobs/{job.pk}/lifecycle/", {"action": "resume"})
+    shown = page.get(again.url)
+    download = page.get(f"/api/v1/jobs/{job.pk}/results/?format=csv")
+
+    assert created.url.startswith(f"/dashboard/jobs/{job.pk}/?done=")
+    assert (job.classes, job.policy["min_labels"], job.status) == (
+        ["cat", "dog", "bird"],
+        2,
+        "draft",
+    )
+    html = uploaded.content.decode()
+    assert "2 created · 0 updated · 1 rejected" in html
+    assert "<td>2</td><td>p2</td><td>gold_label: " in html  # the row, its id and the reason
+    assert "Estimated cost: 0.40–0.60" in html  # 2 items x 2..3 labels x 0.10
+    assert "done=The+job+is+running" in launched.url
+    assert "done=The+job+is+paused" in paused.url
+    assert "done=The+job+is+running" in resumed.url
+    assert "Cannot resume a job that is running." in shown.content.decode()
+    assert download.status_code == 200
+    assert b"p1" in b"".join(download.streaming_content)
+
+
+def test_the_job_form_says_what_is_wrong_in_words_and_keeps_the_input(client_actor):
+    response = _page(client_actor).post(
+        "/dashboard/jobs/new/", {**FORM, "classes": "cat", "gold_rate": "2"}
+    )
+
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "label_schema.classes:" in html
+    assert "policy.gold_rate:" in html
+    assert 'value="Pets from the page"' in html
+    assert not Job.objects.exists()
+
+
+def test_only_clients_create_jobs_from_the_page_and_qc_cannot_change_one(
+    ops_actor, qc_actor, client_actor
+):
+    _page(client_actor).post("/dashboard/jobs/new/", FORM)
+    job = Job.objects.get()
+
+    assert _page(ops_actor).get("/dashboard/jobs/new/").status_code == 403
+    qc_page = _page(qc_actor)
+    assert (
+        qc_page.post(f"/dashboard/jobs/{job.pk}/lifecycle/", {"action": "cancel"}).status_code
+        == 403
+    )
+    job.refresh_from_db()
+    assert job.status == "draft"
