@@ -149,3 +149,30 @@ def test_limits_are_off_while_the_shared_cache_is_unreachable(rates, settings, m
             "/api/v1/assignments/999999/submit/", {"label": "a"}, format="json"
         )
         assert response.status_code == 404
+
+
+def test_a_request_limit_counts_in_batches_and_admits_at_most_a_batch_more(rates, monkeypatch):
+    rates(submit="600/min")  # batch: 600 // 60 = 10 hits per shared-cache round trip
+    trips = []
+    original = throttling.cache.incr
+    monkeypatch.setattr(
+        throttling.cache, "incr", lambda *a, **k: trips.append(a) or original(*a, **k)
+    )
+    first, second = (
+        throttling.Window("submit", local_batch=10),
+        throttling.Window("submit", local_batch=10),
+    )  # two processes
+
+    admitted = 0
+    for n in range(700):
+        window = first if n % 2 else second
+        admitted += window.count("token-1") is None
+
+    assert len(trips) <= 70 + 2  # one shared-cache trip per batch of 10 (+ window starts)
+    assert 600 <= admitted <= 600 + 2 * (10 - 1)
+
+
+def test_sign_in_failures_are_counted_one_by_one(rates):
+    rates(auth_failure="600/min")
+
+    assert throttling.AUTH_FAILURES._batch(600) == 1
