@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
+from apps.accounts.models import Role
 from apps.accounts.selectors import user_roles
 
 
@@ -20,9 +21,9 @@ def has_role(*roles: str) -> type[BasePermission]:
     return type(f"HasRole_{'_'.join(roles)}", (_HasAnyRole,), {"roles": frozenset(roles)})
 
 
-IsClientOrOps = has_role("client", "ops")
-IsOps = has_role("ops")
-IsJobReader = has_role("client", "ops", "qc")
-IsAnnotator = has_role("annotator", "expert")
-IsQC = has_role("qc")
-IsQCOrOps = has_role("qc", "ops")
+IsClientOrOps = has_role(Role.CLIENT, Role.OPS)
+IsOps = has_role(Role.OPS)
+IsJobReader = has_role(Role.CLIENT, Role.OPS, Role.QC)
+IsAnnotator = has_role(Role.ANNOTATOR, Role.EXPERT)
+IsQC = has_role(Role.QC)
+IsQCOrOps = has_role(Role.QC, Role.OPS)

@@ -28,7 +28,7 @@ def user_client_org_ids(*, user: AbstractBaseUser) -> list[int]:
     """Ids of the client organizations in which the user is a client."""
     return list(
         Membership.objects.filter(
-            user=user, role="client", organization__kind=Organization.Kind.CLIENT
+            user=user, role=Role.CLIENT, organization__kind=Organization.Kind.CLIENT
         ).values_list("organization_id", flat=True)
     )
 

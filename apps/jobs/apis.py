@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.models import Organization
+from apps.accounts.models import Organization, Role
 from apps.accounts.permissions import IsClientOrOps, IsJobReader
 from apps.accounts.selectors import user_client_org_ids, user_roles
 from apps.common.errors import ApplicationError, ErrorCode
@@ -161,7 +161,7 @@ def _job_for_request(request: Request, job_id: int) -> Job:
 
 def _organization_for_new_job(request: Request, name: str | None) -> Organization:
     roles = user_roles(user=request.user)
-    if "ops" in roles:
+    if Role.OPS in roles:
         if not name:
             raise ApplicationError(
                 "Ops must name the client organization the job is for.",

@@ -88,7 +88,7 @@ def job_list_for_user(
     if roles & STAFF_ROLES:
         scope |= _vendor_jobs(user_vendor_org_ids(user=user, roles=roles & STAFF_ROLES))
         allowed = True
-    if "client" in roles:
+    if Role.CLIENT in roles:
         scope |= Q(organization_id__in=user_client_org_ids(user=user))
         allowed = True
     if not allowed:

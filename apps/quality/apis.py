@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.models import Role
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, has_role
 from apps.common.tasks import enqueue
 from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user
@@ -23,7 +24,7 @@ from apps.workforce.selectors import worker_get_for_quality
 
 
 class WorkerQualityApi(APIView):
-    permission_classes = [has_role("ops", "qc", "annotator", "expert")]
+    permission_classes = [has_role(Role.OPS, Role.QC, Role.ANNOTATOR, Role.EXPERT)]
 
     @extend_schema(
         responses=OpenApiResponse(

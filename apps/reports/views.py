@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.models import ApiToken, Organization
+from apps.accounts.models import ApiToken, Organization, Role
 from apps.accounts.selectors import user_client_org_ids, user_roles
 from apps.accounts.services import token_digest
 from apps.common.errors import ApplicationError
@@ -106,17 +106,17 @@ def home(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect("/login/")
     roles = user_roles(user=request.user)
-    if "qc" in roles:
+    if Role.QC in roles:
         return redirect("/qc/")
-    if roles & {"ops", "client"}:
+    if roles & {Role.OPS, Role.CLIENT}:
         return redirect("/dashboard/")
-    if roles & {"annotator", "expert"}:
+    if roles & {Role.ANNOTATOR, Role.EXPERT}:
         return redirect("/annotate/")
     return redirect("/dashboard/")
 
 
 def _require_reader(request: HttpRequest) -> None:
-    if not user_roles(user=request.user) & {"ops", "qc", "client"}:
+    if not user_roles(user=request.user) & {Role.OPS, Role.QC, Role.CLIENT}:
         raise PermissionDenied
 
 
@@ -127,7 +127,7 @@ def _require_writer(request: HttpRequest) -> None:
 
 
 def _require_ops(request: HttpRequest) -> None:
-    if "ops" not in user_roles(user=request.user) or not ops_organization_ids(user=request.user):
+    if Role.OPS not in user_roles(user=request.user) or not ops_organization_ids(user=request.user):
         raise PermissionDenied
 
 
@@ -221,7 +221,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "workers": workers,
             "pools": pools,
             "is_ops": bool(ops_vendor_ids),
-            "is_client": "client" in user_roles(user=request.user),
+            "is_client": Role.CLIENT in user_roles(user=request.user),
         },
     )
 
@@ -429,7 +429,7 @@ def _job_body(form: dict[str, str]) -> dict:
 def job_new(request: HttpRequest) -> HttpResponse:
     """A client creates a job: a form for the name, instructions, classes, policy, prices
     and routing; the job starts as a draft (upload, then launch, on its page)."""
-    if "client" not in user_roles(user=request.user):
+    if Role.CLIENT not in user_roles(user=request.user):
         raise PermissionDenied
     form = {k: request.POST.get(k, v) for k, v in JOB_FORM_DEFAULTS.items()}
     errors: list[str] = []

@@ -15,6 +15,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from rest_framework import status
 
+from apps.accounts.models import Role
 from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.assignments.models import Assignment, Label
 from apps.assignments.records import job_complete_if_done
@@ -55,7 +56,7 @@ EXPERT_TIMEOUT_SECONDS = 24 * 3600
 Route = Literal["expert", "qc"]
 ROUTES = ("expert", "qc", "auto")
 # Reasons the escalation policy covers, with the alias the policy may use for each.
-QC_ROLE = "qc"
+QC_ROLE = Role.QC
 
 
 def _conflict(message: str, code: ErrorCode = ErrorCode.CONFLICT) -> ApplicationError:

@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from apps.accounts.models import Role
 from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.common.errors import ApplicationError
 from apps.jobs.payloads import payload_display
@@ -38,7 +39,7 @@ DRAFT_KEY = "qc_draft"
 
 
 def _require_qc(request: HttpRequest) -> None:
-    if "qc" not in user_roles(user=request.user):
+    if Role.QC not in user_roles(user=request.user):
         raise PermissionDenied
 
 

@@ -9,14 +9,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.models import Organization
+from apps.accounts.models import Organization, Role
 from apps.accounts.permissions import has_role
 from apps.accounts.selectors import user_client_org_ids
 from apps.common.errors import ApplicationError
 from apps.webhooks import selectors, services
 from apps.webhooks.models import Event, WebhookDelivery, WebhookEndpoint
 
-IsClient = has_role("client")
+IsClient = has_role(Role.CLIENT)
 
 _SUBSCRIBABLE = [(e.value, e.label) for e in Event if e != Event.PING]
 

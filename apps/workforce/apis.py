@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.models import Role
 from apps.accounts.permissions import IsOps, has_role
 from apps.common.fields import ID_MAX
 from apps.common.serializers import StrictInputSerializer
@@ -263,7 +264,7 @@ class WorkerUnbanApi(APIView):
 
 # Ops, or a worker (the selector then admits only the worker themself); clients and QC have
 # no business with pay (403).
-IsOpsOrWorker = has_role("ops", "annotator", "expert")
+IsOpsOrWorker = has_role(Role.OPS, Role.ANNOTATOR, Role.EXPERT)
 
 
 class EarningsOutputSerializer(serializers.Serializer):

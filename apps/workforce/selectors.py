@@ -64,7 +64,9 @@ def worker_get_for_earnings(*, user: AbstractBaseUser, worker_id: int) -> Worker
         raise Http404("No such worker.")
     if worker.user_id == user.pk:
         return worker
-    if "ops" in user_roles(user=user) and worker.organization_id in ops_organization_ids(user=user):
+    if Role.OPS in user_roles(user=user) and worker.organization_id in ops_organization_ids(
+        user=user
+    ):
         return worker
     raise Http404("No such worker.")
 

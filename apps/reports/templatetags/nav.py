@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from django import template
 
+from apps.accounts.models import Role
 from apps.accounts.selectors import user_roles
 
 register = template.Library()
 
 # (roles that open it, path, text), in header order.
 LINKS = [
-    ({"annotator", "expert"}, "/annotate/", "Label"),
-    ({"ops", "client", "qc"}, "/dashboard/", "Dashboard"),
-    ({"qc"}, "/qc/", "QC review"),
-    ({"ops", "client", "qc"}, "/api/docs/", "API"),
+    ({Role.ANNOTATOR, Role.EXPERT}, "/annotate/", "Label"),
+    ({Role.OPS, Role.CLIENT, Role.QC}, "/dashboard/", "Dashboard"),
+    ({Role.QC}, "/qc/", "QC review"),
+    ({Role.OPS, Role.CLIENT, Role.QC}, "/api/docs/", "API"),
 ]
 
 
