@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.http.request import RawPostDataException
 from django.utils import timezone
@@ -40,17 +42,20 @@ _DATETIME = serializers.DateTimeField(
 )
 
 
+logger = logging.getLogger(__name__)
 PATH_HEADER = "Concord-Path"
 
 
 def _with_path(response: Response) -> Response:
     """Say which write path served the lease or submit (sql, sql-locked or orm), when
     settings.CONCORD_PATH_HEADER asks for it: gold leases take the ORM path, so by default
-    annotators are not told (the header would give gold items away)."""
-    if not settings.CONCORD_PATH_HEADER:
-        return response
+    annotators are not told (the header would give gold items away). Always: a debug log
+    record with the field `write_path`, and the per-process counts on /healthz."""
     path = fastpath.served_by()
-    if path is not None:
+    if path is None:
+        return response
+    logger.debug("served by %s", path.value, extra={"write_path": path.value})
+    if settings.CONCORD_PATH_HEADER:
         response[PATH_HEADER] = path.value
     return response
 

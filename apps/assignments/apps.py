@@ -8,7 +8,8 @@ class AssignmentsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
-        from apps.assignments.fastpath import forget_open_jobs
+        from apps.assignments.fastpath import SERVED_COUNTS, forget_open_jobs
+        from apps.common.views import HEALTH_FIGURES
         from apps.jobs.models import Job
         from apps.workforce.models import Pool
 
@@ -26,3 +27,5 @@ class AssignmentsConfig(AppConfig):
             post_delete.connect(
                 forget_open_jobs, sender=model, dispatch_uid=f"open-jobs-del-{model}"
             )
+        # Which write path served this process's leases and submits (/healthz "process").
+        HEALTH_FIGURES["write_paths"] = lambda: {path.value: n for path, n in SERVED_COUNTS.items()}

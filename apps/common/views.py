@@ -6,6 +6,9 @@ follow-up work waits in the database for the beat's sweeps: 200 with status "deg
 that a Redis outage does not take every web process out with it.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import redis
 from django.conf import settings
 from django.core.cache import cache
@@ -36,6 +39,11 @@ def _check_broker() -> str:
     return "ok"
 
 
+# Figures of this process that apps add to /healthz (name -> a function returning JSON), for
+# example apps.assignments: how many leases and submits each write path served.
+HEALTH_FIGURES: dict[str, Callable[[], Any]] = {}
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
     checks: dict[str, str] = {}
     for name, check in (
@@ -53,4 +61,5 @@ def healthz(request: HttpRequest) -> JsonResponse:
         state, code = "degraded", 200
     else:
         state, code = "ok", 200
-    return JsonResponse({"status": state, "checks": checks}, status=code)
+    process = {name: figures() for name, figures in HEALTH_FIGURES.items()}
+    return JsonResponse({"status": state, "checks": checks, "process": process}, status=code)

@@ -509,3 +509,33 @@ def test_a_price_stored_before_prices_were_bounded_is_a_409_not_a_500(make_actor
     assert response.status_code == 409
     assert response.json()["error"]["details"] == {"pricing.crowd_label": ["Out of bounds."]}
     assert not Label.objects.filter(worker=worker).exists()
+
+
+def test_which_write_path_served_is_counted_on_healthz_and_logged(make_actor, job, caplog):
+    actor, _ = _annotator(make_actor, job)
+    before = actor.client.get("/healthz").json()["process"]["write_paths"]
+
+    with caplog.at_level("DEBUG", logger="apps.assignments.apis"):
+        task = actor.client.post(NEXT, {}, format="json").json()
+        response = actor.client.post(
+            f"/api/v1/assignments/{task['id']}/submit/", {"label": "cat"}, format="json"
+        )
+
+    assert response.status_code == 200
+    assert "Concord-Path" not in response  # off by default: gold leases would show
+    after = actor.client.get("/healthz").json()["process"]["write_paths"]
+    served = {path: n - before.get(path, 0) for path, n in after.items()}
+    # In a test's transaction the PostgreSQL statements run under the locks (sql-locked);
+    # the ORM path elsewhere.
+    expected = {"sql": 1, "sql-locked": 1} if fastpath.enabled() else {"orm": 2}
+    assert {path: n for path, n in served.items() if n} == expected
+    assert {r.write_path for r in caplog.records if hasattr(r, "write_path")} == set(expected)
+
+
+def test_the_path_header_is_there_when_asked_for(make_actor, job, settings):
+    settings.CONCORD_PATH_HEADER = True
+    actor, _ = _annotator(make_actor, job)
+
+    response = actor.client.post(NEXT, {}, format="json")
+
+    assert response["Concord-Path"] in {path.value for path in fastpath.Path}
