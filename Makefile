@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/concord
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint install browser
+.PHONY: run test lint install browser services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# PgBouncer for the transaction-pooling test (tests/test_pooler.py) and bench/soak.py
+# --pgbouncer, from Debian's packages; the tests start their own instance.
+services:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; }
+
 run: $(STAMP)
 	DEBUG=1 $(BIN)/python manage.py migrate --noinput
 	DEBUG=1 $(BIN)/python manage.py seeddemo
@@ -32,7 +37,7 @@ run: $(STAMP)
 # The whole suite, then the assignment and quality tests again with the PostgreSQL fast path
 # off (CONCORD_FASTPATH=0): both write paths run in CI (on SQLite the second run repeats the
 # ORM path).
-test: $(STAMP) browser
+test: $(STAMP) browser services
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	CONCORD_FASTPATH=0 DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \

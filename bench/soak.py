@@ -137,7 +137,7 @@ def seed(n_items: int, n_annotators: int) -> tuple[int, str, list[str]]:
     django.setup()
     from django.db import connection
 
-    from apps.accounts.models import Organization
+    from apps.accounts.models import Organization, VendorContract
     from apps.accounts.services import membership_ensure, token_create
     from apps.jobs.models import Item, Job
     from apps.workforce.models import Pool
@@ -148,6 +148,7 @@ def seed(n_items: int, n_annotators: int) -> tuple[int, str, list[str]]:
     )
     client_token = token_create(user=membership.user)
     vendor = Organization.objects.create(name="Soak Vendor", kind="vendor")
+    VendorContract.objects.create(client=membership.organization, vendor=vendor)
     job = Job.objects.create(
         organization=membership.organization,
         name="soak",
