@@ -10,8 +10,11 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.assignments.leasing import Task
 from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item, Job
+from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.quality.gold import (
     gold_pick,
     gold_rate_ceiling,
@@ -21,7 +24,7 @@ from apps.quality.gold import (
 )
 from apps.quality.models import GoldExposure
 from apps.workforce.models import Worker
-from tests.quality.test_services import _job as crowd_job
+from tests.quality.factories import crowd_job
 from tests.workforce.factories import make_worker
 
 pytestmark = pytest.mark.django_db
@@ -464,3 +467,30 @@ def test_gold_api_hides_other_tenants_jobs_and_refuses_annotators(
 
 def test_gold_api_unknown_job_is_404(client_actor):
     assert client_actor.client.get("/api/v1/jobs/999999/gold/").status_code == 404
+
+
+def test_gold_through_the_engine_is_counted_retired_and_never_repeated():
+    gold = ["cat", "dog", "bird"]
+    job, items, crowd = crowd_job(
+        6, workers=4, gold=gold, policy={"gold_rate": 1.0, "gold_max_exposures": 2}
+    )
+    gold_ids = {i.pk for i in items if i.gold_label}
+    seen: dict[int, set[int]] = {w.pk: set() for w in crowd}
+    for worker in crowd:
+        for _ in range(3):
+            task = assignment_next(worker=worker, job_id=job.pk)
+            assert isinstance(task, Task)
+            if task.item in gold_ids:
+                assert task.item not in seen[worker.pk]
+                seen[worker.pk].add(task.item)
+            assignment_submit(worker=worker, assignment_id=task.id, label="cat")
+
+    exposures = {e.item_id: e for e in GoldExposure.objects.filter(job=job)}
+    # Each gold item was shown at most twice, then retired; four workers at rate 1 with
+    # three gold items at two showings each: six gold tasks in all.
+    assert sum(e.shown for e in exposures.values()) == 6
+    assert all(e.shown == 2 and e.retired_at is not None for e in exposures.values())
+    assert sum(e.answered for e in exposures.values()) == 6
+    assert {e.item_id: e.correct for e in exposures.values()} == {
+        i.pk: 2 if i.gold_label == "cat" else 0 for i in items if i.gold_label
+    }

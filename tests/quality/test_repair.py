@@ -8,17 +8,17 @@ from django.core.management.base import CommandError
 
 from apps.jobs.models import Item, Job
 from apps.quality.aggregation import job_aggregate, result_violations
-from tests.quality.test_services import _job, _label
+from tests.quality.factories import crowd_job, crowd_label
 
 pytestmark = pytest.mark.django_db
 
 
 def _settled_job():
     """A completed job of two items, each settled by two agreeing labels, then aggregated."""
-    job, items, crowd = _job(2, workers=2, policy={"target_confidence": 0.6})
+    job, items, crowd = crowd_job(2, workers=2, policy={"target_confidence": 0.6})
     for worker in crowd:
-        _label(worker, "dog")
-        _label(worker, "dog")
+        crowd_label(worker, "dog")
+        crowd_label(worker, "dog")
     job_aggregate(job_id=job.pk, method="ds")
     Job.objects.filter(pk=job.pk).update(status=Job.Status.COMPLETED)
     assert [i.state for i in Item.objects.filter(job=job)] == ["settled", "settled"]
