@@ -12,7 +12,9 @@ from ._answers import Answers, argmax_columns, digamma, softmax_columns, softmax
 # Stored with every result. 1.1.0: the default method discounts dependent worker pairs.
 # 2.0.0: the default returns the answer when no item has two, keeps the last of duplicate
 # (task, worker) answers, learns from gold, calibrates its confidence and samples at scale.
-VERSION = "2.0.0"
+# 2.1.0: the default's worker matrices are also shrunk toward the crowd's pooled matrix and
+# its class prior is anchored to the vote shares (fitted leave-one-dataset-out).
+VERSION = "2.1.0"
 
 # Probabilities are clipped here before taking logs, so a worker who has never been seen
 # to give some label still leaves every class possible.

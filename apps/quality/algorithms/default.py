@@ -88,13 +88,15 @@ class DefaultConstants:
 # and whether they still match; each data set's own LODO score uses constants fitted on the
 # 17 others). Grids: bench/default_fit.py.
 DEFAULTS = DefaultConstants(
-    shrinkage=2.5,
+    shrinkage=1.25,
+    pooled_shrinkage=1.25,
     class_prior_strength=0.0,
+    class_prior_anchor=3.0,
     min_answers_per_worker=4.0,
     z_threshold=9.0,
-    discount=4.0,
-    temperature=1.994,
-    floor=0.07927,
+    discount=2.0,
+    temperature=1.658,
+    floor=0.06555,
     calibration_strength=1.0,
     single_answer_accuracy=0.7126,
     single_answer_strength=10.0,
