@@ -1,6 +1,7 @@
 """Benchmark Concord's aggregation kernels against Crowd-Kit 1.4.2: accuracy, seconds, peak RSS.
 
-Run from the repository root: `.venv/bin/python bench/aggregation.py [--quick] [--fit]`.
+Run from the repository root: `.venv/bin/python bench/aggregation.py [--quick] [--fit]`
+(`--skip-crowdkit --skip-scale`: the default's accuracy and calibration sections only).
 Every synthetic measurement runs in a forked child so its peak RSS is its own, and its time
 is the median of 3 runs. Crowd-Kit's GLAD and MACE run once, only on real datasets under
 10k answers and on a 100k-answer subsample of the synthetic crowd (they take minutes beyond
@@ -40,7 +41,7 @@ from apps.quality.algorithms.confidence import (  # noqa: E402
     reliability_bins,
 )
 from apps.quality.algorithms.default import DEFAULTS  # noqa: E402
-from bench.default_fit import DENSITIES, cases_for, fit_all  # noqa: E402
+from bench.default_fit import DENSITIES, accuracy_key, cases_for, fit_all  # noqa: E402
 from tests.quality.crowd_data import dataset_names, load  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -159,6 +160,11 @@ def main() -> None:
         help="PostgreSQL for the 1M-label re-aggregation (skipped without one)",
     )
     parser.add_argument("--skip-crowdkit", action="store_true", help="skip the first two parts")
+    parser.add_argument(
+        "--skip-scale",
+        action="store_true",
+        help="skip the 5M-answer and PostgreSQL parts (the accuracy and calibration sections only)",
+    )
     opts = parser.parse_args()
     if opts.skip_crowdkit:
         headline = default_sections(opts, {})
@@ -338,17 +344,11 @@ def default_sections(opts, ours_acc: dict) -> dict:
         "\nLeave-one-dataset-out: constants chosen on the 17 other sets (answers only, all items;"
     )
     print("'+gold': the job's 5% gold items given, scored on the other 95%, MV on the same items)")
-    header = f"{'dataset':<14}{'LODO':>8}{'in-smp':>8}{'ds':>8}{'mv':>8}{'vs ds':>7}{'vs mv':>7}{'+gold':>8}{'mv':>8}  chosen (shrink, cp, apw, z, disc)"
+    header = f"{'dataset':<14}{'LODO':>8}{'in-smp':>8}{'ds':>8}{'mv':>8}{'vs ds':>7}{'vs mv':>7}{'+gold':>8}{'mv':>8}  chosen (shrink, pooled, cp, anchor, apw, z, disc)"
     print(header)
     print("-" * len(header))
     for name in names:
-        key = (
-            fit.fold[name].shrinkage,
-            fit.fold[name].class_prior_strength,
-            fit.fold[name].min_answers_per_worker,
-            fit.fold[name].z_threshold,
-            fit.fold[name].discount,
-        )
+        key = tuple(f"{v:g}" for v in accuracy_key(fit.fold[name]))
         print(
             f"{name:<14}{lodo[name]:>8.4f}{insample[name]:>8.4f}{ds_acc[name]:>8.4f}{mv_acc[name]:>8.4f}"
             f"{_pts(lodo[name] - ds_acc[name]):>7}{_pts(lodo[name] - mv_acc[name]):>7}"
@@ -419,8 +419,8 @@ def default_sections(opts, ours_acc: dict) -> dict:
     shapes_ok = _shapes()
 
     # ---- 5. Scale.
-    scale = _scale(opts)
-    reagg = _reaggregate(opts)
+    scale = {} if opts.skip_scale else _scale(opts)
+    reagg = None if opts.skip_scale else _reaggregate(opts)
     out = {
         "lodo_mean_accuracy": round(mean["lodo"], 4),
         "lodo_mean_accuracy_with_gold": round(gold_mean, 4),

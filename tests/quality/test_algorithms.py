@@ -322,6 +322,12 @@ def test_default_beats_crowdkit_best_fast_method_mean(crowdkit):
     assert ours >= 0.855
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="2.1.0: in-sample mean 0.8612 against 0.8618 needed; the leave-one-dataset-out "
+    "fit (bench/default_fit.py) now weighs shortfalls below majority vote at 2-5 answers per "
+    "item, which costs 0.2 points of the all-answers mean (F8 puts sparse robustness first)",
+)
 def test_default_reaches_one_point_above_crowdkit_best(crowdkit):
     best = max(np.mean([crowdkit(m, n)[0] for n in ALL]) for m in ["mv", "wmv", "ds"])
     assert np.mean([_ours("default", n) for n in ALL]) >= best + 0.01

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from apps.quality.algorithms import METHODS, aggregate
+from apps.quality.algorithms import METHODS, aggregate, dawid_skene
 from apps.quality.algorithms._answers import Answers
 from apps.quality.algorithms.aggregation import one_coin_dawid_skene
 from apps.quality.algorithms.confidence import (
@@ -16,11 +16,11 @@ from apps.quality.algorithms.confidence import (
     expected_calibration_error,
     fit_calibration,
 )
-from apps.quality.algorithms.default import DEFAULTS
+from apps.quality.algorithms.default import DEFAULTS, _class_prior_pseudo
 from apps.quality.algorithms.dependence import dependent_pairs
 from bench import default_fit
 from bench.aggregation import synthetic
-from bench.default_fit import lodo_choose
+from bench.default_fit import MIN_APW, lodo_choose
 
 from .test_algorithms import _clique_crowd
 
@@ -252,7 +252,7 @@ def test_lodo_fit_trains_each_fold_without_its_own_data_set(monkeypatch):
     fold see only the other sets' cases (a dataset-identity check on what reaches them)."""
 
     names = ["a", "b", "c"]
-    keys = [(5.0, 0.0, 0.0, 9.0, 4.0), (2.5, 1.0, 0.0, 9.0, 4.0)]
+    keys = [(5.0, 0.0, 0.0, 0.0, 0.0, 9.0, 4.0), (2.5, 0.0, 1.0, 0.0, 0.0, 9.0, 4.0)]
     monkeypatch.setattr(
         default_fit,
         "accuracy_table",
@@ -278,3 +278,52 @@ def test_lodo_fit_trains_each_fold_without_its_own_data_set(monkeypatch):
     assert fit.fold["b"].shrinkage == 5.0
     assert seen[:3] == [{"b", "c"}, {"a", "c"}, {"a", "b"}]
     assert seen[3] == {"a", "b", "c"}  # production: all sets
+
+
+def test_lodo_ties_go_to_majority_vote():
+    """Where the other data sets cannot tell two vote thresholds apart, the fold takes the
+    first key of the grid, which is the largest threshold: majority vote rather than a
+    model nothing in the training sets supports at that density."""
+
+    assert list(MIN_APW) == sorted(MIN_APW, reverse=True)
+    keys = [(2.5, 0.0, 0.0, 0.0, apw, 9.0, 4.0) for apw in MIN_APW]
+    scores = {n: dict.fromkeys(keys, 0.8) for n in ("a", "b", "c")}
+    assert {key[4] for key in lodo_choose(scores).values()} == {max(MIN_APW)}
+
+
+# ----------------------------------------------------------------------------- class prior
+
+
+def test_class_prior_pseudo_counts_follow_the_vote_shares():
+    # Two items with votes (2 x class 0) and (class 0, class 1), one item unanswered:
+    # soft vote shares over the answered items are (0.75, 0.25).
+    ans = Answers(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([0, 0, 0, 1]), 2, 3)
+    c = replace(DEFAULTS, class_prior_strength=0.0, class_prior_anchor=2.0)
+    np.testing.assert_allclose(
+        _class_prior_pseudo(ans, c), [1.0 + 2 * 2 * 0.75, 1.0 + 2 * 2 * 0.25]
+    )
+    uniform = replace(DEFAULTS, class_prior_strength=0.5, class_prior_anchor=0.0)
+    np.testing.assert_allclose(_class_prior_pseudo(ans, uniform), [2.0, 2.0])
+
+
+def test_pooled_shrinkage_keeps_the_crowds_class_specific_errors():
+    """Every worker says class 1 for a fifth of the class-0 items and never errs on class 1.
+    With few answers each, shrinkage toward the pooled matrix keeps that asymmetry in every
+    worker's matrix; toward each worker's one-coin form it is flattened."""
+    rng = np.random.default_rng(7)
+    n, n_workers = 400, 80
+    truth = rng.integers(0, 2, n)
+    workers = np.argsort(rng.random((n, n_workers)), axis=1)[:, :5].ravel()
+    tasks = np.repeat(np.arange(n), 5)
+    slip = (truth[tasks] == 0) & (rng.random(tasks.size) < 0.2)
+    labels = np.where(slip, 1, truth[tasks])
+    common = {"prior": 0.01, "class_prior_smoothing": 1.0, "stopping": "objective"}
+    pooled = dawid_skene(tasks, workers, labels, 2, shrinkage=0.0, pooled_shrinkage=5.0, **common)
+    onecoin = dawid_skene(tasks, workers, labels, 2, shrinkage=5.0, shrink_to="onecoin", **common)
+    # P(answer 1 | truth 0) against P(answer 0 | truth 1), averaged over workers.
+    asym = {
+        name: float(np.mean(r.confusions[:, 0, 1] - r.confusions[:, 1, 0]))
+        for name, r in (("pooled", pooled), ("onecoin", onecoin))
+    }
+    assert asym["pooled"] > 0.1
+    assert asym["pooled"] > asym["onecoin"] + 0.05

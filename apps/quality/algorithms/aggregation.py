@@ -11,7 +11,9 @@ from ._answers import Answers, argmax_columns, digamma, softmax_columns, softmax
 # Stored with every result. 1.1.0: the default method discounts dependent worker pairs.
 # 2.0.0: the default returns the answer when no item has two, keeps the last of duplicate
 # (task, worker) answers, learns from gold, calibrates its confidence and samples at scale.
-VERSION = "2.0.0"
+# 2.1.0: the default's worker matrices are also shrunk toward the crowd's pooled matrix and
+# its class prior is anchored to the vote shares (fitted leave-one-dataset-out).
+VERSION = "2.1.0"
 
 # Probabilities are clipped here before taking logs, so a worker who has never been seen
 # to give some label still leaves every class possible.
@@ -266,7 +268,14 @@ def _prior_array(prior: float | np.ndarray, n_workers: int, k: int) -> np.ndarra
     raise ValueError(f"prior must be a scalar, ({k}, {k}) or ({n_workers}, {k}, {k})")
 
 
-def _class_prior_update(ans: Answers, post: np.ndarray, smoothing: float) -> np.ndarray:
+def _pooled_confusion(counts: np.ndarray) -> np.ndarray:
+    """The crowd's confusion matrix (K, K): every worker's soft counts (W, K, K) summed."""
+    return _normalise_counts(counts.sum(axis=0) + 1e-3)
+
+
+def _class_prior_update(
+    ans: Answers, post: np.ndarray, smoothing: float | np.ndarray
+) -> np.ndarray:
     mass = post[ans.answered].sum(axis=0) + smoothing
     return mass / mass.sum()
 
@@ -366,11 +375,12 @@ def dawid_skene(
     prior: float | np.ndarray = 1e-10,
     shrinkage: float = 0.0,
     shrink_to: str = "pooled",
-    class_prior_smoothing: float = 0.0,
+    class_prior_smoothing: float | np.ndarray = 0.0,
     max_iter: int = 100,
     tol: float = 1e-5,
     stopping: str = "elbo",
     known: np.ndarray | None = None,
+    pooled_shrinkage: float = 0.0,
 ) -> Aggregation:
     """Dawid-Skene EM with full per-worker confusion matrices.
 
@@ -383,7 +393,13 @@ def dawid_skene(
     `shrinkage` > 0 adds, per true-class row, that many pseudo-counts distributed like the
     pooled confusion of all workers (re-estimated every iteration, i.e. an empirical-Bayes
     hierarchical prior): workers with few answers are pulled toward the crowd's average
-    behaviour instead of getting a noisy matrix of their own.
+    behaviour instead of getting a noisy matrix of their own. `pooled_shrinkage` adds that
+    many pooled pseudo-counts per row on top of `shrinkage` toward `shrink_to`, so a prior
+    can mix both targets (the default: each worker's one-coin form and the crowd's
+    class-specific errors).
+
+    `class_prior_smoothing` is a scalar added to every class's mass, or a (K,) array of
+    Dirichlet pseudo-counts (e.g. centred on the vote shares).
 
     `stopping` = "elbo" (the default) stops as Crowd-Kit's DawidSkene does: as soon as the
     per-answer expected complete-data log-likelihood plus posterior entropy (with the class
@@ -424,13 +440,14 @@ def dawid_skene(
         counts = ans.class_counts(post).reshape(k, ans.n_workers, k).transpose(1, 0, 2)
         pseudo = alpha
         if shrinkage > 0 and shrink_to == "pooled":
-            pooled = _normalise_counts(counts.sum(axis=0) + 1e-3)
-            pseudo = alpha + shrinkage * pooled[None, :, :]
+            pseudo = alpha + shrinkage * _pooled_confusion(counts)[None, :, :]
         elif shrinkage > 0:
             # Centre each worker's prior on their own one-coin matrix (same accuracy on
             # every class), so asymmetry must be earned by evidence.
             acc = (np.trace(counts, axis1=1, axis2=2) + 1.0) / (counts.sum(axis=(1, 2)) + 2.0)
             pseudo = alpha + shrinkage * _one_coin_confusions(acc, k)
+        if pooled_shrinkage > 0:
+            pseudo = pseudo + pooled_shrinkage * _pooled_confusion(counts)[None, :, :]
         conf = _normalise_counts(counts + pseudo)
         mass = ans.answered_sum(post) + class_prior_smoothing
         cp = mass / mass.sum()

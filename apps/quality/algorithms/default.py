@@ -20,6 +20,7 @@ from .aggregation import (
     Aggregation,
     _one_coin_confusions,
     _result,
+    _soft_majority_columns,
     as_answers,
     dawid_skene,
     dedupe_last,
@@ -44,11 +45,21 @@ class DefaultConstants:
 
     # One-coin pseudo-answers per true-class row of every worker's confusion matrix.
     shrinkage: float = 5.0
+    # Pseudo-answers per row distributed like the crowd's pooled confusion matrix: on
+    # sparse jobs a worker's matrix keeps the crowd's class-specific errors (everyone says
+    # class 1 too often) instead of a symmetric one-coin form that leaves ties to the
+    # class prior.
+    pooled_shrinkage: float = 0.0
     # Dirichlet pseudo-counts per answered item pulling the class prior toward uniform
     # (0: learned freely; inf: fixed uniform). A freely learned prior can absorb a crowd's
     # bias on sparse jobs (every item pushed to one class), a uniform one misses real
     # imbalance (zencrowd: 78% one class).
     class_prior_strength: float = 0.0
+    # Dirichlet pseudo-counts per answered item pulling the class prior toward the vote
+    # shares: EM's prior-posterior loop cannot then run away to one class on a sparse job
+    # (duck at 3 answers per item: 92% of items pushed to one class by a freely learned
+    # prior), while an imbalanced crowd keeps its imbalance.
+    class_prior_anchor: float = 0.0
     # Below this many answers per worker (median over workers), worker quality cannot be
     # told from the answers: the result is majority vote (ties to the lowest class).
     min_answers_per_worker: float = 0.0
@@ -77,13 +88,15 @@ class DefaultConstants:
 # and whether they still match; each data set's own LODO score uses constants fitted on the
 # 17 others). Grids: bench/default_fit.py.
 DEFAULTS = DefaultConstants(
-    shrinkage=2.5,
+    shrinkage=1.25,
+    pooled_shrinkage=1.25,
     class_prior_strength=0.0,
+    class_prior_anchor=3.0,
     min_answers_per_worker=4.0,
     z_threshold=9.0,
-    discount=4.0,
-    temperature=1.994,
-    floor=0.07927,
+    discount=2.0,
+    temperature=1.658,
+    floor=0.06555,
     calibration_strength=1.0,
     single_answer_accuracy=0.7126,
     single_answer_strength=10.0,
@@ -146,12 +159,11 @@ def default_aggregation(
     if vote:
         result, detail = _majority(ans), "majority vote (too few answers per worker)"
     else:
-        strength = c.class_prior_strength * float(ans.answered.sum())
         params = {
             "shrinkage": c.shrinkage,
             "shrink_to": "onecoin",
+            "pooled_shrinkage": c.pooled_shrinkage,
             "prior": 0.01,
-            "class_prior_smoothing": 1.0 + min(strength, 1e12),
             "stopping": "objective",
         }
         params.update(options)
@@ -180,6 +192,25 @@ def _has_duplicates(tasks: np.ndarray, workers: np.ndarray) -> bool:
     return bool((keys[1:] == keys[:-1]).any())
 
 
+def _class_prior_pseudo(ans: Answers, c: DefaultConstants) -> np.ndarray:
+    """(K,) Dirichlet pseudo-counts of the class prior for the answers `ans`: one per class,
+    `class_prior_strength` per answered item spread evenly (toward uniform), and
+    `class_prior_anchor` per answered item spread like the vote shares."""
+    n = float(ans.answered.sum())
+    pseudo = np.full(ans.k, 1.0 + min(c.class_prior_strength * n, 1e12))
+    if c.class_prior_anchor > 0 and n > 0:
+        shares = ans.answered_sum(_soft_majority_columns(ans)) / n
+        pseudo += c.class_prior_anchor * n * shares
+    return pseudo
+
+
+def _with_class_prior(ans: Answers, c: DefaultConstants, params: dict) -> dict:
+    """`params` with the class prior's pseudo-counts for `ans` (unless the caller set them)."""
+    if "class_prior_smoothing" in params:
+        return params
+    return dict(params, class_prior_smoothing=_class_prior_pseudo(ans, c))
+
+
 def _gold_array(gold: np.ndarray | None, ans: Answers) -> np.ndarray | None:
     if gold is None:
         return None
@@ -191,8 +222,22 @@ def _gold_array(gold: np.ndarray | None, ans: Answers) -> np.ndarray | None:
     return known if (known >= 0).any() else None
 
 
+# The Dawid-Skene options the dependence-aware fit shares.
+_GUARDED_KEYS = (
+    "prior",
+    "shrinkage",
+    "pooled_shrinkage",
+    "class_prior_smoothing",
+    "init_confusions",
+    "init_class_prior",
+    "max_iter",
+    "tol",
+)
+
+
 def _guarded_fit(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggregation, str]:
     """Shrunk Dawid-Skene with the dependence guard (step 3)."""
+    params = _with_class_prior(ans, c, params)
     reference = _one_coin(ans, None, None, ans.k, class_prior_smoothing=1.0, stopping="objective")
     pairs = dependent_pairs(
         ans,
@@ -203,15 +248,17 @@ def _guarded_fit(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggre
         max_pair_rows=c.max_pair_rows,
     )
     name = f"ds+onecoin-shrinkage({c.shrinkage:g})"
+    if c.pooled_shrinkage > 0:
+        name += f"+pooled-shrinkage({c.pooled_shrinkage:g})"
+    if c.class_prior_anchor > 0:
+        name += f", class prior anchored to the votes ({c.class_prior_anchor:g})"
     if not pairs.flagged.any():
         return _dawid_skene(ans, None, None, ans.k, **params), name
-    keys: tuple[str, ...] = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
-    keys += ("init_class_prior", "max_iter", "tol")
     result = dependence_aware_dawid_skene(
         ans,
         pairs,
         discount=c.discount,
-        **{key: params[key] for key in keys if key in params},
+        **{key: params[key] for key in _GUARDED_KEYS if key in params},
     )
     flagged = ", ".join(f"{a}-{b}" for a, b in pairs.flagged_pairs)
     return result, f"{name}, dependent pairs discounted: {flagged}"
@@ -228,7 +275,7 @@ def _fit_at_scale(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggr
     )
     fitted, name = _guarded_fit(sample, c, params)
     del sample, sel
-    refine = dict(params, max_iter=c.refine_iter)
+    refine = _with_class_prior(ans, c, dict(params, max_iter=c.refine_iter))
     refine["init_confusions"] = fitted.confusions
     refine["init_class_prior"] = fitted.class_prior
     name += f", fitted on {int(keep_task.sum())} sampled tasks, refined on all"
@@ -248,13 +295,11 @@ def _fit_at_scale(ans: Answers, c: DefaultConstants, params: dict) -> tuple[Aggr
     )
     if not pairs.flagged.any():
         return _dawid_skene(ans, None, None, ans.k, **refine), name
-    keys: tuple[str, ...] = ("prior", "shrinkage", "class_prior_smoothing", "init_confusions")
-    keys += ("init_class_prior", "max_iter", "tol")
     result = dependence_aware_dawid_skene(
         ans,
         pairs,
         discount=c.discount,
-        **{key: refine[key] for key in keys if key in refine},
+        **{key: refine[key] for key in _GUARDED_KEYS if key in refine},
     )
     return result, name
 

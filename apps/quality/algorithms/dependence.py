@@ -23,6 +23,7 @@ from .aggregation import (
     _confusion_log_table,
     _normalise_counts,
     _one_coin_confusions,
+    _pooled_confusion,
     _prior_array,
     _result,
     _soft_majority,
@@ -261,22 +262,24 @@ def dependence_aware_dawid_skene(
     discount: float = 4.0,
     prior: float | np.ndarray = 0.01,
     shrinkage: float = 5.0,
-    class_prior_smoothing: float = 1.0,
+    class_prior_smoothing: float | np.ndarray = 1.0,
     init_confusions: np.ndarray | None = None,
     init_class_prior: np.ndarray | None = None,
     max_iter: int = 100,
     tol: float = 1e-5,
     known: np.ndarray | None = None,
+    pooled_shrinkage: float = 0.0,
 ) -> Aggregation:
-    """Dawid-Skene (matrices shrunk toward each worker's one-coin form, as in the default)
-    that discounts the flagged dependent pairs in `pairs`.
+    """Dawid-Skene (matrices shrunk toward each worker's one-coin form and, with
+    `pooled_shrinkage`, the crowd's pooled matrix, as in the default) that discounts the flagged dependent pairs in `pairs`.
 
     Two changes, both only on answers that have a flagged partner on the same task:
     in the E-step such an answer's log-likelihood is multiplied by `answer_weights`, so a
     dependent clique answering together counts for well under one independent vote; and in
     the M-step the answer is counted against the task posterior WITHOUT its partners'
     answers, so partners cannot certify each other's accuracy. With no flagged pair this is
-    exactly `dawid_skene(shrinkage=..., shrink_to="onecoin", stopping="objective")`.
+    exactly `dawid_skene(shrinkage=..., shrink_to="onecoin", pooled_shrinkage=...,
+    stopping="objective")`.
     `known` clamps gold tasks to their class, as in `dawid_skene`.
     """
     k = ans.k
@@ -305,6 +308,8 @@ def dependence_aware_dawid_skene(
         counts = counts.reshape(k, ans.n_workers, k).transpose(1, 0, 2)
         acc = (np.trace(counts, axis1=1, axis2=2) + 1.0) / (counts.sum(axis=(1, 2)) + 2.0)
         pseudo = alpha + shrinkage * _one_coin_confusions(acc, k)
+        if pooled_shrinkage > 0:
+            pseudo = pseudo + pooled_shrinkage * _pooled_confusion(counts)[None, :, :]
         conf = _normalise_counts(counts + pseudo)
         cp = _class_prior_update(ans, post, class_prior_smoothing)
         post, ll, weighted = _weighted_e_step(ans, conf, cp, weight)
