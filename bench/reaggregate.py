@@ -3,7 +3,7 @@
 Run from the repository root with a scratch database of its own (dropped and re-created):
 `DATABASE_URL=postgres://postgres@127.0.0.1:5432/concord_agg .venv/bin/python bench/reaggregate.py`
 (`--quick`: 100k labels). A job of 200,000 items x 5 labels from 500 workers (the synthetic
-crowd of bench/aggregation.py, K=4) is loaded with COPY, then `apps.quality.services.
+crowd of bench/aggregation.py, K=4) is loaded with COPY, then `apps.quality.aggregation.
 job_aggregate` runs three times: the first aggregation (every result written), a
 re-aggregation with nothing new, and one after 1% of the labels changed value. The time of
 each phase is measured by wrapping the service's own helpers (nothing in services.py
@@ -165,7 +165,7 @@ def seed(n_items: int, n_workers: int) -> tuple[int, np.ndarray]:
 
 
 class Phases:
-    """Wall time per wrapped helper of apps.quality.services, per run."""
+    """Wall time per wrapped helper of apps.quality.aggregation, per run."""
 
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
@@ -201,7 +201,8 @@ def main() -> None:
     django.setup()
     from django.db import connection
 
-    from apps.quality import algorithms, services
+    from apps.quality import aggregation as services
+    from apps.quality import algorithms
 
     job_id, label_ids = seed(n_items, 500)
     print(

@@ -161,7 +161,7 @@ def _open_jobs_query(*, worker_id: int, job_id: int | None) -> list[Job]:
 @cache
 def _eligible_sql() -> str:
     """The lease's rule for an item `i` the worker may take: the SQL form of
-    apps.assignments.services.eligible_items (a test holds the two equal on the same data).
+    apps.assignments.leasing.eligible_items (a test holds the two equal on the same data).
     Parameters: %(job)s, %(state)s, %(spread)s, %(worker)s."""
     t = _tables()
     return f"""i.job_id = %(job)s AND i.state = %(state)s AND i.gold_label IS NULL
@@ -326,7 +326,7 @@ def _submit_read_sql(lock: bool = True) -> str:
     """The submit's read: assignment, item, job and answers; with `lock`, the assignment and
     item rows locked (FOR UPDATE), otherwise a plain read of one snapshot."""
     t = _tables()
-    # The classes key as apps.quality.services.classes_key computes it (a test holds the two
+    # The classes key as apps.quality.matrices.classes_key computes it (a test holds the two
     # equal): sha256 of the class names joined by U+001F, first 32 hex digits.
     key = (
         "(SELECT left(encode(sha256(convert_to(coalesce(string_agg(c.v, chr(31) "

@@ -1,8 +1,7 @@
-"""Quality engine writes: job aggregation, the per-label item decision, gold rules.
-
-Selectors turn label rows into arrays, the kernels in apps.quality.algorithms compute, and
-these services write the results back in bulk.
-"""
+"""Job aggregation: when a job is re-aggregated (the label countdown), the run itself
+(label rows to arrays, the kernels in apps.quality.algorithms, worker matrices and item
+results written back in bulk, never over a newer label), and the check of stored results
+against a fresh run (result_violations)."""
 
 from __future__ import annotations
 
