@@ -2,10 +2,11 @@
 score and route its items (auto-accept with audits, queue priorities, experts), and the cheap
 retrain trigger.
 
-The policy mirrors bench/routing.py: a model on features (or the client's prediction)
-calibrated by temperature on out-of-fold scores of settled items, an auto-accept threshold
-whose accuracy lower bound meets the target, a random audit share, and the query strategy
-ordering everything else.
+The decisions are apps.routing.policy's (the same code bench/routing.py drives): a model on
+features (or the client's prediction) calibrated by temperature on out-of-fold scores of
+settled items, an auto-accept threshold with memory (the last qualifying one holds until its
+audits fail the claim), a random audit share, the model's vote weight, and the query strategy
+ordering everything else. One retrain is one round of `policy.RoutingLoop`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from apps.common.tasks import enqueue_on_commit
 from apps.jobs.models import Item, Job
 from apps.jobs.policy import Routing
 from apps.reviews.services import review_audit_maybe
-from apps.routing import algorithms
+from apps.routing import algorithms, policy
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
 from apps.routing.selectors import (
     HUMAN_SOURCES,
     JobArrays,
     job_arrays,
+    job_audits,
+    job_people_only_evidence,
     job_routing_cached,
 )
 
@@ -97,9 +100,7 @@ class _Scorer:
 # --------------------------------------------------------------------------- training
 
 
-def _soft_correct(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """The settled posterior's mass on the model's label: noisy labels count as uncertain."""
-    return targets[np.arange(len(probs)), probs.argmax(axis=1)]
+_soft_correct = policy.soft_correct
 
 
 def _nll(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -145,32 +146,6 @@ def _thresholds(
         )
         per_class[name] = c.threshold if c.qualified else None
     return choice, per_class
-
-
-def _fit_features(
-    *, x: np.ndarray, targets: np.ndarray, cfg: Routing, k: int, seed: int
-) -> tuple[algorithms.RoutingModel, np.ndarray]:
-    """The final model on every training item, and out-of-fold logits for each of them.
-
-    Cross-fitting (as in the bench) lets every settled item be both training data and a
-    held-out item for temperature, threshold and the card: each is scored by a model that
-    never saw it.
-    """
-    options = {
-        "n_classes": k,
-        "kind": cfg.model_kind,
-        "epochs": cfg.epochs,
-        "hidden": cfg.hidden,
-    }
-    options["weight_decay"] = cfg.weight_decay
-    n = len(x)
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), cfg.folds)
-    oof = np.zeros((n, k))
-    for f, fold in enumerate(folds):
-        train = np.setdiff1d(np.arange(n), fold)
-        model = algorithms.train_routing_model(x[train], targets[train], seed=seed + f, **options)
-        oof[fold] = algorithms.predict_logits(model, x[fold])
-    return algorithms.train_routing_model(x, targets, seed=seed, **options), oof
 
 
 def _compare(
@@ -308,7 +283,6 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     if cfg.mode != "model":
         return RetrainResult(version=None, activated=False, reason="routing is off")
     classes = job.classes
-    k = len(classes)
     data = job_arrays(job=job, slice_field=cfg.slice_field)
     settled = data.human_settled()
     min_train = cfg.min_train
@@ -318,12 +292,10 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     if data.features is not None and len(rows_features) >= min_train:
         kind, rows = ModelVersion.Kind.FEATURES, rows_features
         targets = data.posterior[rows]
-        model, oof_logits = _fit_features(
-            x=data.features[rows].astype(np.float64), targets=targets, cfg=cfg, k=k, seed=seed
+        fit = policy.fit_round(
+            x=data.features[rows].astype(np.float64), targets=targets, cfg=cfg, seed=seed
         )
-        temperature = algorithms.fit_temperature(oof_logits, targets)
-        raw_probs = algorithms.apply_temperature(oof_logits, 1.0)
-        probs = algorithms.apply_temperature(oof_logits, temperature.temperature)
+        model, temperature, raw_probs, probs = fit.model, fit.temperature, fit.raw_probs, fit.probs
         weights: bytes | None = algorithms.model_to_bytes(model)
     elif len(rows_prediction) >= min_train:
         # One temperature barely overfits: fitted and measured on the same settled items.
@@ -347,6 +319,26 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     choice, class_thresholds = _thresholds(
         probs=probs, correct=correct, pool_confidence=pool_confidence, cfg=cfg, classes=classes
     )
+    # Memory: the active version's threshold holds unless this round qualifies or its
+    # audits (people alone on items it would have accepted) fail the claim.
+    memory = (active.card or {}) if active else {}
+    since = int(memory.get("audits_since", 1))
+    state = policy.threshold_with_memory(
+        choice=choice,
+        previous=active.threshold if active else None,
+        previous_claim=memory.get("claimed_accuracy"),
+        audits=job_audits(job=job, since_number=since),
+        cfg=cfg,
+        floor=memory.get("threshold_floor"),
+    )
+    people_only, first_likelihood = job_people_only_evidence(job=job, item_ids=data.ids[rows])
+    limit = np.inf if state.threshold is None else state.threshold
+    vote = policy.vote_weight(
+        probs=probs[people_only],
+        targets=targets[people_only],
+        first_likelihood=first_likelihood[people_only],
+        routed=probs[people_only].max(axis=1) < limit,
+    )
     activate, evidence = _compare(
         job=job, active=active, data=data, train_rows=rows, candidate_probs=probs, cfg=cfg
     )
@@ -363,11 +355,24 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         cfg=cfg,
         n_settled=int(settled.sum()),
     )
+    card.update(
+        threshold=state.threshold,
+        threshold_reason=state.reason,
+        threshold_floor=state.floor,
+        claimed_accuracy=None if state.claimed is None else round(state.claimed, 6),
+        audited_accuracy=None if state.audited is None else round(state.audited, 6),
+        n_audited=state.n_audited,
+        vote_weight=vote.weight,
+        vote_weight_reason=vote.reason,
+        vote_weight_nll=vote.nll,
+    )
     cutoff = max((data.settled_at[r] for r in rows if data.settled_at[r]), default=None)
     with transaction.atomic():
         # The job row lock serializes concurrent retrains of one job (numbering, activation).
         Job.objects.select_for_update().filter(pk=job.pk).values_list("id", flat=True).first()
         number = (ModelVersion.objects.filter(job=job).aggregate(n=Max("number"))["n"] or 0) + 1
+        # A threshold raised by its audits is audited afresh, from this version on.
+        card["audits_since"] = number if state.floor != memory.get("threshold_floor") else since
         if activate:
             ModelVersion.objects.filter(job=job, is_active=True).update(is_active=False)
         version = ModelVersion.objects.create(
@@ -378,7 +383,7 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
             is_active=activate,
             weights=weights,
             temperature=temperature.temperature,
-            threshold=choice.threshold if choice.qualified else None,
+            threshold=state.threshold,
             target_accuracy=cfg.target_accuracy,
             n_train=len(rows),
             n_heldout=len(rows),
@@ -451,6 +456,7 @@ def _accept(
     if len(rows) == 0:
         return []
     classes = job.classes
+    card = version.card or {}
     now = timezone.now()
     by_id = {int(data.ids[r]): i for i, r in enumerate(rows.tolist())}
     with transaction.atomic():
@@ -473,9 +479,20 @@ def _accept(
                     posterior=[round(float(v), 6) for v in p],
                     result_meta={
                         "method": "model",
+                        "route": "model",
                         "model_version": version.pk,
                         "model_number": version.number,
                         "threshold": version.threshold,
+                        # Why the model settled it: its confidence against the threshold in
+                        # force, why that threshold holds, and what its audits found so far.
+                        "why": {
+                            "model_confidence": round(float(p[top]), 6),
+                            "threshold": version.threshold,
+                            "threshold_reason": card.get("threshold_reason"),
+                            "claimed_accuracy": card.get("claimed_accuracy"),
+                            "audited_accuracy": card.get("audited_accuracy"),
+                            "n_audited": card.get("n_audited"),
+                        },
                     },
                     settled_at=now,
                     updated_at=now,
@@ -566,7 +583,6 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
         & (data.n_leases[rows] == 0)
         & ~data.is_gold[rows]
     )
-    confident = untouched & (confidence >= thresholds)
     # Once drawn for audit, an item stays an audit item under later versions: people judge
     # it alone, so it keeps measuring what auto-accept would have delivered.
     drawn_before = np.isin(
@@ -576,10 +592,21 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
             dtype=np.int64,
         ),
     )
-    audit = (confident & (_uniform_draw(data.ids[rows], salt=job.pk) < cfg.audit_rate)) | (
-        drawn_before & (data.state[rows] == Item.State.OPEN)
+    features = scorer.kind == ModelVersion.Kind.FEATURES
+    training = data.human_settled() & scorer.usable(data)
+    plan = policy.route_plan(
+        probs=probs,
+        threshold=thresholds,
+        untouched=untouched,
+        audit_draw=_uniform_draw(data.ids[rows], salt=job.pk),
+        cfg=cfg,
+        seed=seed + version.number,
+        pool_features=data.features[rows] if features else None,
+        labeled_features=data.features[training] if features else None,
+        labeled_targets=data.posterior[training].argmax(axis=1) if features else None,
     )
-    accept = confident & ~audit
+    audit = plan.audit | (drawn_before & (data.state[rows] == Item.State.OPEN))
+    accept = plan.accept & ~audit
 
     _write_scores(job=job, version=version, data=data, rows=rows, probs=probs, audit=audit)
     accepted = _accept(job=job, version=version, data=data, rows=rows[accept], probs=probs[accept])
@@ -592,17 +619,7 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
     # The crowd queue: open, not gold, not just accepted.
     queue = (data.state[rows] == Item.State.OPEN) & ~data.is_gold[rows] & ~taken
     queue_rows = rows[queue]
-    training = data.human_settled() & scorer.usable(data)
-    labeled_x = data.features[training] if scorer.kind == ModelVersion.Kind.FEATURES else None
-    scores = algorithms.query_scores(
-        cfg.strategy,
-        probs[queue],
-        pool_features=data.features[queue_rows] if labeled_x is not None else None,
-        labeled_features=labeled_x,
-        labeled_targets=data.posterior[training].argmax(axis=1) if labeled_x is not None else None,
-        n_classes=len(classes),
-        seed=seed + version.number,
-    )
+    scores = plan.priority[queue]
     bulk_update_rows(
         Item,
         [

@@ -473,15 +473,20 @@ def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():
 
 
 @pytest.mark.parametrize(
-    ("model_probs", "state", "labels_needed"),
+    ("model_probs", "state", "labels_needed", "stopping"),
     [
-        ([0.97, 0.02, 0.01], "settled", 1),  # the model agrees: one label is enough
-        (None, "open", 2),  # no model: the crowd alone needs more
-        ([0.3, 0.6, 0.1], "open", 2),  # the model leans the other way: ask again
+        # The model agrees: one label is enough.
+        ([0.97, 0.02, 0.01], "settled", 1, "cost_aware"),
+        # No model vote: people settle it alone, at the policy's target confidence.
+        (None, "open", 2, "people_only"),
+        # The model leans the other way: ask again.
+        ([0.3, 0.6, 0.1], "open", 2, "cost_aware"),
     ],
     ids=["model-agrees", "no-model", "model-disagrees"],
 )
-def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(model_probs, state, labels_needed):
+def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(
+    model_probs, state, labels_needed, stopping
+):
     job = _voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     if model_probs:
@@ -491,7 +496,7 @@ def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(model_probs, st
     decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
 
     assert (decision.state, decision.labels_needed) == (state, labels_needed)
-    assert decision.extra["stopping"] == "cost_aware"
+    assert decision.extra["stopping"] == stopping
 
 
 def test_class_targets_demand_more_evidence_for_that_class():
