@@ -215,17 +215,21 @@ def job_people_only_evidence(*, job: Job, item_ids: np.ndarray) -> tuple[np.ndar
     return people_only, likelihood
 
 
-def job_audits(*, job: Job, since_number: int = 1) -> Audits:
-    """Audit items of versions numbered `since_number` and later that people have settled:
-    how many, and how many carry the label the model would have given."""
-    rows = ItemScore.objects.filter(
-        job=job,
-        audit=True,
-        model_version__number__gte=since_number,
-        item__state=Item.State.SETTLED,
-        item__source__in=HUMAN_SOURCES,
-    ).values_list("predicted", "item__label")
-    pairs = list(rows)
+def job_audits(*, job: Job, threshold: float | None) -> Audits:
+    """The audits of a threshold: items drawn for audit whose model confidence reaches it
+    (it would have accepted them) and that people have settled alone; how many, and how many
+    carry the label the model would have given. No threshold, no audits."""
+    if threshold is None:
+        return Audits()
+    pairs = list(
+        ItemScore.objects.filter(
+            job=job,
+            audit=True,
+            confidence__gte=threshold,
+            item__state=Item.State.SETTLED,
+            item__source__in=HUMAN_SOURCES,
+        ).values_list("predicted", "item__label")
+    )
     return Audits(n=len(pairs), correct=float(sum(p == label for p, label in pairs)))
 
 

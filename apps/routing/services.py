@@ -41,6 +41,15 @@ from apps.routing.selectors import (
 )
 
 MAX_SLICES = 50
+# What a model card says about its threshold: in force, why, and its audits against its claim.
+_THRESHOLD_CARD_KEYS = (
+    "threshold",
+    "threshold_reason",
+    "threshold_floor",
+    "claimed_accuracy",
+    "audited_accuracy",
+    "n_audited",
+)
 # Small models: extra intra-op threads only add synchronization (40x slower on a shared box).
 TORCH_THREADS = 1
 
@@ -322,12 +331,11 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     # Memory: the active version's threshold holds unless this round qualifies or its
     # audits (people alone on items it would have accepted) fail the claim.
     memory = (active.card or {}) if active else {}
-    since = int(memory.get("audits_since", 1))
     state = policy.threshold_with_memory(
         choice=choice,
         previous=active.threshold if active else None,
         previous_claim=memory.get("claimed_accuracy"),
-        audits=job_audits(job=job, since_number=since),
+        audits=job_audits(job=job, threshold=active.threshold if active else None),
         cfg=cfg,
         floor=memory.get("threshold_floor"),
     )
@@ -356,7 +364,7 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         n_settled=int(settled.sum()),
     )
     card.update(
-        threshold=state.threshold,
+        threshold=state.threshold,  # the one in force (memory), not only this round's
         threshold_reason=state.reason,
         threshold_floor=state.floor,
         claimed_accuracy=None if state.claimed is None else round(state.claimed, 6),
@@ -371,10 +379,14 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         # The job row lock serializes concurrent retrains of one job (numbering, activation).
         Job.objects.select_for_update().filter(pk=job.pk).values_list("id", flat=True).first()
         number = (ModelVersion.objects.filter(job=job).aggregate(n=Max("number"))["n"] or 0) + 1
-        # A threshold raised by its audits is audited afresh, from this version on.
-        card["audits_since"] = number if state.floor != memory.get("threshold_floor") else since
         if activate:
             ModelVersion.objects.filter(job=job, is_active=True).update(is_active=False)
+        elif active is not None and state.floor != memory.get("threshold_floor"):
+            # Audits overturned the threshold in force: the active version takes the raised
+            # one even when the candidate does not replace it.
+            active.threshold = state.threshold
+            active.card = {**memory, **{key: card[key] for key in _THRESHOLD_CARD_KEYS}}
+            active.save(update_fields=["threshold", "card"])
         version = ModelVersion.objects.create(
             job=job,
             number=number,

@@ -594,3 +594,34 @@ def test_prelabels_show_the_model_suggestion_and_are_measured_on_gold():
     assert effect["with_prelabel"] == {"n": 1, "correct": 1, "followed": 1, "accuracy": 1.0}
     assert effect["without_prelabel"] == {"n": 1, "correct": 0, "accuracy": 0.0}
     assert effect["difference"] == 1.0
+
+
+def test_audits_that_fail_the_claim_raise_the_threshold_and_the_card_says_so():
+    job, _ = digits_job(n_settled=400, n_open=500, routing={"audit_min": 5})
+    first = job_retrain(job_id=job.pk).version
+    accepted = Item.objects.filter(job=job, source="model").values_list("result_meta", flat=True)
+    audit_items = list(Item.objects.filter(job=job, state="open", result_meta__audit=True))
+    # People settle every audit item, each with a label other than the model's.
+    for item in audit_items:
+        model_label = item.result_meta["model_label"]
+        wrong = DIGITS[(DIGITS.index(model_label) + 1) % 10]
+        item.state, item.source, item.label = "settled", "crowd", wrong
+        item.posterior = one_hot_posterior(DIGITS.index(wrong))
+        item.settled_at = timezone.now()
+        item.save(update_fields=["state", "source", "label", "posterior", "settled_at"])
+
+    second = job_retrain(job_id=job.pk).version
+
+    assert first.card["claimed_accuracy"] >= 0.95
+    assert first.card["threshold_reason"].startswith("qualified")
+    why = next(iter(accepted))["why"]
+    assert why["threshold"] == first.threshold
+    assert why["threshold_reason"] == first.card["threshold_reason"]
+    assert why["model_confidence"] >= first.threshold
+    assert len(audit_items) >= 5
+    assert second.card["n_audited"] == len(audit_items)
+    assert second.card["audited_accuracy"] == 0.0
+    assert second.card["threshold_reason"].startswith(f"audits 0/{len(audit_items)}")
+    assert second.threshold > first.threshold
+    assert second.card["threshold_floor"] == second.threshold
+    assert 0.0 <= second.card["vote_weight"] <= 1.0
