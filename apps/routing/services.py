@@ -278,7 +278,8 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     """Train a new model version of the job on its settled items and route with the best.
 
     Training data: items settled by people (crowd, expert, QC — never by the model), with
-    their posterior as soft targets; on features when at least `min_train` of them have
+    their posterior as soft targets; on features when at least the seed set's size
+    (policy.seed_size: `seed_share` of the job, at least `min_train`) of them have
     features, else a temperature calibration of the client's `prediction`. The candidate is
     stored with its card either way; it becomes active only if it is at least as good as
     the active version on the same unseen held-out items. Then every open item is routed
@@ -294,7 +295,9 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     classes = job.classes
     data = job_arrays(job=job, slice_field=cfg.slice_field)
     settled = data.human_settled()
-    min_train = cfg.min_train
+    # The first model waits for the seed set (a share of the job with bounds); later
+    # versions train on whatever people settled.
+    min_train = policy.seed_size(n_items=len(data.ids), cfg=cfg)
     rows_features = np.flatnonzero(settled & data.has_features)
     rows_prediction = np.flatnonzero(settled & data.has_prediction)
     active = ModelVersion.objects.filter(job=job, is_active=True).first()
@@ -685,7 +688,8 @@ def _after_accept(*, job: Job, item_ids: list[int]) -> None:
 
 
 def job_retrain_due(*, job: Job) -> bool:
-    """Whether enough people-settled items arrived since the last version (two small queries)."""
+    """Whether enough people-settled items arrived since the last version (the seed set
+    before the first one; three small queries at most)."""
     cfg = job.spec.routing
     if cfg.mode != "model":
         return False
@@ -696,7 +700,8 @@ def job_retrain_due(*, job: Job) -> bool:
         ModelVersion.objects.filter(job=job).order_by("-id").values_list("card", flat=True).first()
     )
     if last is None:
-        return settled >= cfg.min_train
+        n_items = Item.objects.filter(job=job, gold_label__isnull=True).count()
+        return settled >= policy.seed_size(n_items=n_items, cfg=cfg)
     return settled - int(last.get("n_settled", 0)) >= cfg.retrain_every
 
 
