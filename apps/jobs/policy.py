@@ -201,6 +201,28 @@ class Routing:
         100, "Retrain after this many newly settled human items.", low=1, high=1_000_000
     )
     min_train: int = knob(50, "No model before this many settled items.", low=2, high=1_000_000)
+    seed_share: float = knob(
+        0.1,
+        "Share of the job people settle alone before the first model (at least min_train).",
+        low=0,
+        high=1,
+    )
+    seed_max: int = knob(
+        250, "Most items people settle alone before the first model.", low=2, high=1_000_000
+    )
+    round_share: float = knob(
+        0.05, "Share of the job the query strategy sends to people per round.", low=0, high=1
+    )
+    round_min: int = knob(20, "Fewest items per active-learning round.", low=1, high=1_000_000)
+    max_rounds: int = knob(
+        6, "Active-learning rounds before every remaining item goes to people.", low=0, high=1000
+    )
+    audit_min: int = knob(
+        20,
+        "Audits of a threshold needed before they can overturn it (raise it).",
+        low=1,
+        high=1_000_000,
+    )
     audit_rate: float = knob(0.03, "Share of confident items still sent to people.", low=0, high=1)
     slice_field: str | None = knob(
         None, "A payload field whose values name slices of the model card.", nullable=True

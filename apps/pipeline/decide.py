@@ -26,7 +26,7 @@ from apps.quality.matrices import one_coin_confusion
 from apps.quality.posterior import item_posterior
 from apps.reviews.models import Reason
 from apps.reviews.services import audit_sampled
-from apps.routing.algorithms import CROWD, EXPERT, STOP, cost_aware_decision
+from apps.routing import policy as routing_policy
 from apps.workforce.models import Worker
 
 
@@ -260,61 +260,69 @@ def _decide_routed(
     labels_needed: int,
     common: dict[str, Any],
 ) -> Decision:
-    """Cost-aware stopping (model routing on): another crowd label only while the expected
-    error it removes, times the value of a correct label, beats its price.
+    """Model routing on: the routing policy's cost-aware stopping (apps.routing.policy
+    .routed_actions, the rule the bench runs), where another crowd label is bought only
+    while the expected error it removes, times the value of a correct label, beats its
+    price. The model already voted in `posterior` (at its version's vote weight), so an item
+    the model and one worker agree on can stop at routing's min_labels (default 1).
 
-    The model already voted in `posterior`, so an item the model and one worker agree on
-    can stop at routing's min_labels (default 1). Per-class targets come from
-    routing.class_targets (else the policy's target_confidence). An item the rule would
-    send to an expert, or still unsure at max_labels, goes to review, and the escalation
-    policy picks an expert or QC.
+    Where the model does not vote (an audit item, a job before its first model, a model
+    whose vote weight is 0) people settle the item alone at the policy's target confidence:
+    those items calibrate and audit the model, so the cost-aware shortcut is not for them.
+    An item the rule sends to an expert, or still unsure at max_labels, goes to review and
+    the escalation policy picks an expert or QC.
     """
     routing = evidence.routing or Routing(mode="model")
     classes = job.classes
     k = len(classes)
     n_labels = len(evidence.answers)
-    min_labels = routing.min_labels
-    if n_labels < min_labels:
-        return Decision(state=Item.State.OPEN, labels_needed=min_labels, **common)
-    pricing = job.spec.pricing
-    price = float(pricing.crowd_label)
-    value = routing.value_per_correct or 25.0 * max(price, 1e-6)
-    default_target = policy.target_confidence
-    targets = routing.class_targets
-    target = np.array([float(targets.get(c, default_target)) for c in classes])
-    # The next worker is expected to be like this item's crowd workers so far.
-    crowd = [evidence.matrices[w] for w, _, tier in evidence.answers if tier != Worker.Tier.EXPERT]
-    typical = np.mean(crowd, axis=0) if crowd else one_coin_confusion(policy.new_worker_accuracy, k)
-    decision = cost_aware_decision(
-        posterior[None, :],
-        np.array([n_labels]),
-        crowd_confusion=typical,
-        label_price=price,
-        value_per_correct=float(value),
-        max_labels=max_labels,
-        target_confidence=target,
-        expert_confusion=one_coin_confusion(policy.new_expert_accuracy, k),
-        expert_price=float(pricing.expert_label),
-    )
-    action = int(decision.action[0])
     top = int(np.argmax(posterior))
     confidence = float(posterior[top])
-    extra = {
-        **common["extra"],
-        "method": "posterior+model",
-        "stopping": "cost_aware",
-        # -inf when no number of crowd labels could help: JSON has no infinities.
-        "crowd_value": _finite(float(decision.crowd_value[0])),
-    }
-    common = {**common, "extra": extra}
-    # A class the client set a target for is a requirement, not a trade-off: below it, ask
-    # again rather than stop because a label is not worth its price.
-    explicit = classes[top] in targets
-    confident = bool(decision.confident[0])
-    if action == STOP and explicit and not confident and n_labels < max_labels:
-        action = CROWD
-    unsure_at_cap = n_labels >= max_labels and not confident
-    if action == EXPERT or (unsure_at_cap and (explicit or float(decision.error_now[0]) > 0.05)):
+    if not evidence.model_voted:
+        extra = {
+            **common["extra"],
+            "stopping": "people_only",
+            "route": "crowd",
+            "why": "the model did not vote: people settle it alone at the target confidence",
+        }
+        common = {**common, "extra": extra}
+        action = routing_policy.dynamic_actions(
+            posterior=posterior[None, :], n_labels=np.array([n_labels]), policy=policy
+        )[0]
+        crowd_value = None
+    else:
+        if n_labels < routing.min_labels:
+            return Decision(state=Item.State.OPEN, labels_needed=routing.min_labels, **common)
+        # The next worker is expected to be like this item's crowd workers so far.
+        crowd = [
+            evidence.matrices[w] for w, _, tier in evidence.answers if tier != Worker.Tier.EXPERT
+        ]
+        typical = (
+            np.mean(crowd, axis=0) if crowd else one_coin_confusion(policy.new_worker_accuracy, k)
+        )
+        acts = routing_policy.routed_actions(
+            posterior=posterior[None, :],
+            n_labels=np.array([n_labels]),
+            crowd_confusion=typical,
+            classes=classes,
+            routing=routing,
+            policy=policy,
+            pricing=job.spec.pricing,
+        )
+        action = acts.action[0]
+        crowd_value = float(acts.crowd_value[0])
+        extra = {
+            **common["extra"],
+            "method": "posterior+model",
+            "stopping": "cost_aware",
+            "route": "crowd+model",
+            # -inf when no number of crowd labels could help: JSON has no infinities.
+            "crowd_value": _finite(crowd_value),
+        }
+        common = {**common, "extra": extra}
+        if action == routing_policy.SETTLE:
+            extra["stopped"] = "confident" if bool(acts.confident[0]) else "not_worth_a_label"
+    if action == routing_policy.REVIEW:
         return Decision(
             state=Item.State.REVIEW,
             labels_needed=labels_needed,
@@ -323,8 +331,7 @@ def _decide_routed(
             review_reason=_disputed_reason(common["agreement"]),
             **common,
         )
-    if action == STOP:
-        extra["stopped"] = "confident" if confident else "not_worth_a_label"
+    if action == routing_policy.SETTLE:
         return Decision(
             state=Item.State.SETTLED,
             labels_needed=labels_needed,

@@ -16,8 +16,10 @@ from apps.common import caches
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.models import Item, Job
 from apps.jobs.policy import Routing, routing_from_stored
+from apps.quality.matrices import worker_confusions
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
+from apps.routing.policy import Audits, model_vote
 
 # Every routing knob with its default; a job's `routing` JSON overrides any of them.
 HUMAN_SOURCES = (Item.Source.CROWD, Item.Source.EXPERT, Item.Source.QC)
@@ -167,16 +169,68 @@ def model_version_active(*, job_id: int) -> ModelVersion | None:
 
 
 def item_model_vote(*, item_id: int, n_classes: int) -> np.ndarray | None:
-    """The active model's calibrated probabilities for the item, unless it is an audit item.
-
-    Audit items are judged by people alone: the model must not vouch for itself there.
-    """
-    probs = (
+    """The model's vote on the item: its calibrated probabilities tempered by the vote
+    weight of the version that scored it (apps.routing.policy.vote_weight); None for an
+    audit item (people judge it alone: the model must not vouch for itself there) and where
+    the weight is 0 (the model's errors go with the crowd's: it does not vote)."""
+    row = (
         ItemScore.objects.filter(item_id=item_id, audit=False)
-        .values_list("probs", flat=True)
+        .values_list("probs", "model_version__card__vote_weight")
         .first()
     )
-    return _prob_row(probs, n_classes)
+    if row is None:
+        return None
+    probs = _prob_row(row[0], n_classes)
+    # Versions trained before the vote weight existed voted at full weight.
+    weight = 1.0 if row[1] is None else float(row[1])
+    if probs is None or weight <= 0.0:
+        return None
+    return model_vote(probs, weight)
+
+
+def job_people_only_evidence(*, job: Job, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For settled items: whether people settled each alone (the model did not vote), and
+    P(first crowd answer | class) under its worker's matrix (ones where there is none).
+
+    Two queries for the items and their crowd answers, one for the workers' matrices.
+    """
+    k = len(job.classes)
+    ids = [int(i) for i in item_ids]
+    methods = dict(Item.objects.filter(pk__in=ids).values_list("id", KT("result_meta__method")))
+    people_only = np.array([methods.get(i) != "posterior+model" for i in ids], dtype=bool)
+    first: dict[int, tuple[int, str]] = {}
+    for item_id, worker_id, value in (
+        Label.objects.filter(item_id__in=ids, tier="crowd", is_gold=False)
+        .order_by("item_id", "created_at", "id")
+        .values_list("item_id", "worker_id", "value")
+    ):
+        first.setdefault(item_id, (worker_id, value))
+    matrices = worker_confusions(job=job, worker_ids=sorted({w for w, _ in first.values()}))
+    index = {c: i for i, c in enumerate(job.classes)}
+    likelihood = np.ones((len(ids), k))
+    for row, item_id in enumerate(ids):
+        answer = first.get(item_id)
+        if answer is not None and answer[1] in index and answer[0] in matrices:
+            likelihood[row] = np.asarray(matrices[answer[0]])[:, index[answer[1]]]
+    return people_only, likelihood
+
+
+def job_audits(*, job: Job, threshold: float | None) -> Audits:
+    """The audits of a threshold: items drawn for audit whose model confidence reaches it
+    (it would have accepted them) and that people have settled alone; how many, and how many
+    carry the label the model would have given. No threshold, no audits."""
+    if threshold is None:
+        return Audits()
+    pairs = list(
+        ItemScore.objects.filter(
+            job=job,
+            audit=True,
+            confidence__gte=threshold,
+            item__state=Item.State.SETTLED,
+            item__source__in=HUMAN_SOURCES,
+        ).values_list("predicted", "item__label")
+    )
+    return Audits(n=len(pairs), correct=float(sum(p == label for p, label in pairs)))
 
 
 def item_get_for_job(*, job: Job, external_id: str) -> Item:

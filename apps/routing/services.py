@@ -2,10 +2,11 @@
 score and route its items (auto-accept with audits, queue priorities, experts), and the cheap
 retrain trigger.
 
-The policy mirrors bench/routing.py: a model on features (or the client's prediction)
-calibrated by temperature on out-of-fold scores of settled items, an auto-accept threshold
-whose accuracy lower bound meets the target, a random audit share, and the query strategy
-ordering everything else.
+The decisions are apps.routing.policy's (the same code bench/routing.py drives): a model on
+features (or the client's prediction) calibrated by temperature on out-of-fold scores of
+settled items, an auto-accept threshold with memory (the last qualifying one holds until its
+audits fail the claim), a random audit share, the model's vote weight, and the query strategy
+ordering everything else. One retrain is one round of `policy.RoutingLoop`.
 """
 
 from __future__ import annotations
@@ -28,16 +29,27 @@ from apps.common.tasks import enqueue_on_commit
 from apps.jobs.models import Item, Job
 from apps.jobs.policy import Routing
 from apps.reviews.services import review_audit_maybe
-from apps.routing import algorithms
+from apps.routing import algorithms, policy
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
 from apps.routing.selectors import (
     HUMAN_SOURCES,
     JobArrays,
     job_arrays,
+    job_audits,
+    job_people_only_evidence,
     job_routing_cached,
 )
 
 MAX_SLICES = 50
+# What a model card says about its threshold: in force, why, and its audits against its claim.
+_THRESHOLD_CARD_KEYS = (
+    "threshold",
+    "threshold_reason",
+    "threshold_floor",
+    "claimed_accuracy",
+    "audited_accuracy",
+    "n_audited",
+)
 # Small models: extra intra-op threads only add synchronization (40x slower on a shared box).
 TORCH_THREADS = 1
 
@@ -97,9 +109,7 @@ class _Scorer:
 # --------------------------------------------------------------------------- training
 
 
-def _soft_correct(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """The settled posterior's mass on the model's label: noisy labels count as uncertain."""
-    return targets[np.arange(len(probs)), probs.argmax(axis=1)]
+_soft_correct = policy.soft_correct
 
 
 def _nll(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -145,32 +155,6 @@ def _thresholds(
         )
         per_class[name] = c.threshold if c.qualified else None
     return choice, per_class
-
-
-def _fit_features(
-    *, x: np.ndarray, targets: np.ndarray, cfg: Routing, k: int, seed: int
-) -> tuple[algorithms.RoutingModel, np.ndarray]:
-    """The final model on every training item, and out-of-fold logits for each of them.
-
-    Cross-fitting (as in the bench) lets every settled item be both training data and a
-    held-out item for temperature, threshold and the card: each is scored by a model that
-    never saw it.
-    """
-    options = {
-        "n_classes": k,
-        "kind": cfg.model_kind,
-        "epochs": cfg.epochs,
-        "hidden": cfg.hidden,
-    }
-    options["weight_decay"] = cfg.weight_decay
-    n = len(x)
-    folds = np.array_split(np.random.default_rng(seed).permutation(n), cfg.folds)
-    oof = np.zeros((n, k))
-    for f, fold in enumerate(folds):
-        train = np.setdiff1d(np.arange(n), fold)
-        model = algorithms.train_routing_model(x[train], targets[train], seed=seed + f, **options)
-        oof[fold] = algorithms.predict_logits(model, x[fold])
-    return algorithms.train_routing_model(x, targets, seed=seed, **options), oof
 
 
 def _compare(
@@ -294,7 +278,8 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     """Train a new model version of the job on its settled items and route with the best.
 
     Training data: items settled by people (crowd, expert, QC — never by the model), with
-    their posterior as soft targets; on features when at least `min_train` of them have
+    their posterior as soft targets; on features when at least the seed set's size
+    (policy.seed_size: `seed_share` of the job, at least `min_train`) of them have
     features, else a temperature calibration of the client's `prediction`. The candidate is
     stored with its card either way; it becomes active only if it is at least as good as
     the active version on the same unseen held-out items. Then every open item is routed
@@ -308,22 +293,21 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     if cfg.mode != "model":
         return RetrainResult(version=None, activated=False, reason="routing is off")
     classes = job.classes
-    k = len(classes)
     data = job_arrays(job=job, slice_field=cfg.slice_field)
     settled = data.human_settled()
-    min_train = cfg.min_train
+    # The first model waits for the seed set (a share of the job with bounds); later
+    # versions train on whatever people settled.
+    min_train = policy.seed_size(n_items=len(data.ids), cfg=cfg)
     rows_features = np.flatnonzero(settled & data.has_features)
     rows_prediction = np.flatnonzero(settled & data.has_prediction)
     active = ModelVersion.objects.filter(job=job, is_active=True).first()
     if data.features is not None and len(rows_features) >= min_train:
         kind, rows = ModelVersion.Kind.FEATURES, rows_features
         targets = data.posterior[rows]
-        model, oof_logits = _fit_features(
-            x=data.features[rows].astype(np.float64), targets=targets, cfg=cfg, k=k, seed=seed
+        fit = policy.fit_round(
+            x=data.features[rows].astype(np.float64), targets=targets, cfg=cfg, seed=seed
         )
-        temperature = algorithms.fit_temperature(oof_logits, targets)
-        raw_probs = algorithms.apply_temperature(oof_logits, 1.0)
-        probs = algorithms.apply_temperature(oof_logits, temperature.temperature)
+        model, temperature, raw_probs, probs = fit.model, fit.temperature, fit.raw_probs, fit.probs
         weights: bytes | None = algorithms.model_to_bytes(model)
     elif len(rows_prediction) >= min_train:
         # One temperature barely overfits: fitted and measured on the same settled items.
@@ -347,6 +331,25 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
     choice, class_thresholds = _thresholds(
         probs=probs, correct=correct, pool_confidence=pool_confidence, cfg=cfg, classes=classes
     )
+    # Memory: the active version's threshold holds unless this round qualifies or its
+    # audits (people alone on items it would have accepted) fail the claim.
+    memory = (active.card or {}) if active else {}
+    state = policy.threshold_with_memory(
+        choice=choice,
+        previous=active.threshold if active else None,
+        previous_claim=memory.get("claimed_accuracy"),
+        audits=job_audits(job=job, threshold=active.threshold if active else None),
+        cfg=cfg,
+        floor=memory.get("threshold_floor"),
+    )
+    people_only, first_likelihood = job_people_only_evidence(job=job, item_ids=data.ids[rows])
+    limit = np.inf if state.threshold is None else state.threshold
+    vote = policy.vote_weight(
+        probs=probs[people_only],
+        targets=targets[people_only],
+        first_likelihood=first_likelihood[people_only],
+        routed=probs[people_only].max(axis=1) < limit,
+    )
     activate, evidence = _compare(
         job=job, active=active, data=data, train_rows=rows, candidate_probs=probs, cfg=cfg
     )
@@ -363,6 +366,17 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         cfg=cfg,
         n_settled=int(settled.sum()),
     )
+    card.update(
+        threshold=state.threshold,  # the one in force (memory), not only this round's
+        threshold_reason=state.reason,
+        threshold_floor=state.floor,
+        claimed_accuracy=None if state.claimed is None else round(state.claimed, 6),
+        audited_accuracy=None if state.audited is None else round(state.audited, 6),
+        n_audited=state.n_audited,
+        vote_weight=vote.weight,
+        vote_weight_reason=vote.reason,
+        vote_weight_nll=vote.nll,
+    )
     cutoff = max((data.settled_at[r] for r in rows if data.settled_at[r]), default=None)
     with transaction.atomic():
         # The job row lock serializes concurrent retrains of one job (numbering, activation).
@@ -370,6 +384,12 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         number = (ModelVersion.objects.filter(job=job).aggregate(n=Max("number"))["n"] or 0) + 1
         if activate:
             ModelVersion.objects.filter(job=job, is_active=True).update(is_active=False)
+        elif active is not None and state.floor != memory.get("threshold_floor"):
+            # Audits overturned the threshold in force: the active version takes the raised
+            # one even when the candidate does not replace it.
+            active.threshold = state.threshold
+            active.card = {**memory, **{key: card[key] for key in _THRESHOLD_CARD_KEYS}}
+            active.save(update_fields=["threshold", "card"])
         version = ModelVersion.objects.create(
             job=job,
             number=number,
@@ -378,7 +398,7 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
             is_active=activate,
             weights=weights,
             temperature=temperature.temperature,
-            threshold=choice.threshold if choice.qualified else None,
+            threshold=state.threshold,
             target_accuracy=cfg.target_accuracy,
             n_train=len(rows),
             n_heldout=len(rows),
@@ -451,6 +471,7 @@ def _accept(
     if len(rows) == 0:
         return []
     classes = job.classes
+    card = version.card or {}
     now = timezone.now()
     by_id = {int(data.ids[r]): i for i, r in enumerate(rows.tolist())}
     with transaction.atomic():
@@ -473,9 +494,20 @@ def _accept(
                     posterior=[round(float(v), 6) for v in p],
                     result_meta={
                         "method": "model",
+                        "route": "model",
                         "model_version": version.pk,
                         "model_number": version.number,
                         "threshold": version.threshold,
+                        # Why the model settled it: its confidence against the threshold in
+                        # force, why that threshold holds, and what its audits found so far.
+                        "why": {
+                            "model_confidence": round(float(p[top]), 6),
+                            "threshold": version.threshold,
+                            "threshold_reason": card.get("threshold_reason"),
+                            "claimed_accuracy": card.get("claimed_accuracy"),
+                            "audited_accuracy": card.get("audited_accuracy"),
+                            "n_audited": card.get("n_audited"),
+                        },
                     },
                     settled_at=now,
                     updated_at=now,
@@ -566,7 +598,6 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
         & (data.n_leases[rows] == 0)
         & ~data.is_gold[rows]
     )
-    confident = untouched & (confidence >= thresholds)
     # Once drawn for audit, an item stays an audit item under later versions: people judge
     # it alone, so it keeps measuring what auto-accept would have delivered.
     drawn_before = np.isin(
@@ -576,10 +607,21 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
             dtype=np.int64,
         ),
     )
-    audit = (confident & (_uniform_draw(data.ids[rows], salt=job.pk) < cfg.audit_rate)) | (
-        drawn_before & (data.state[rows] == Item.State.OPEN)
+    features = scorer.kind == ModelVersion.Kind.FEATURES
+    training = data.human_settled() & scorer.usable(data)
+    plan = policy.route_plan(
+        probs=probs,
+        threshold=thresholds,
+        untouched=untouched,
+        audit_draw=_uniform_draw(data.ids[rows], salt=job.pk),
+        cfg=cfg,
+        seed=seed + version.number,
+        pool_features=data.features[rows] if features else None,
+        labeled_features=data.features[training] if features else None,
+        labeled_targets=data.posterior[training].argmax(axis=1) if features else None,
     )
-    accept = confident & ~audit
+    audit = plan.audit | (drawn_before & (data.state[rows] == Item.State.OPEN))
+    accept = plan.accept & ~audit
 
     _write_scores(job=job, version=version, data=data, rows=rows, probs=probs, audit=audit)
     accepted = _accept(job=job, version=version, data=data, rows=rows[accept], probs=probs[accept])
@@ -592,17 +634,7 @@ def job_route(*, job: Job, data: JobArrays | None = None, seed: int = 0) -> Rout
     # The crowd queue: open, not gold, not just accepted.
     queue = (data.state[rows] == Item.State.OPEN) & ~data.is_gold[rows] & ~taken
     queue_rows = rows[queue]
-    training = data.human_settled() & scorer.usable(data)
-    labeled_x = data.features[training] if scorer.kind == ModelVersion.Kind.FEATURES else None
-    scores = algorithms.query_scores(
-        cfg.strategy,
-        probs[queue],
-        pool_features=data.features[queue_rows] if labeled_x is not None else None,
-        labeled_features=labeled_x,
-        labeled_targets=data.posterior[training].argmax(axis=1) if labeled_x is not None else None,
-        n_classes=len(classes),
-        seed=seed + version.number,
-    )
+    scores = plan.priority[queue]
     bulk_update_rows(
         Item,
         [
@@ -656,7 +688,8 @@ def _after_accept(*, job: Job, item_ids: list[int]) -> None:
 
 
 def job_retrain_due(*, job: Job) -> bool:
-    """Whether enough people-settled items arrived since the last version (two small queries)."""
+    """Whether enough people-settled items arrived since the last version (the seed set
+    before the first one; three small queries at most)."""
     cfg = job.spec.routing
     if cfg.mode != "model":
         return False
@@ -667,7 +700,8 @@ def job_retrain_due(*, job: Job) -> bool:
         ModelVersion.objects.filter(job=job).order_by("-id").values_list("card", flat=True).first()
     )
     if last is None:
-        return settled >= cfg.min_train
+        n_items = Item.objects.filter(job=job, gold_label__isnull=True).count()
+        return settled >= policy.seed_size(n_items=n_items, cfg=cfg)
     return settled - int(last.get("n_settled", 0)) >= cfg.retrain_every
 
 

@@ -473,15 +473,20 @@ def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():
 
 
 @pytest.mark.parametrize(
-    ("model_probs", "state", "labels_needed"),
+    ("model_probs", "state", "labels_needed", "stopping"),
     [
-        ([0.97, 0.02, 0.01], "settled", 1),  # the model agrees: one label is enough
-        (None, "open", 2),  # no model: the crowd alone needs more
-        ([0.3, 0.6, 0.1], "open", 2),  # the model leans the other way: ask again
+        # The model agrees: one label is enough.
+        ([0.97, 0.02, 0.01], "settled", 1, "cost_aware"),
+        # No model vote: people settle it alone, at the policy's target confidence.
+        (None, "open", 2, "people_only"),
+        # The model leans the other way: ask again.
+        ([0.3, 0.6, 0.1], "open", 2, "cost_aware"),
     ],
     ids=["model-agrees", "no-model", "model-disagrees"],
 )
-def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(model_probs, state, labels_needed):
+def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(
+    model_probs, state, labels_needed, stopping
+):
     job = _voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     if model_probs:
@@ -491,7 +496,7 @@ def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(model_probs, st
     decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
 
     assert (decision.state, decision.labels_needed) == (state, labels_needed)
-    assert decision.extra["stopping"] == "cost_aware"
+    assert decision.extra["stopping"] == stopping
 
 
 def test_class_targets_demand_more_evidence_for_that_class():
@@ -589,3 +594,34 @@ def test_prelabels_show_the_model_suggestion_and_are_measured_on_gold():
     assert effect["with_prelabel"] == {"n": 1, "correct": 1, "followed": 1, "accuracy": 1.0}
     assert effect["without_prelabel"] == {"n": 1, "correct": 0, "accuracy": 0.0}
     assert effect["difference"] == 1.0
+
+
+def test_audits_that_fail_the_claim_raise_the_threshold_and_the_card_says_so():
+    job, _ = digits_job(n_settled=400, n_open=500, routing={"audit_min": 5})
+    first = job_retrain(job_id=job.pk).version
+    accepted = Item.objects.filter(job=job, source="model").values_list("result_meta", flat=True)
+    audit_items = list(Item.objects.filter(job=job, state="open", result_meta__audit=True))
+    # People settle every audit item, each with a label other than the model's.
+    for item in audit_items:
+        model_label = item.result_meta["model_label"]
+        wrong = DIGITS[(DIGITS.index(model_label) + 1) % 10]
+        item.state, item.source, item.label = "settled", "crowd", wrong
+        item.posterior = one_hot_posterior(DIGITS.index(wrong))
+        item.settled_at = timezone.now()
+        item.save(update_fields=["state", "source", "label", "posterior", "settled_at"])
+
+    second = job_retrain(job_id=job.pk).version
+
+    assert first.card["claimed_accuracy"] >= 0.95
+    assert first.card["threshold_reason"].startswith("qualified")
+    why = next(iter(accepted))["why"]
+    assert why["threshold"] == first.threshold
+    assert why["threshold_reason"] == first.card["threshold_reason"]
+    assert why["model_confidence"] >= first.threshold
+    assert len(audit_items) >= 5
+    assert second.card["n_audited"] == len(audit_items)
+    assert second.card["audited_accuracy"] == 0.0
+    assert second.card["threshold_reason"].startswith(f"audits 0/{len(audit_items)}")
+    assert second.threshold > first.threshold
+    assert second.card["threshold_floor"] == second.threshold
+    assert 0.0 <= second.card["vote_weight"] <= 1.0

@@ -1,0 +1,736 @@
+"""Concord's routing policy, once: the decisions production makes and the loop that strings them.
+
+Production and bench/routing.py run the same functions with a job's `Routing` settings:
+
+- `seed_size` / `round_size`: how many items people settle alone before the first model, and
+  per active-learning round, as a share of the job with bounds;
+- `fit_round`: the model on every human-settled item, with out-of-fold calibrated
+  probabilities (temperature), the threshold candidate, and the model's vote weight;
+- `threshold_with_memory`: the auto-accept threshold a round may use, given the last one
+  that qualified and what the audits of it found (a failing round never silently drops to
+  "accept nothing"; the reason is said);
+- `vote_weight` / `model_vote`: the model as a voter whose errors may correlate with the
+  crowd's, its vote tempered by a weight fitted on items people settled alone;
+- `route_plan`: which open items are auto-accepted, audited, or queued (and in what order);
+- `routed_actions`: the cost-aware stopping rule of a routed item (apps.pipeline.decide
+  calls it for every label);
+- `RoutingLoop`: the rounds, driven by a `Crowd` that answers requests. Production's crowd is
+  the job's workers (job_retrain / job_route run one round per retrain, labels arrive
+  through apps.pipeline.submit); the bench's is a simulator.
+
+No Django here (the bench imports it without settings): numpy, the kernels and the typed spec.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from apps.jobs.policy import Policy, Pricing, Routing
+from apps.quality.algorithms.methods import aggregate
+from apps.routing import algorithms
+
+SETTLE, ASK, REVIEW = "settle", "ask", "review"
+# Vote weights tried for the model (0: the model does not vote; 1: a calibrated independent
+# voter). A grid, not a search: five values tell the cases apart and cost five posteriors.
+VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Fewer people-only items than this and the vote weight stays at its conservative default.
+MIN_VOTE_EVIDENCE = 30
+DEFAULT_VOTE_WEIGHT = 0.5
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def seed_size(*, n_items: int, cfg: Routing) -> int:
+    """Items people settle alone before the first model: `seed_share` of the job, at least
+    `min_train` (no model learns from fewer) and at most `seed_max`, never the whole job."""
+    size = max(cfg.min_train, math.ceil(cfg.seed_share * n_items))
+    return int(min(size, cfg.seed_max, n_items))
+
+
+def round_size(*, n_items: int, cfg: Routing) -> int:
+    """Items the query strategy sends to people per active-learning round (share, bounded)."""
+    return int(min(max(cfg.round_min, math.ceil(cfg.round_share * n_items)), n_items))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class RoundFit:
+    """One round's model: out-of-fold probabilities on its training items (raw and
+    calibrated), the temperature, and the vote weight the model earns as a voter."""
+
+    model: algorithms.RoutingModel
+    temperature: algorithms.TemperatureFit
+    raw_probs: np.ndarray
+    probs: np.ndarray
+
+
+def fit_round(*, x: np.ndarray, targets: np.ndarray, cfg: Routing, seed: int) -> RoundFit:
+    """The final model on every training item, and out-of-fold calibrated probabilities.
+
+    Cross-fitting lets every settled item be both training data and a held-out item for the
+    temperature, the threshold and the card: each is scored by a model that never saw it.
+    """
+    k = targets.shape[1]
+    options = {
+        "n_classes": k,
+        "kind": cfg.model_kind,
+        "epochs": cfg.epochs,
+        "hidden": cfg.hidden,
+        "weight_decay": cfg.weight_decay,
+    }
+    n = len(x)
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), min(cfg.folds, n))
+    oof = np.zeros((n, k))
+    for f, fold in enumerate(folds):
+        train = np.setdiff1d(np.arange(n), fold)
+        model = algorithms.train_routing_model(x[train], targets[train], seed=seed + f, **options)
+        oof[fold] = algorithms.predict_logits(model, x[fold])
+    temperature = algorithms.fit_temperature(oof, targets)
+    return RoundFit(
+        model=algorithms.train_routing_model(x, targets, seed=seed, **options),
+        temperature=temperature,
+        raw_probs=algorithms.apply_temperature(oof, 1.0),
+        probs=algorithms.apply_temperature(oof, temperature.temperature),
+    )
+
+
+def soft_correct(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The settled posterior's mass on the model's label: noisy labels count as uncertain."""
+    return targets[np.arange(len(probs)), probs.argmax(axis=1)]
+
+
+# --------------------------------------------------------------------------- the model as a voter
+
+
+def model_vote(probs: np.ndarray, weight: float) -> np.ndarray:
+    """The model's vote as a prior: its calibrated probabilities tempered, p^w normalized
+    (w = 0 is a uniform prior, w = 1 the calibrated model)."""
+    log_p = weight * np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0))
+    log_p -= log_p.max(axis=-1, keepdims=True)
+    p = np.exp(log_p)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class VoteWeight:
+    weight: float
+    n: int
+    nll: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def vote_weight(
+    *,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    first_likelihood: np.ndarray,
+    routed: np.ndarray,
+) -> VoteWeight:
+    """How much the model's vote may count, fitted where model and crowd can err together.
+
+    On items people settled alone (the seed set, audits: the model did not vote there),
+    each held-out item's first crowd answer is combined with the model's out-of-fold vote
+    at weight w, as a routed item's posterior after one label is; the weight with the
+    lowest log loss against the settled label wins. Where the crowd's first answer errs
+    toward the class the model also confuses, agreement is no evidence and the loss
+    punishes counting it twice, so w falls; where their errors are independent, w stays 1.
+    Only items the model would route to people (`routed`, its uncertain ones) count when
+    there are enough of them: that is where the vote decides.
+
+    `first_likelihood[i, c]` = P(first answer of item i | class c) under its worker's matrix.
+    """
+    rows = routed if routed.sum() >= MIN_VOTE_EVIDENCE else np.ones(len(probs), bool)
+    n = int(rows.sum())
+    if n < MIN_VOTE_EVIDENCE:
+        return VoteWeight(
+            DEFAULT_VOTE_WEIGHT, n, reason=f"only {n} items settled by people alone: default"
+        )
+    losses = {}
+    for w in VOTE_WEIGHTS:
+        post = model_vote(probs[rows], w) * first_likelihood[rows]
+        post /= post.sum(axis=1, keepdims=True)
+        losses[f"{w:g}"] = float(
+            -(targets[rows] * np.log(np.clip(post, 1e-12, 1.0))).sum(axis=1).mean()
+        )
+    best = min(VOTE_WEIGHTS, key=lambda w: (losses[f"{w:g}"], -w))
+    return VoteWeight(
+        best,
+        n,
+        nll={k: round(v, 6) for k, v in losses.items()},
+        reason=f"lowest log loss of model vote x first answer on {n} people-only items",
+    )
+
+
+# --------------------------------------------------------------------------- threshold
+
+
+@dataclass(frozen=True)
+class Audits:
+    """Audit items of the threshold in force, judged by people alone: how many, how many
+    the model got right, and the accuracy the threshold claimed."""
+
+    n: int = 0
+    correct: float = 0.0
+    claimed: float | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.n == 0 else self.correct / self.n
+
+
+@dataclass(frozen=True)
+class ThresholdState:
+    """The threshold a round uses (None: accept nothing), why, and the audit evidence."""
+
+    threshold: float | None
+    reason: str
+    qualified_now: bool
+    floor: float | None
+    claimed: float | None
+    audited: float | None
+    n_audited: int
+
+
+def threshold_with_memory(
+    *,
+    choice: algorithms.ThresholdChoice,
+    previous: float | None,
+    previous_claim: float | None,
+    audits: Audits,
+    cfg: Routing,
+    floor: float | None = None,
+) -> ThresholdState:
+    """The auto-accept threshold for this round.
+
+    - Audits fail the claim (their Wilson upper bound at `bound_level` is below the target,
+      after at least `audit_min` of them): the threshold rises halfway to 1 from the higher
+      of the previous and this round's candidate, and says so; it becomes the `floor` no
+      later round goes below.
+    - Otherwise this round's qualifying threshold (its accuracy lower bound meets the
+      target), not below the floor.
+    - A round that does not qualify keeps the last qualifying threshold: held-out sets are
+      small and a bound can flip from round to round; only audits overturn a threshold.
+    - No threshold ever qualified: accept nothing, saying how far the bound was.
+    """
+    upper = None
+    if audits.n:
+        upper = 1.0 - float(
+            algorithms.wilson_lower_bound(
+                np.array(audits.n - audits.correct), np.array(audits.n), level=cfg.bound_level
+            )
+        )
+    audited = audits.accuracy
+    new = choice.threshold if choice.qualified else None
+    if new is not None and floor is not None:
+        new = max(new, floor)
+    claimed = choice.accuracy if choice.qualified else previous_claim
+    if previous is not None and audits.n >= cfg.audit_min and upper < cfg.target_accuracy:
+        base = max(previous, new or 0.0)
+        raised = base + (1.0 - base) / 2.0
+        return ThresholdState(
+            threshold=raised,
+            reason=(
+                f"audits {audits.correct:.0f}/{audits.n} ({audited:.3f}, upper bound "
+                f"{upper:.3f}) below the target {cfg.target_accuracy}: raised "
+                f"{base:.4f} -> {raised:.4f}"
+            ),
+            qualified_now=choice.qualified,
+            floor=raised,
+            claimed=claimed,
+            audited=audited,
+            n_audited=audits.n,
+        )
+    if new is not None:
+        return ThresholdState(
+            threshold=new,
+            reason=(
+                f"qualified: accuracy lower bound {choice.lower_bound:.4f} >= "
+                f"{cfg.target_accuracy} on {choice.n_accepted} held-out items"
+            ),
+            qualified_now=True,
+            floor=floor,
+            claimed=claimed,
+            audited=audited,
+            n_audited=audits.n,
+        )
+    if previous is not None:
+        return ThresholdState(
+            threshold=previous,
+            reason=(
+                f"held the last qualifying threshold {previous:.4f}: this round's best lower "
+                f"bound {choice.lower_bound:.4f} < {cfg.target_accuracy}, and audits "
+                f"({audits.n}) do not contradict it"
+            ),
+            qualified_now=False,
+            floor=floor,
+            claimed=claimed,
+            audited=audited,
+            n_audited=audits.n,
+        )
+    return ThresholdState(
+        threshold=None,
+        reason=(
+            f"no threshold qualifies yet: best lower bound {choice.lower_bound:.4f} < "
+            f"{cfg.target_accuracy}"
+        ),
+        qualified_now=False,
+        floor=floor,
+        claimed=None,
+        audited=audited,
+        n_audited=audits.n,
+    )
+
+
+# --------------------------------------------------------------------------- routing a pass
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """Per open item: auto-accept, audit (confident but judged by people alone), and the
+    query strategy's priority for the rest."""
+
+    accept: np.ndarray
+    audit: np.ndarray
+    priority: np.ndarray
+
+
+def route_plan(
+    *,
+    probs: np.ndarray,
+    threshold: float | np.ndarray | None,
+    untouched: np.ndarray,
+    audit_draw: np.ndarray,
+    cfg: Routing,
+    seed: int = 0,
+    pool_features: np.ndarray | None = None,
+    labeled_features: np.ndarray | None = None,
+    labeled_targets: np.ndarray | None = None,
+) -> RoutePlan:
+    """Confident untouched items (confidence >= the threshold, per item when an array) are
+    accepted, except those whose fixed draw in [0, 1) falls below `audit_rate` (people judge
+    those alone, measuring what acceptance delivers); every item gets the job's query
+    strategy's priority."""
+    confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+    limit = np.inf if threshold is None else threshold
+    confident = untouched & (confidence >= limit)
+    audit = confident & (audit_draw < cfg.audit_rate)
+    priority = algorithms.query_scores(
+        cfg.strategy,
+        probs,
+        pool_features=pool_features,
+        labeled_features=labeled_features,
+        labeled_targets=labeled_targets,
+        n_classes=probs.shape[1],
+        seed=seed,
+    )
+    return RoutePlan(accept=confident & ~audit, audit=audit, priority=priority)
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+@dataclass(frozen=True)
+class RoutedActions:
+    """Per item: SETTLE, ASK (one more crowd label) or REVIEW (expert or QC), and why."""
+
+    action: np.ndarray
+    confident: np.ndarray
+    crowd_value: np.ndarray
+    error_now: np.ndarray
+
+
+def routed_actions(
+    *,
+    posterior: np.ndarray,
+    n_labels: np.ndarray,
+    crowd_confusion: np.ndarray,
+    classes: list[str],
+    routing: Routing,
+    policy: Policy,
+    pricing: Pricing,
+) -> RoutedActions:
+    """Cost-aware stopping of routed items: another crowd label only while the expected
+    error it removes, times the value of a correct label, beats its price.
+
+    The model already voted in `posterior`. Per-class targets come from
+    routing.class_targets (else the policy's target_confidence); a class the client set a
+    target for is a requirement, so below it the item asks again rather than stop. An item
+    the rule would send to an expert, or still unsure at max_labels (error above 5%, or
+    below an explicit target), goes to review.
+    """
+    k = len(classes)
+    n = np.broadcast_to(np.asarray(n_labels), (len(posterior),))
+    max_labels = max(policy.max_labels, policy.min_labels, routing.min_labels)
+    price = float(pricing.crowd_label)
+    value = routing.value_per_correct or 25.0 * max(price, 1e-6)
+    targets = routing.class_targets
+    target = np.array([float(targets.get(c, policy.target_confidence)) for c in classes])
+    decision = algorithms.cost_aware_decision(
+        posterior,
+        n,
+        crowd_confusion=crowd_confusion,
+        label_price=price,
+        value_per_correct=float(value),
+        max_labels=max_labels,
+        target_confidence=target,
+        expert_confusion=algorithms.one_coin_confusions(np.array([policy.new_expert_accuracy]), k)[
+            0
+        ],
+        expert_price=float(pricing.expert_label),
+    )
+    top = posterior.argmax(axis=1)
+    explicit = np.array([classes[t] in targets for t in top], dtype=bool)
+    confident = decision.confident
+    action = np.where(decision.action == algorithms.STOP, SETTLE, ASK).astype(object)
+    action[(decision.action == algorithms.STOP) & explicit & ~confident & (n < max_labels)] = ASK
+    unsure_at_cap = (n >= max_labels) & ~confident
+    review = (decision.action == algorithms.EXPERT) | (
+        unsure_at_cap & (explicit | (decision.error_now > 0.05))
+    )
+    action[review] = REVIEW
+    action[n < routing.min_labels] = ASK
+    return RoutedActions(
+        action=action,
+        confident=confident,
+        crowd_value=decision.crowd_value,
+        error_now=decision.error_now,
+    )
+
+
+def dynamic_actions(*, posterior: np.ndarray, n_labels: np.ndarray, policy: Policy) -> np.ndarray:
+    """Dynamic redundancy without a model (apps.pipeline.decide's posterior rule): at least
+    min_labels, settle at the target confidence, ask up to max_labels, then review."""
+    n = np.broadcast_to(np.asarray(n_labels), (len(posterior),))
+    max_labels = max(policy.max_labels, policy.min_labels)
+    action = np.full(len(posterior), ASK, dtype=object)
+    action[(posterior.max(axis=1) >= policy.target_confidence)] = SETTLE
+    action[(action == ASK) & (n >= max_labels)] = REVIEW
+    action[n < policy.min_labels] = ASK
+    return action
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Crowd(Protocol):
+    """Whoever answers: one more crowd answer per requested item, an expert's label."""
+
+    def ask(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(items, workers, labels) of the answers given (an item may get none)."""
+        ...
+
+    def ask_expert(self, items: np.ndarray) -> np.ndarray:
+        """The expert's label of each item."""
+        ...
+
+
+@dataclass
+class Delivered:
+    """What the loop delivered per item: label, confidence, route and why."""
+
+    label: np.ndarray
+    confidence: np.ndarray
+    route: np.ndarray  # "model", "crowd", "expert"
+    audit: np.ndarray
+    rounds: list[dict]
+
+
+@dataclass
+class RoutingLoop:
+    """The routing policy as rounds over a job of `n_items` with features `x`.
+
+    1. A random seed set (`seed_size`) is settled by people alone (dynamic redundancy at the
+       policy's target confidence).
+    2. Each round: `fit_round` on every human-settled item; `threshold_with_memory` from the
+       candidate, the last threshold and this threshold's audits; `route_plan` accepts the
+       confident untouched items and draws audits (people alone); the query strategy's
+       `round_size` most useful uncertain items go to people with the model voting at its
+       `vote_weight`, settled by `routed_actions`.
+    3. After `max_rounds` (or when the uncertain pool fits one round), the remaining items go
+       to people the same way. Every settled label joins the next model's training set.
+
+    Worker matrices come from the job's aggregation method (`policy.aggregation`), re-run
+    between labeling steps as the platform's re-aggregation does.
+    """
+
+    x: np.ndarray
+    classes: list[str]
+    crowd: Crowd
+    routing: Routing = field(default_factory=Routing)
+    policy: Policy = field(default_factory=Policy)
+    pricing: Pricing = field(default_factory=Pricing)
+    seed: int = 0
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.x)
+        self.k = len(self.classes)
+        self.items: list[np.ndarray] = []
+        self.workers: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.expert: dict[int, int] = {}
+        self.vote = np.full((n, self.k), 1.0 / self.k)  # uniform: the model does not vote
+        self.voted = np.zeros(n, bool)
+        self.settled = np.zeros(n, bool)
+        self.people_only = np.zeros(n, bool)
+        self.targets = np.zeros((n, self.k))
+        self.out = Delivered(
+            label=np.full(n, -1),
+            confidence=np.zeros(n),
+            route=np.full(n, "", dtype=object),
+            audit=np.zeros(n, bool),
+            rounds=[],
+        )
+
+    # ---------------------------------------------------------------- crowd answers
+
+    def _answers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.items:
+            return np.zeros(0, int), np.zeros(0, int), np.zeros(0, int)
+        return (
+            np.concatenate(self.items),
+            np.concatenate(self.workers),
+            np.concatenate(self.labels),
+        )
+
+    def _aggregate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Worker confusions (job's aggregation), the class prior, and the worker index."""
+        items, workers, labels = self._answers()
+        codes, worker_index = np.unique(workers, return_inverse=True)
+        # A lone answer says nothing about its worker but lets a freely learned class prior
+        # absorb the crowd's bias (every item pushed to one class on sparse routed data):
+        # worker matrices are estimated on items with two answers or more.
+        multi = np.bincount(items, minlength=len(self.x))[items] >= 2
+        result = aggregate(
+            items[multi],
+            worker_index[multi],
+            labels[multi],
+            self.k,
+            method=self.policy.aggregation,
+            n_tasks=len(self.x),
+            n_workers=len(codes),
+        )
+        # A worker with no such answer yet has the policy's new-worker matrix (as production's
+        # worker_confusions gives one with no record).
+        confusions = result.confusions.copy()
+        seen = np.bincount(worker_index[multi], minlength=len(codes)) > 0
+        confusions[~seen] = algorithms.one_coin_confusions(
+            np.array([self.policy.new_worker_accuracy]), self.k
+        )[0]
+        return confusions, result.class_prior, worker_index
+
+    def _posteriors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posteriors of `rows` (model vote as prior where it votes, else the class prior;
+        an expert label counts as a worker at the policy's expert accuracy), and the
+        typical crowd worker's confusion."""
+        items, _, labels = self._answers()
+        confusions, class_prior, worker_index = self._aggregate()
+        prior = np.where(self.voted[:, None], self.vote, class_prior[None, :])
+        expert_conf = algorithms.one_coin_confusions(
+            np.array([self.policy.new_expert_accuracy]), self.k
+        )
+        all_conf = np.concatenate([confusions, expert_conf])
+        e_items = np.fromiter(self.expert.keys(), int, len(self.expert))
+        e_labels = np.fromiter(self.expert.values(), int, len(self.expert))
+        post = algorithms.model_crowd_posterior(
+            prior,
+            np.append(items, e_items),
+            np.append(worker_index, np.full(len(e_items), len(confusions))),
+            np.append(labels, e_labels),
+            all_conf,
+            n_items=len(self.x),
+        )
+        return post[rows], confusions.mean(axis=0)
+
+    def _n_labels(self) -> np.ndarray:
+        items, _, _ = self._answers()
+        return np.bincount(items, minlength=len(self.x))
+
+    def settle(self, rows: np.ndarray, *, routed: bool = True) -> None:
+        """People label `rows` one answer per step until the stopping rule (routed: the
+        cost-aware one; else dynamic redundancy) settles them or sends them to an expert."""
+        pending = np.asarray(rows, dtype=int)
+        self._ask(pending)
+        while len(pending):
+            post, typical = self._posteriors(pending)
+            n_labels = self._n_labels()[pending]
+            if routed:
+                acts = routed_actions(
+                    posterior=post,
+                    n_labels=n_labels,
+                    crowd_confusion=typical,
+                    classes=self.classes,
+                    routing=self.routing,
+                    policy=self.policy,
+                    pricing=self.pricing,
+                ).action
+            else:
+                acts = dynamic_actions(posterior=post, n_labels=n_labels, policy=self.policy)
+            review = pending[acts == REVIEW]
+            if len(review):
+                for i, label in zip(
+                    review.tolist(), self.crowd.ask_expert(review).tolist(), strict=True
+                ):
+                    self.expert[i] = int(label)
+            asked = pending[acts == ASK]
+            answered = self._ask(asked)
+            # An item nobody is left to answer stops where it is.
+            pending = asked[np.isin(asked, answered)]
+        post, _ = self._posteriors(np.asarray(rows, dtype=int))
+        self.targets[rows] = post
+        self.settled[rows] = True
+        route = np.where(np.isin(rows, list(self.expert)), "expert", "crowd")
+        self.out.route[rows] = route
+        self.out.label[rows] = post.argmax(axis=1)
+        self.out.confidence[rows] = post.max(axis=1)
+
+    def _ask(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows) == 0:
+            return rows
+        items, workers, labels = self.crowd.ask(rows)
+        self.items.append(np.asarray(items, int))
+        self.workers.append(np.asarray(workers, int))
+        self.labels.append(np.asarray(labels, int))
+        return np.asarray(items, int)
+
+    def _refresh_targets(self) -> None:
+        """Settled posteriors move as worker matrices are re-estimated (re-aggregation)."""
+        rows = np.flatnonzero(self.settled & (self.out.route != "model"))
+        if len(rows):
+            post, _ = self._posteriors(rows)
+            self.targets[rows] = post
+            self.out.label[rows] = post.argmax(axis=1)
+            self.out.confidence[rows] = post.max(axis=1)
+
+    def _first_likelihood(self, rows: np.ndarray) -> np.ndarray:
+        """P(first crowd answer | class) of each row, under its worker's matrix."""
+        items, _, labels = self._answers()
+        confusions, _, worker_index = self._aggregate()
+        first = np.full(len(self.x), -1)
+        order = np.arange(len(items))[::-1]  # the earliest answer written last wins
+        first[items[order]] = order
+        idx = first[rows]
+        lik = np.ones((len(rows), self.k))
+        has = idx >= 0
+        lik[has] = confusions[worker_index[idx[has]], :, labels[idx[has]]]
+        return lik
+
+    # ---------------------------------------------------------------- the rounds
+
+    def run_without_model(self) -> Delivered:
+        """Routing off: every item by dynamic redundancy, in batches as items arrive."""
+        for batch in np.array_split(np.arange(len(self.x)), 8):
+            self.settle(batch, routed=False)
+        self._refresh_targets()
+        return self.out
+
+    def run(self) -> Delivered:
+        n = len(self.x)
+        cfg = self.routing
+        rng = np.random.default_rng(self.seed)
+        seed_rows = rng.choice(n, seed_size(n_items=n, cfg=cfg), replace=False)
+        self.people_only[seed_rows] = True
+        self.settle(seed_rows, routed=False)
+        audit_draw = rng.random(n)
+        previous: float | None = None
+        previous_claim: float | None = None
+        floor: float | None = None
+        audits = Audits()
+        batch = round_size(n_items=n, cfg=cfg)
+        for rnd in range(cfg.max_rounds + 1):
+            self._refresh_targets()
+            train = np.flatnonzero(self.settled & (self.out.route != "model"))
+            fit = fit_round(
+                x=self.x[train], targets=self.targets[train], cfg=cfg, seed=self.seed + rnd
+            )
+            open_rows = np.flatnonzero(~self.settled & ~self.out.audit)
+            pool_probs = algorithms.predict_proba(
+                fit.model, self.x[open_rows], temperature=fit.temperature.temperature
+            )
+            choice = algorithms.choose_threshold(
+                fit.probs.max(axis=1),
+                soft_correct(fit.probs, self.targets[train]),
+                target_accuracy=cfg.target_accuracy,
+                level=cfg.bound_level,
+                pool_confidence=pool_probs.max(axis=1),
+            )
+            state = threshold_with_memory(
+                choice=choice,
+                previous=previous,
+                previous_claim=previous_claim,
+                audits=audits,
+                cfg=cfg,
+                floor=floor,
+            )
+            if state.floor != floor:
+                audits = Audits()  # a raised threshold is audited afresh
+            previous, previous_claim, floor = state.threshold, state.claimed, state.floor
+            limit = np.inf if state.threshold is None else state.threshold
+            held = self.people_only[train]
+            weight = vote_weight(
+                probs=fit.probs[held],
+                targets=self.targets[train][held],
+                first_likelihood=self._first_likelihood(train[held]),
+                routed=fit.probs[held].max(axis=1) < limit,
+            )
+            plan = route_plan(
+                probs=pool_probs,
+                threshold=state.threshold,
+                untouched=np.ones(len(open_rows), bool),
+                audit_draw=audit_draw[open_rows],
+                cfg=cfg,
+                seed=self.seed + rnd,
+            )
+            # Accept: the model's label is delivered as is.
+            accept = open_rows[plan.accept]
+            self.settled[accept] = True
+            self.out.route[accept] = "model"
+            self.out.label[accept] = pool_probs[plan.accept].argmax(axis=1)
+            self.out.confidence[accept] = pool_probs[plan.accept].max(axis=1)
+            # Audits: people alone, compared with the model's label and the claim.
+            audit = open_rows[plan.audit]
+            self.out.audit[audit] = True
+            self.people_only[audit] = True
+            self.settle(audit, routed=False)
+            agree = self.targets[audit][np.arange(len(audit)), pool_probs[plan.audit].argmax(1)]
+            audits = Audits(
+                n=audits.n + len(audit),
+                correct=audits.correct + float(agree.sum()),
+                claimed=state.claimed,
+            )
+            self.out.rounds.append(
+                {
+                    "round": rnd,
+                    "trained_on": int(len(train)),
+                    "temperature": round(fit.temperature.temperature, 4),
+                    "threshold": state.threshold,
+                    "threshold_reason": state.reason,
+                    "claimed": state.claimed,
+                    "audited": audits.accuracy,
+                    "n_audited": audits.n,
+                    "vote_weight": weight.weight,
+                    "accepted": int(len(accept)),
+                }
+            )
+            rest = plan.priority.copy()
+            rest[plan.accept | plan.audit] = -np.inf
+            uncertain = open_rows[~(plan.accept | plan.audit)]
+            last = rnd == cfg.max_rounds or len(uncertain) <= batch
+            routed = ~(plan.accept | plan.audit)
+            self.vote[uncertain] = model_vote(pool_probs[routed], weight.weight)
+            self.voted[uncertain] = weight.weight > 0
+            if last:
+                self.settle(uncertain)
+                break
+            # Highest priority first; ties (fifo) in the pool's order.
+            order = np.argsort(-rest, kind="stable")[:batch]
+            self.settle(open_rows[order])
+        self._refresh_targets()
+        return self.out

@@ -1,0 +1,283 @@
+"""The routing policy (apps.routing.policy), pure: sizes, threshold memory, the model's vote
+weight, and the bench that must drive this code rather than its own copy."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apps.jobs.policy import Policy, Pricing, Routing
+from apps.routing import algorithms
+from apps.routing.policy import (
+    ASK,
+    Audits,
+    RoutingLoop,
+    model_vote,
+    round_size,
+    seed_size,
+    threshold_with_memory,
+    vote_weight,
+)
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "routing.py"
+
+
+@pytest.mark.parametrize(
+    ("n_items", "expected"),
+    [(150, 50), (178, 50), (569, 57), (1797, 180), (100_000, 250), (30, 30)],
+    ids=["small-floor", "wine", "breast-cancer", "digits", "capped", "whole-tiny-job"],
+)
+def test_seed_set_is_a_share_of_the_job_with_bounds(n_items, expected):
+    assert seed_size(n_items=n_items, cfg=Routing()) == expected
+
+
+def test_round_size_is_a_share_with_a_floor():
+    assert round_size(n_items=178, cfg=Routing()) == 20
+    assert round_size(n_items=1797, cfg=Routing()) == 90
+
+
+def _choice(threshold: float | None, lower: float = 0.96) -> algorithms.ThresholdChoice:
+    return algorithms.ThresholdChoice(
+        threshold=float("inf") if threshold is None else threshold,
+        coverage=0.5,
+        accuracy=0.98,
+        lower_bound=lower,
+        n_accepted=100,
+        qualified=threshold is not None,
+    )
+
+
+def test_a_failing_round_holds_the_last_qualifying_threshold_and_says_why():
+    state = threshold_with_memory(
+        choice=_choice(None, lower=0.93),
+        previous=0.9,
+        previous_claim=0.98,
+        audits=Audits(n=5, correct=5),
+        cfg=Routing(),
+    )
+
+    assert state.threshold == 0.9
+    assert state.claimed == 0.98
+    assert "held the last qualifying threshold 0.9000" in state.reason
+
+
+def test_audits_that_fail_the_claim_raise_the_threshold_and_it_stays_raised():
+    cfg = Routing(audit_min=20)
+    raised = threshold_with_memory(
+        choice=_choice(0.8),
+        previous=0.9,
+        previous_claim=0.98,
+        audits=Audits(n=40, correct=30),
+        cfg=cfg,
+    )
+    later = threshold_with_memory(
+        choice=_choice(0.7),
+        previous=raised.threshold,
+        previous_claim=raised.claimed,
+        audits=Audits(),
+        cfg=cfg,
+        floor=raised.floor,
+    )
+
+    assert raised.threshold == pytest.approx(0.95)
+    assert raised.floor == pytest.approx(0.95)
+    assert raised.reason.startswith("audits 30/40 (0.750")
+    assert later.threshold == pytest.approx(0.95)
+
+
+def test_few_audits_do_not_overturn_a_threshold():
+    state = threshold_with_memory(
+        choice=_choice(0.85),
+        previous=0.9,
+        previous_claim=0.98,
+        audits=Audits(n=3, correct=0),
+        cfg=Routing(audit_min=20),
+    )
+
+    assert state.threshold == 0.85
+    assert state.reason.startswith("qualified")
+
+
+def test_no_threshold_before_one_qualifies():
+    state = threshold_with_memory(
+        choice=_choice(None, lower=0.5),
+        previous=None,
+        previous_claim=None,
+        audits=Audits(),
+        cfg=Routing(),
+    )
+
+    assert state.threshold is None
+    assert "no threshold qualifies yet" in state.reason
+
+
+def _voter_case(correlated: bool, n: int = 400, seed: int = 0):
+    """A 3-class job: the model is 80% right with confidence 0.8; a worker 75% right whose
+    errors either copy the model's wrong class (correlated) or fall at random."""
+    rng = np.random.default_rng(seed)
+    k = 3
+    truth = rng.integers(k, size=n)
+    model_label = np.where(rng.random(n) < 0.8, truth, (truth + rng.integers(1, k, n)) % k)
+    probs = np.full((n, k), 0.1)
+    probs[np.arange(n), model_label] = 0.8
+    answer = np.where(rng.random(n) < 0.75, truth, (truth + rng.integers(1, k, n)) % k)
+    if correlated:
+        # Where the model errs, the worker errs the same way.
+        answer = np.where(model_label != truth, model_label, answer)
+    worker = algorithms.one_coin_confusions(np.array([0.75]), k)[0]
+    return probs, np.eye(k)[truth], worker[:, answer].T
+
+
+def test_the_vote_is_discounted_where_model_and_crowd_err_together():
+    together = _voter_case(True)
+    apart = _voter_case(False)
+
+    correlated = vote_weight(
+        probs=together[0],
+        targets=together[1],
+        first_likelihood=together[2],
+        routed=np.ones(400, bool),
+    )
+    independent = vote_weight(
+        probs=apart[0], targets=apart[1], first_likelihood=apart[2], routed=np.ones(400, bool)
+    )
+
+    assert correlated.weight < independent.weight
+    assert independent.weight == 1.0
+
+
+def test_too_little_evidence_keeps_the_default_vote_weight():
+    probs, targets, lik = _voter_case(False, n=10)
+
+    weight = vote_weight(
+        probs=probs, targets=targets, first_likelihood=lik, routed=np.ones(10, bool)
+    )
+
+    assert weight.weight == 0.5
+    assert "only 10 items" in weight.reason
+
+
+def test_model_vote_tempers_the_calibrated_probabilities():
+    np.testing.assert_allclose(model_vote(np.array([0.8, 0.2]), 0.0), [0.5, 0.5])
+    np.testing.assert_allclose(model_vote(np.array([0.8, 0.2]), 1.0), [0.8, 0.2])
+    np.testing.assert_allclose(model_vote(np.array([0.8, 0.2]), 0.5), [2 / 3, 1 / 3])
+
+
+class _PerfectCrowd:
+    def __init__(self, truth: np.ndarray, n_workers: int = 6):
+        self.truth = truth
+        self.next = np.zeros(len(truth), int)
+        self.n_workers = n_workers
+
+    def ask(self, items):
+        items = np.asarray(items, int)
+        items = items[self.next[items] < self.n_workers]
+        workers = self.next[items].copy()
+        self.next[items] += 1
+        return items, workers, self.truth[items]
+
+    def ask_expert(self, items):
+        return self.truth[np.asarray(items, int)]
+
+
+def test_the_loop_settles_every_item_and_names_each_route():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(2, size=200)
+    x = np.c_[truth * 4.0 + rng.normal(size=200), rng.normal(size=200)]
+    loop = RoutingLoop(
+        x=x,
+        classes=["a", "b"],
+        crowd=_PerfectCrowd(truth),
+        routing=Routing(mode="model", epochs=50, max_rounds=2),
+        seed=0,
+    )
+
+    out = loop.run()
+
+    assert (out.label == truth).all()
+    assert set(out.route) <= {"model", "crowd", "expert"}
+    assert out.rounds[0]["trained_on"] == 50
+    assert all("threshold_reason" in r for r in out.rounds)
+
+
+# --------------------------------------------------------------------------- the bench
+
+POLICY_KERNELS = {
+    "train_routing_model",
+    "fit_temperature",
+    "choose_threshold",
+    "model_crowd_posterior",
+    "cost_aware_decision",
+    "one_coin_confusions",
+    "select_batch",
+    "margin_scores",
+    "predict_proba",
+    "calibrate_probabilities",
+}
+
+
+def _bench_tree() -> ast.Module:
+    return ast.parse(BENCH.read_text())
+
+
+def test_the_bench_drives_the_production_loop_with_the_job_defaults():
+    tree = _bench_tree()
+    imported = {
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    routing_calls = [c for c in calls if getattr(c.func, "id", None) == "Routing"]
+
+    assert ("apps.routing.policy", "RoutingLoop") in imported
+    assert any(getattr(c.func, "id", None) == "RoutingLoop" for c in calls)
+    # The job defaults, with routing switched on: nothing else.
+    assert routing_calls
+    assert all(
+        [(kw.arg, getattr(kw.value, "value", None)) for kw in c.keywords] == [("mode", "model")]
+        and not c.args
+        for c in routing_calls
+    )
+    assert not any(getattr(c.func, "id", None) in {"Policy", "Pricing"} and c.args for c in calls)
+
+
+def test_the_bench_defines_no_em_loop_or_settings_of_its_own():
+    tree = _bench_tree()
+    names = {
+        node.name.lower()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+    }
+    called = {
+        getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    }
+    knobs = {f.name.upper() for cls in (Routing, Policy, Pricing) for f in dataclasses.fields(cls)}
+    constants = {
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+    assert not {n for n in names if "em" in n.split("_") or "posterior" in n or "threshold" in n}
+    assert not (called & POLICY_KERNELS)
+    assert not (constants & knobs)
+    assert not {c for c in constants if "TARGET" in c or "THRESHOLD" in c or "SEED_SET" in c}
+
+
+def test_the_loop_stops_with_the_rule_the_pipeline_uses():
+    # The stopping rule has one definition: decide imports it from the policy.
+    source = (Path(__file__).resolve().parents[2] / "apps/pipeline/decide.py").read_text()
+
+    assert "routing_policy.routed_actions(" in source
+    assert "cost_aware_decision(" not in source
+    assert ASK == "ask"
