@@ -17,7 +17,8 @@ outlier *worker* gets a large s_j and so a small weight. The cutoff of 3 is the 
 three-sigma line, chosen before any data was scored.
 
 The interval for t_i is t_i +- q * sqrt(se_i^2 + item_var), se_i^2 = 1 / sum_j u w_j, with
-q a Student-t quantile for the item's answer count (s_j and b_j are estimates too). The
+q a Student-t quantile whose degrees of freedom are those of the item's least-answering
+worker's variance (their answers plus the prior's pseudo-answers): s_j is an estimate too. The
 worker model alone says how well the consensus is pinned down; `item_var`, the crowd's
 shared error beyond it, is measured on gold items by `gold_item_variance`.
 """
@@ -161,6 +162,7 @@ def numeric_em(
     b = np.zeros(n_workers)
     s2 = np.full(n_workers, pooled)
     u = np.ones_like(x)
+    d0 = 1e6 if prior_answers is None else prior_answers
     for _ in range(n_iter):
         # E-step: answer weights under the Student-t model (all 1 without `robust`).
         var = s2[workers]
@@ -197,7 +199,12 @@ def numeric_em(
         u = _huber(r / np.sqrt(s2_item), cutoff)
     info = group_sum(tasks, u / s2_item, n_tasks)
     se = np.where(has, np.sqrt(1.0 / np.maximum(info, 1e-300)), np.nan)
-    q = _t_quantile(0.5 + level / 2.0, n_i - 1.0)
+    # The standard error leans on the workers' variances, each estimated from their n_j
+    # answers plus d0 prior pseudo-answers: the item's degrees of freedom are its least
+    # informed worker's, not its own answer count.
+    df = np.full(n_tasks, np.inf)
+    np.minimum.at(df, tasks, n_j[workers] + d0 - 1.0)
+    q = _t_quantile(0.5 + level / 2.0, np.where(np.isfinite(df), df, 1.0))
     half = np.where(has, q * np.sqrt(se * se + item_var), np.nan)
     value = np.where(has, np.clip(t, lower, upper), np.nan)
     low = np.clip(value - half, lower, upper)
