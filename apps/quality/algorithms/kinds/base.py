@@ -97,8 +97,8 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
 
 
 def group_sum(index: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
-    """Sum of `weights` per group index (bincount with a fixed length)."""
-    return np.bincount(index, weights=weights, minlength=n)[:n]
+    """Sum of `weights` per group index (bincount with a fixed length, always float64)."""
+    return np.bincount(index, weights=weights, minlength=n)[:n].astype(np.float64, copy=False)
 
 
 def alpha_interval(tasks: np.ndarray, values: np.ndarray) -> float:

@@ -4,7 +4,7 @@ Model: worker j answering item i reports x = t_i + b_j + e with e ~ N(0, s_j^2) 
 al., "Learning From Crowds", JMLR 2010, section 4; Welinder & Perona 2010 for per-worker
 bias). An EM-style alternation estimates t, b and s jointly: t_i is the precision-weighted
 mean of the bias-corrected answers, b_j the worker's mean residual, s_j^2 the worker's mean
-squared residual. Biases are centred (the crowd is unbiased on average, otherwise t and b
+squared residual. Biases are centred (the precision-weighted average answer is unbiased: otherwise t and b
 are not identifiable) and shrunk towards 0 by James-Stein; variances are shrunk towards the
 pooled variance with a prior whose strength is estimated from the spread of the workers'
 variances (Smyth 2004, limma's moderated variances). Both priors are estimated from the
@@ -139,6 +139,7 @@ def numeric_em(
             low=nan_t,
             high=nan_t,
             half_width=nan_t,
+            se=nan_t,
             bias=np.zeros(n_workers),
             noise=np.full(n_workers, np.nan),
             level=level,
@@ -183,11 +184,18 @@ def numeric_em(
             raw -= np.average(raw[workers], weights=w)
             b = raw * _bias_shrinkage(raw, s2 / np.maximum(n_j, 1.0), n_j > 0)
         r = x - b[workers] - t_new[tasks]
-        rr = u * r * r
-        pooled = max(float(np.sum(rr) / x.size), floor)
-        raw_s2 = group_sum(workers, rr, n_workers) / np.maximum(n_j, 1.0)
-        d0 = prior_answers if prior_answers is not None else _prior_dof(raw_s2, n_j)
-        s2 = (n_j * raw_s2 + d0 * pooled) / (n_j + d0)
+        # Leverage: an answer pulls its item's value towards itself by h = w / sum w, so
+        # its residual underestimates its worker's noise by a factor 1 - h (h = 1 for an
+        # item's only answer, which says nothing about its worker's noise).
+        h = w / np.maximum(group_sum(tasks, w, n_tasks)[tasks], 1e-300)
+        lev = np.where(h < 0.999, 1.0 / np.maximum(1.0 - h, 1e-3), 0.0)
+        informative = (h < 0.999).astype(np.float64)
+        rr = u * r * r * lev
+        n_inf = group_sum(workers, informative, n_workers)
+        pooled = max(float(np.sum(rr) / informative.sum()), floor) if informative.any() else pooled
+        raw_s2 = group_sum(workers, rr, n_workers) / np.maximum(n_inf, 1.0)
+        d0 = prior_answers if prior_answers is not None else _prior_dof(raw_s2, n_inf)
+        s2 = (n_inf * raw_s2 + d0 * pooled) / (n_inf + d0)
         s2 = np.maximum(s2, floor)
         moved = np.max(np.abs(t_new - t)) if n_tasks else 0.0
         t = t_new
@@ -203,7 +211,7 @@ def numeric_em(
     # answers plus d0 prior pseudo-answers: the item's degrees of freedom are its least
     # informed worker's, not its own answer count.
     df = np.full(n_tasks, np.inf)
-    np.minimum.at(df, tasks, n_j[workers] + d0 - 1.0)
+    np.minimum.at(df, tasks, n_inf[workers] + d0 - 1.0)
     q = _t_quantile(0.5 + level / 2.0, np.where(np.isfinite(df), df, 1.0))
     half = np.where(has, q * np.sqrt(se * se + item_var), np.nan)
     value = np.where(has, np.clip(t, lower, upper), np.nan)

@@ -15,8 +15,10 @@ answers. EM: the E-step is Dawid-Skene's posterior over the true level; the M-st
 e_j from the posterior share of spam, and b_j, s_j from the moments of (y - c) over the
 non-spam share (a moment step, not the exact censored maximum; 1/12 is added to s_j^2 for
 the rounding, Sheppard's correction). Priors: one pseudo-answer of spam and one of non-spam
-for e_j, and a floor of 0.25 levels on s_j, so that a perfect worker does not produce
-zeros; neither was tuned on the data sets scored in bench/label_kinds.py.
+for e_j; two pseudo-answers of no bias and a spread of one level for b_j and s_j (so a
+worker with one answer is not explained away by a bias of their own), and a floor of 0.25
+levels on s_j, so that a perfect worker does not produce zeros. None was tuned on the
+data sets scored in bench/label_kinds.py.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def ordinal_em(
     n_iter: int = 100,
     tol: float = 1e-6,
     min_spread: float = 0.25,
+    prior_answers: float = 2.0,
 ) -> OrdinalResult:
     """EM for the ordered-confusion worker model; initialised from answer counts per level."""
     tasks, workers, n_tasks, n_workers = sizes(tasks, workers, n_tasks, n_workers)
@@ -99,9 +102,12 @@ def ordinal_em(
         wsum = group_sum(workers, w.sum(axis=1), n_workers)
         spam = (group_sum(workers, (qa * spam_share).sum(axis=1), n_workers) + 1.0) / (n_j + 2.0)
         resid = y[:, None] - levels_c[None, :]
-        bias = group_sum(workers, (w * resid).sum(axis=1), n_workers) / np.maximum(wsum, 1e-300)
+        # Priors: `prior_answers` pseudo-answers with no bias and a spread of one level.
+        bias = group_sum(workers, (w * resid).sum(axis=1), n_workers) / (wsum + prior_answers)
         dev = resid - bias[workers][:, None]
-        var = group_sum(workers, (w * dev * dev).sum(axis=1), n_workers) / np.maximum(wsum, 1e-300)
+        var = (group_sum(workers, (w * dev * dev).sum(axis=1), n_workers) + prior_answers) / (
+            wsum + prior_answers
+        )
         spread = np.sqrt(np.maximum(var + 1.0 / 12.0, min_spread**2))
         prior = (q[has].sum(axis=0) + 1.0) / (has.sum() + k)
         # E-step.
