@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -336,26 +337,31 @@ def bbox_figures() -> dict:
 
 
 def timings() -> dict:
-    """Seconds to aggregate 1M answers (1M boxes for bbox), one run each."""
-    out = {}
+    """Seconds (wall and CPU) to aggregate 1M answers (1M boxes for bbox), one run each.
+
+    The machine may be shared: the load average is printed with the figures, and the CPU
+    seconds of this process are steadier than wall time under load. The issue's limit is
+    judged on wall time.
+    """
+    out: dict = {"load_avg_1m": os.getloadavg()[0]}
     rng = np.random.default_rng(7)
+
+    def timed(name, fn, *args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn(*args, **kwargs)
+        out[name] = time.perf_counter() - wall
+        out[name + "_cpu"] = time.process_time() - cpu
+
     t, w, x, _ = sim_numeric(rng, n_items=200_000, per_item=5, n_workers=2000)
-    start = time.perf_counter()
-    numeric_em(t, w, x, lower=0, upper=100)
-    out["numeric"] = time.perf_counter() - start
+    timed("numeric", numeric_em, t, w, x, lower=0, upper=100)
     t, w, y, _ = sim_multi(rng, n_items=333_334, per_item=3, n_workers=2000)
-    start = time.perf_counter()
-    binary_relevance_em(t, w, y)
-    out["multi_choice"] = time.perf_counter() - start
+    timed("multi_choice", binary_relevance_em, t, w, y)
     t, w, y, _ = sim_ordinal(rng, n_items=333_334, per_item=3, n_workers=2000)
-    start = time.perf_counter()
-    ordinal_em(t, w, y, 5)
-    out["ordinal"] = time.perf_counter() - start
-    t, w, boxes, _ = sim_bbox(rng, n_items=67_000, per_item=5, n_workers=2000)
+    timed("ordinal", ordinal_em, t, w, y, 5)
+    # About 2.8 boxes per submission: 72k images x 5 workers is about 1M boxes.
+    t, w, boxes, _ = sim_bbox(rng, n_items=72_000, per_item=5, n_workers=2000)
     out["bbox_boxes"] = int(boxes.boxes.shape[0])
-    start = time.perf_counter()
-    aggregate_boxes(t, w, boxes, n_classes=3)
-    out["bbox"] = time.perf_counter() - start
+    timed("bbox", aggregate_boxes, t, w, boxes, n_classes=3)
     return out
 
 
@@ -394,11 +400,14 @@ def main() -> None:
         f"  mean IoU ours {bb['mean_iou']:.4f}  per-object median {bb['median_iou']:.4f}  recall {bb['recall']:.4f}"
     )
     tm = timings() if not args.no_timing else {}
+    kinds = ("numeric", "multi_choice", "ordinal", "bbox")
     if tm:
         print(
-            f"seconds for 1M answers (bbox: {tm['bbox_boxes']} boxes): "
-            + "  ".join(f"{k} {v:.2f}" for k, v in tm.items() if k != "bbox_boxes")
+            f"1M answers (bbox: {tm['bbox_boxes']} boxes), load average {tm['load_avg_1m']:.1f}"
+            " on this machine:"
         )
+        for k in kinds:
+            print(f"  {k:13s} {tm[k]:6.2f} s wall  {tm[k + '_cpu']:6.2f} s CPU")
     result = {
         "numeric_mae": round(num["emotion_mae"], 3),
         "numeric_mean_mae": round(num["emotion_mean_mae"], 3),

@@ -186,3 +186,32 @@ def alpha_coincidence(tasks: np.ndarray, codes: np.ndarray, delta: np.ndarray) -
     if expected <= 0:
         return float("nan")
     return float(1.0 - (n - 1.0) * (o * delta).sum() / expected)
+
+
+@dataclass(frozen=True)
+class ItemGroups:
+    """Submissions sorted by item, for fast per-item sums of 1-D or 2-D arrays (reduceat).
+
+    `order` sorts the submissions by item; `sum(values)` takes values already in that order
+    and returns (n_tasks, ...) sums, zero for items without submissions.
+    """
+
+    order: np.ndarray
+    starts: np.ndarray
+    present: np.ndarray
+    n_tasks: int
+
+    @classmethod
+    def of(cls, tasks: np.ndarray, n_tasks: int) -> ItemGroups:
+        order = np.argsort(tasks, kind="stable")
+        st = tasks[order]
+        boundary = np.ones(st.size, dtype=bool)
+        boundary[1:] = st[1:] != st[:-1]
+        starts = np.flatnonzero(boundary)
+        return cls(order=order, starts=starts, present=st[starts], n_tasks=n_tasks)
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.n_tasks, *values.shape[1:]))
+        if self.starts.size:
+            out[self.present] = np.add.reduceat(values, self.starts, axis=0)
+        return out

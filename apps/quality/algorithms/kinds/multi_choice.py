@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import AnswerError, KindResult, alpha_coincidence, group_sum, sizes
+from .base import AnswerError, ItemGroups, KindResult, alpha_coincidence, group_sum, sizes
 
 NAME = "multi_choice"
 
@@ -56,8 +56,8 @@ def binary_relevance_em(
     n_workers: int | None = None,
     share_workers: bool = True,
     smoothing: float = 1.0,
-    n_iter: int = 100,
-    tol: float = 1e-6,
+    n_iter: int = 50,
+    tol: float = 1e-3,
 ) -> MultiChoiceResult:
     """Two-coin Dawid-Skene per tag, initialised from the share of workers who tagged."""
     tasks, workers, n_tasks, n_workers = sizes(tasks, workers, n_tasks, n_workers)
@@ -65,42 +65,56 @@ def binary_relevance_em(
     if y.ndim != 2:
         raise AnswerError("bad_shape", "answers must be a (submissions, tags) array")
     n_sub, k = y.shape
+    groups = ItemGroups.of(tasks, n_tasks)
+    # Work in item order so per-item sums are contiguous.
+    tasks, workers, y = tasks[groups.order], workers[groups.order], y[groups.order]
     n_i = np.bincount(tasks, minlength=n_tasks).astype(np.float64)
     has = n_i > 0
-    flat_t = (tasks[:, None] * k + np.arange(k)[None, :]).ravel()
-
-    def per_item(values: np.ndarray) -> np.ndarray:
-        return group_sum(flat_t, values.ravel(), n_tasks * k).reshape(n_tasks, k)
-
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = per_item(y) / n_i[:, None]
+        q = groups.sum(y) / n_i[:, None]
     q = np.where(has[:, None], q, 0.5)
-    # Worker-coin groups: one per worker, or one per (worker, tag).
-    groups = n_workers * k if not share_workers else n_workers
-    g = (workers[:, None] * k + np.arange(k)[None, :]) if not share_workers else workers[:, None]
-    g = np.broadcast_to(g, y.shape).ravel()
-    yf = y.ravel()
-    sens = spec = np.full(groups, 0.5)
+    # Coins per worker (the k columns pooled) or per (worker, tag).
+    n_groups = n_workers if share_workers else n_workers * k
+    cols = np.arange(k)[None, :]
+
+    y_rows = y.sum(axis=1)
+
+    def m_sums(qa: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per coin: sum q y, sum q, sum (1 - q)(1 - y), sum (1 - q)."""
+        if share_workers:
+            # Row sums first: one pass over (answers, tags), the rest per answer.
+            qy = np.einsum("ij,ij->i", qa, y)
+            qs = qa.sum(axis=1)
+            sums = [qy, qs, k - qs - y_rows + qy, k - qs]
+            return tuple(group_sum(workers, v, n_groups) for v in sums)  # type: ignore[return-value]
+        idx = (workers[:, None] * k + cols).ravel()
+        qy = (qa * y).ravel()
+        qf = qa.ravel()
+        yf = y.ravel()
+        sums = [qy, qf, 1 - qf - yf + qy, 1 - qf]
+        return tuple(group_sum(idx, v, n_groups) for v in sums)  # type: ignore[return-value]
+
+    sens = spec = np.full(n_groups, 0.5)
     prev = np.full(k, 0.5)
     for _ in range(n_iter):
         # M-step from the current posteriors.
-        qa = q[tasks].ravel()
-        sens = (group_sum(g, qa * yf, groups) + smoothing) / (
-            group_sum(g, qa, groups) + 2 * smoothing
-        )
-        spec = (group_sum(g, (1 - qa) * (1 - yf), groups) + smoothing) / (
-            group_sum(g, 1 - qa, groups) + 2 * smoothing
-        )
-        sens = np.clip(sens, 1e-6, 1 - 1e-6)
-        spec = np.clip(spec, 1e-6, 1 - 1e-6)
+        qy, qs, nqny, nqs = m_sums(np.take(q, tasks, axis=0))
+        sens = np.clip((qy + smoothing) / (qs + 2 * smoothing), 1e-6, 1 - 1e-6)
+        spec = np.clip((nqny + smoothing) / (nqs + 2 * smoothing), 1e-6, 1 - 1e-6)
         prev = np.clip(
             (q[has].sum(axis=0) + smoothing) / (has.sum() + 2 * smoothing), 1e-6, 1 - 1e-6
         )
-        # E-step.
+        # E-step: each answer adds `no` for its coin, plus `yes - no` where it said yes.
         yes = np.log(sens / (1 - spec))
         no = np.log((1 - sens) / spec)
-        contrib = np.where(yf > 0.5, yes[g], no[g]).reshape(n_sub, k)
-        logit = np.log(prev / (1 - prev))[None, :] + per_item(contrib)
+        if share_workers:
+            base = groups.sum(np.take(no, workers))[:, None]
+            logit = base + groups.sum(y * np.take(yes - no, workers)[:, None])
+        else:
+            no_a = np.take(no.reshape(n_workers, k), workers, axis=0)
+            d_a = np.take((yes - no).reshape(n_workers, k), workers, axis=0)
+            logit = groups.sum(no_a + y * d_a)
+        logit += np.log(prev / (1 - prev))[None, :]
         q_new = np.where(has[:, None], _sigmoid(logit), 0.5)
         moved = float(np.max(np.abs(q_new - q))) if q.size else 0.0
         q = q_new

@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from .base import AnswerError, KindResult, alpha_coincidence, group_sum, normal_cdf, sizes
+from .base import (
+    AnswerError,
+    ItemGroups,
+    KindResult,
+    alpha_coincidence,
+    group_sum,
+    normal_cdf,
+    sizes,
+)
 
 NAME = "ordinal"
 
@@ -70,53 +78,56 @@ def ordinal_em(
     *,
     n_tasks: int | None = None,
     n_workers: int | None = None,
-    n_iter: int = 100,
-    tol: float = 1e-6,
+    n_iter: int = 50,
+    tol: float = 1e-3,
     min_spread: float = 0.25,
     prior_answers: float = 2.0,
 ) -> OrdinalResult:
-    """EM for the ordered-confusion worker model; initialised from answer counts per level."""
+    """EM for the ordered-confusion worker model; initialised from answer counts per level.
+
+    The M-step needs only each worker's soft confusion counts S[j, c, y] = sum of the
+    posterior of true level c over their answers y (Dawid-Skene's sufficient statistics),
+    so after one pass over the answers it works on (workers, K, K) arrays.
+    """
     tasks, workers, n_tasks, n_workers = sizes(tasks, workers, n_tasks, n_workers)
-    y = np.asarray(levels, dtype=np.int64)
     k = int(n_levels)
+    groups = ItemGroups.of(tasks, n_tasks)
+    # Work in item order so per-item sums are contiguous.
+    tasks, workers = tasks[groups.order], workers[groups.order]
+    y = np.asarray(levels, dtype=np.int64)[groups.order]
     n_i = np.bincount(tasks, minlength=n_tasks).astype(np.float64)
     n_j = np.bincount(workers, minlength=n_workers).astype(np.float64)
     has = n_i > 0
-    flat = group_sum(tasks * k + y, np.ones(y.size), n_tasks * k).reshape(n_tasks, k)
-    # Start from the answer counts, smoothed to neighbours so ties lean to the middle.
-    sm = flat + 0.5 * (np.roll(flat, 1, axis=1) + np.roll(flat, -1, axis=1)) * 0.1
-    q = np.where(has[:, None], sm + 1e-3, 1.0)
+    cell = workers * k + y  # (worker, answered level) of each answer
+    onehot_counts = groups.sum(np.eye(k)[y])
+    q = np.where(has[:, None], onehot_counts + 1e-3, 1.0)
     q /= q.sum(axis=1, keepdims=True)
     bias = np.zeros(n_workers)
     spread = np.ones(n_workers)
     spam = np.full(n_workers, 0.1)
-    levels_c = np.arange(k, dtype=np.float64)
+    c_lv = np.arange(k, dtype=np.float64)
+    resid = c_lv[None, :] - c_lv[:, None]  # resid[c, y] = y - c
     prior = np.full(k, 1.0 / k)
     for _ in range(n_iter):
-        # M-step from the posteriors q (n_tasks, K).
+        # Soft confusion counts S[j, y, c] from the posteriors, one pass over the answers.
+        qa = np.take(q, tasks, axis=0)
+        s = np.stack([group_sum(cell, qa[:, c], n_workers * k) for c in range(k)], axis=1)
+        counts = s.reshape(n_workers, k, k).transpose(0, 2, 1)  # [j, c, y]
         conf = ordered_confusions(bias, spread, spam, k)
-        qa = q[tasks]  # (n, K) over the true level
-        like = conf[workers, :, y]  # (n, K): P(y | c) under the current worker
-        spam_share = (spam[workers] / k)[:, None] / np.maximum(like, 1e-300)
-        w = qa * (1.0 - spam_share)  # posterior that the answer is true level c and not spam
-        wsum = group_sum(workers, w.sum(axis=1), n_workers)
-        spam = (group_sum(workers, (qa * spam_share).sum(axis=1), n_workers) + 1.0) / (n_j + 2.0)
-        resid = y[:, None] - levels_c[None, :]
+        spam_share = (spam / k)[:, None, None] / np.maximum(conf, 1e-300)
+        w = counts * (1.0 - spam_share)
+        wsum = w.sum(axis=(1, 2))
+        spam = ((counts * spam_share).sum(axis=(1, 2)) + 1.0) / (n_j + 2.0)
         # Priors: `prior_answers` pseudo-answers with no bias and a spread of one level.
-        bias = group_sum(workers, (w * resid).sum(axis=1), n_workers) / (wsum + prior_answers)
-        dev = resid - bias[workers][:, None]
-        var = (group_sum(workers, (w * dev * dev).sum(axis=1), n_workers) + prior_answers) / (
-            wsum + prior_answers
-        )
+        bias = (w * resid).sum(axis=(1, 2)) / (wsum + prior_answers)
+        dev = resid[None] - bias[:, None, None]
+        var = ((w * dev * dev).sum(axis=(1, 2)) + prior_answers) / (wsum + prior_answers)
         spread = np.sqrt(np.maximum(var + 1.0 / 12.0, min_spread**2))
         prior = (q[has].sum(axis=0) + 1.0) / (has.sum() + k)
-        # E-step.
-        log_conf = np.log(ordered_confusions(bias, spread, spam, k))
-        ll = log_conf[workers, :, y]  # (n, K)
-        flat_c = (tasks[:, None] * k + np.arange(k)[None, :]).ravel()
-        log_post = np.log(prior)[None, :] + group_sum(flat_c, ll.ravel(), n_tasks * k).reshape(
-            n_tasks, k
-        )
+        # E-step: log P(y | c) of every answer, summed per item.
+        log_conf = np.log(ordered_confusions(bias, spread, spam, k))  # [j, c, y]
+        rows = log_conf.transpose(0, 2, 1).reshape(n_workers * k, k)  # [(j, y), c]
+        log_post = np.log(prior)[None, :] + groups.sum(np.take(rows, cell, axis=0))
         log_post -= log_post.max(axis=1, keepdims=True)
         q_new = np.exp(log_post)
         q_new /= q_new.sum(axis=1, keepdims=True)
@@ -136,7 +147,7 @@ def ordinal_em(
         worker_weight=weight,
         level=level,
         posterior=posterior,
-        expected=np.where(has, q @ levels_c, np.nan),
+        expected=np.where(has, q @ c_lv, np.nan),
         bias=bias,
         spread=spread,
         spam=spam,
