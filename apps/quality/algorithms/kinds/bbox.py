@@ -175,7 +175,7 @@ def aggregate_boxes(
     first[obj[::-1]] = np.arange(obj.size - 1, -1, -1)
     o_task, o_cls = bt[first] if n_obj else bt[:0], bc[first] if n_obj else bc[:0]
     s2 = np.ones(n_workers)
-    noise_sq = np.zeros(obj.size)
+    noise_sq: np.ndarray = np.zeros(obj.size)
     consensus = np.zeros((n_obj, 4))
     for _ in range(n_iter if weighted else 1):
         w = 1.0 / s2[bw] if weighted else np.ones(obj.size)
@@ -190,10 +190,10 @@ def aggregate_boxes(
         dev = (boxes - consensus[obj]) / size[obj][:, None]
         # A box alone in its object tells nothing about its worker's noise.
         multi = cnt[obj] >= 2
-        # Unbiased for the worker's variance: the consensus includes the box itself.
-        noise_sq = np.where(
-            multi, (dev * dev).mean(axis=1) * cnt[obj] / np.maximum(cnt[obj] - 1, 1), 0.0
-        )
+        # The consensus includes the box itself with leverage h = w / sum w: dividing by
+        # 1 - h makes the squared deviation unbiased for the worker's variance.
+        h = w / np.maximum(wsum[obj], 1e-300)
+        noise_sq = np.where(multi, (dev * dev).mean(axis=1) / np.maximum(1.0 - h, 1e-3), 0.0)
         used = group_sum(bw, multi.astype(np.float64), n_workers)
         pooled = float(noise_sq[multi].mean()) if multi.any() else 1.0
         pooled = max(pooled, 1e-8)
