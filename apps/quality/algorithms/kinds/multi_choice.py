@@ -78,15 +78,23 @@ def binary_relevance_em(
     cols = np.arange(k)[None, :]
 
     y_rows = y.sum(axis=1)
+    # The "yes" answers as (answer, tag) pairs: tag sets are sparse, so the shared-coin
+    # sums run over these instead of the dense (answers, tags) table.
+    pos_a, pos_k = np.nonzero(y)
+    pos_cell = tasks[pos_a] * k + pos_k
+    pos_w = workers[pos_a]
+    n_per_worker = np.bincount(workers, minlength=n_workers).astype(np.float64)
+    yes_per_worker = group_sum(workers, y_rows, n_workers)
+
+    def shared_m_sums(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per worker: sum q y, sum q, sum (1 - q)(1 - y), sum (1 - q), over answers and tags."""
+        qy = group_sum(pos_w, np.take(q.ravel(), pos_cell), n_workers)
+        qs = group_sum(workers, np.take(q.sum(axis=1), tasks), n_workers)
+        total = k * n_per_worker
+        return qy, qs, total - qs - yes_per_worker + qy, total - qs
 
     def m_sums(qa: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per coin: sum q y, sum q, sum (1 - q)(1 - y), sum (1 - q)."""
-        if share_workers:
-            # Row sums first: one pass over (answers, tags), the rest per answer.
-            qy = np.einsum("ij,ij->i", qa, y)
-            qs = qa.sum(axis=1)
-            sums = [qy, qs, k - qs - y_rows + qy, k - qs]
-            return tuple(group_sum(workers, v, n_groups) for v in sums)  # type: ignore[return-value]
         idx = (workers[:, None] * k + cols).ravel()
         qy = (qa * y).ravel()
         qf = qa.ravel()
@@ -98,7 +106,10 @@ def binary_relevance_em(
     prev = np.full(k, 0.5)
     for _ in range(n_iter):
         # M-step from the current posteriors.
-        qy, qs, nqny, nqs = m_sums(np.take(q, tasks, axis=0))
+        if share_workers:
+            qy, qs, nqny, nqs = shared_m_sums(q)
+        else:
+            qy, qs, nqny, nqs = m_sums(np.take(q, tasks, axis=0))
         sens = np.clip((qy + smoothing) / (qs + 2 * smoothing), 1e-6, 1 - 1e-6)
         spec = np.clip((nqny + smoothing) / (nqs + 2 * smoothing), 1e-6, 1 - 1e-6)
         prev = np.clip(
@@ -109,7 +120,8 @@ def binary_relevance_em(
         no = np.log((1 - sens) / spec)
         if share_workers:
             base = groups.sum(np.take(no, workers))[:, None]
-            logit = base + groups.sum(y * np.take(yes - no, workers)[:, None])
+            said_yes = group_sum(pos_cell, np.take(yes - no, pos_w), n_tasks * k)
+            logit = base + said_yes.reshape(n_tasks, k)
         else:
             no_a = np.take(no.reshape(n_workers, k), workers, axis=0)
             d_a = np.take((yes - no).reshape(n_workers, k), workers, axis=0)

@@ -33,7 +33,6 @@ from .base import (
     ItemGroups,
     KindResult,
     alpha_coincidence,
-    group_sum,
     normal_cdf,
     sizes,
 )
@@ -99,6 +98,12 @@ def ordinal_em(
     n_j = np.bincount(workers, minlength=n_workers).astype(np.float64)
     has = n_i > 0
     cell = workers * k + y  # (worker, answered level) of each answer
+    # The answers sorted by cell too, so the soft confusion counts are one reduceat.
+    by_cell = np.argsort(cell, kind="stable")
+    tasks_by_cell = tasks[by_cell]
+    sorted_cells = cell[by_cell]
+    cell_starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
+    cell_present = sorted_cells[cell_starts] if cell.size else cell
     onehot_counts = groups.sum(np.eye(k)[y])
     q = np.where(has[:, None], onehot_counts + 1e-3, 1.0)
     q /= q.sum(axis=1, keepdims=True)
@@ -110,8 +115,11 @@ def ordinal_em(
     prior = np.full(k, 1.0 / k)
     for _ in range(n_iter):
         # Soft confusion counts S[j, y, c] from the posteriors, one pass over the answers.
-        qa = np.take(q, tasks, axis=0)
-        s = np.stack([group_sum(cell, qa[:, c], n_workers * k) for c in range(k)], axis=1)
+        s = np.zeros((n_workers * k, k))
+        if cell.size:
+            s[cell_present] = np.add.reduceat(
+                np.take(q, tasks_by_cell, axis=0), cell_starts, axis=0
+            )
         counts = s.reshape(n_workers, k, k).transpose(0, 2, 1)  # [j, c, y]
         conf = ordered_confusions(bias, spread, spam, k)
         spam_share = (spam / k)[:, None, None] / np.maximum(conf, 1e-300)
