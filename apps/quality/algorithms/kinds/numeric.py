@@ -293,7 +293,9 @@ class NumericKind:
         n_tasks: int | None = None,
         n_workers: int | None = None,
         tolerance: float = float("inf"),
+        item_var: float = 0.0,
     ) -> NumericResult:
+        """`item_var` is the crowd's shared error measured on gold (`gold_item_variance`)."""
         return numeric_em(
             tasks,
             workers,
@@ -302,6 +304,7 @@ class NumericKind:
             n_workers=n_workers,
             level=self.level,
             tolerance=tolerance,
+            item_var=item_var,
             lower=self.minimum,
             upper=self.maximum,
         )
