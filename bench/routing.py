@@ -270,12 +270,17 @@ def main() -> None:
             "fixed5": float(np.mean([o.accuracy for o in res["fixed-5 Dawid-Skene"]])),
             "cost_ratio": float(np.mean([o.cost for o in r]) / base),
             "min_auto": min((o.auto_accuracy for o in r if o.auto_share > 0), default=1.0),
+            "any_auto": any(o.auto_share > 0 for o in r),
             "conf": conf,
             "correct": corr,
             "ece": _ece(conf, corr),
         }
     worst = min(summary, key=lambda d: summary[d]["accuracy"] - summary[d]["fixed5"])
-    shown = {k: round(v, 4) for k, v in summary[worst].items() if k not in ("conf", "correct")}
+    shown = {
+        k: round(v, 4)
+        for k, v in summary[worst].items()
+        if k not in ("conf", "correct", "any_auto")
+    }
     print(f"worst data set (accuracy minus fixed-5): {worst} {json.dumps(shown)}")
     # The goals, per data set (not the mean).
     for d, s in summary.items():
@@ -287,9 +292,13 @@ def main() -> None:
             f"[{'n/a' if s['fixed5'] < 0.97 else ('met' if s['accuracy'] >= 0.97 else 'NOT met')}]; "
             f"cost {s['cost_ratio']:.3f} of fixed-3 <= {goal_cost} "
             f"[{'met' if s['cost_ratio'] <= goal_cost else 'NOT met'}]; "
-            f"auto-accepted >= 0.99 every seed ({s['min_auto']:.4f}) "
-            f"[{'met' if s['min_auto'] >= 0.99 else 'NOT met'}]; "
-            f"ECE {s['ece']:.4f} <= 0.02 [{'met' if s['ece'] <= 0.02 else 'NOT met'}]"
+            f"auto-accepted >= 0.99 every seed "
+            + (
+                f"({s['min_auto']:.4f}) [{'met' if s['min_auto'] >= 0.99 else 'NOT met'}]; "
+                if s["any_auto"]
+                else "[n/a: nothing auto-accepted]; "
+            )
+            + f"ECE {s['ece']:.4f} <= 0.02 [{'met' if s['ece'] <= 0.02 else 'NOT met'}]"
         )
     conf = np.concatenate([s["conf"] for s in summary.values()])
     corr = np.concatenate([s["correct"] for s in summary.values()])
@@ -308,8 +317,10 @@ def main() -> None:
                 "digits_cost_ratio_vs_fixed3": round(summary["digits"]["cost_ratio"], 4)
                 if "digits" in summary
                 else None,
-                "min_seed_auto_accept_accuracy": round(
-                    min(s["min_auto"] for s in summary.values()), 4
+                # null when no seed of any data set auto-accepted anything
+                "min_seed_auto_accept_accuracy": min(
+                    (round(s["min_auto"], 4) for s in summary.values() if s["any_auto"]),
+                    default=None,
                 ),
                 "ece": round(ece, 4),
             }
