@@ -27,17 +27,12 @@ from apps.assignments.models import Label
 from apps.assignments.selectors import invariant_violations
 from apps.jobs.models import Item
 from apps.workforce.models import Worker
+from tests.test_faults import _free_port
 from tests.workforce.factories import JobFactory, make_items, make_pool
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="PgBouncer pools PostgreSQL connections"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

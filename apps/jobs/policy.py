@@ -323,8 +323,3 @@ def spec_from_stored(*, policy: dict | None, pricing: dict | None, routing: dict
         pricing=_typed(Pricing, pricing),
         routing=_typed(Routing, routing),
     )
-
-
-def defaults(cls: type) -> dict[str, Any]:
-    """Every field of a spec part with its default, as JSON (for documentation and pages)."""
-    return dataclasses.asdict(cls())

@@ -5,7 +5,6 @@
   and written by one of two writers (apps.assignments.records.write_label_sql /
   write_label_orm), then its follow-ups run (review, audit, gold, re-aggregation trigger).
 - crowd: bans and suspensions with their leases returned.
-- outcomes: what routing and QC decisions imply for an item and its job.
 
 Nothing below this package imports it (tests/test_layers.py, import-linter in CI).
 """

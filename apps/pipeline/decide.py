@@ -101,7 +101,7 @@ class Plan:
         return self.open_review or self.audit or self.gold_correct is not None
 
 
-def needs_evidence(*, job: Job, item: Item, tier: str) -> bool:
+def needs_evidence(*, job: Job, item: Item) -> bool:
     """Whether decide_label will read Evidence for this label (a posterior decision):
     callers gather it only then."""
     return (
@@ -444,7 +444,7 @@ def decide_label(
         decision = decide_by_expert(
             item=item, job=job, votes=votes, value=value, worker_id=worker_id
         )
-    elif needs_evidence(job=job, item=item, tier=tier):
+    elif needs_evidence(job=job, item=item):
         if evidence is None:
             raise ValueError("a posterior decision needs its evidence (needs_evidence)")
         decision = decide_by_posterior(

@@ -97,7 +97,7 @@ def _plan(
     that needs to know whether an expert is available is made again with that read, unless
     `ask_experts` is off (the unlocked path hands such a label to the locking one)."""
     evidence = None
-    if needs_evidence(job=job, item=item, tier=worker.tier):
+    if needs_evidence(job=job, item=item):
         if known is None:
             earlier, statuses = item_answers(item_id=item.pk)
             known = (earlier, statuses, None)

@@ -158,7 +158,7 @@ def test_every_settled_item_is_audited_at_rate_one_and_none_at_zero():
 def test_a_posterior_decision_without_its_evidence_is_refused():
     job, item = _job(), _item()
 
-    assert needs_evidence(job=job, item=item, tier="crowd")
+    assert needs_evidence(job=job, item=item)
     with pytest.raises(ValueError, match="evidence"):
         _decide(job, item, "cat")
 
