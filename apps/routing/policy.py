@@ -10,7 +10,12 @@ Production and bench/routing.py run the same functions with a job's `Routing` se
   that qualified and what the audits of it found (a failing round never silently drops to
   "accept nothing"; the reason is said);
 - `vote_weight` / `model_vote`: the model as a voter whose errors may correlate with the
-  crowd's, its vote tempered by a weight fitted on items people settled alone;
+  crowd's, its vote tempered by a weight fitted on items people settled alone (where the
+  crowd's first answer errs toward the model's wrong label, counting the vote as
+  independent evidence costs log loss and the weight falls); the dependence itself (the
+  model's confusion, joint errors and their lift over independence by confidence band,
+  algorithms.model_crowd_dependence) is measured on the same items for the round's log and
+  the model card;
 - `route_plan`: which open items are auto-accepted, audited, or queued (and in what order);
 - `routed_actions`: the cost-aware stopping rule of a routed item (apps.pipeline.decide
   calls it for every label);
@@ -674,11 +679,15 @@ class RoutingLoop:
             previous, previous_claim, floor = state.threshold, state.claimed, state.floor
             limit = np.inf if state.threshold is None else state.threshold
             held = self.people_only[train]
+            first = self._first_likelihood(train[held])
             weight = vote_weight(
                 probs=fit.probs[held],
                 targets=self.targets[train][held],
-                first_likelihood=self._first_likelihood(train[held]),
+                first_likelihood=first,
                 routed=fit.probs[held].max(axis=1) < limit,
+            )
+            dependence = algorithms.model_crowd_dependence(
+                fit.probs[held], self.targets[train][held], first
             )
             plan = route_plan(
                 probs=pool_probs,
@@ -716,6 +725,7 @@ class RoutingLoop:
                     "audited": audits.accuracy,
                     "n_audited": audits.n,
                     "vote_weight": weight.weight,
+                    "dependence": dependence.as_card()["by_confidence"],
                     "accepted": int(len(accept)),
                 }
             )
