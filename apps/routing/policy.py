@@ -214,8 +214,9 @@ def threshold_with_memory(
 ) -> ThresholdState:
     """The auto-accept threshold for this round.
 
-    - Audits fail the claim (their Wilson upper bound at `bound_level` is below the target,
-      after at least `audit_min` of them): the threshold rises halfway to 1 from the higher
+    - Audits fail the claim (their Wilson upper bound at `bound_level` is below the accuracy
+      the threshold in force claimed, or the target if higher, after at least `audit_min` of
+      them): the threshold rises halfway to 1 from the higher
       of the previous and this round's candidate, and says so; it becomes the `floor` no
       later round goes below.
     - Otherwise this round's qualifying threshold (its accuracy lower bound meets the
@@ -236,15 +237,19 @@ def threshold_with_memory(
     if new is not None and floor is not None:
         new = max(new, floor)
     claimed = choice.accuracy if choice.qualified else previous_claim
-    if previous is not None and audits.n >= cfg.audit_min and upper < cfg.target_accuracy:
+    # The audits are of the threshold in force: they answer its claim (its held-out
+    # accuracy), which is at least the target; a claim they refute is not met even when
+    # the target still is.
+    promised = max(cfg.target_accuracy, previous_claim or 0.0)
+    if previous is not None and audits.n >= cfg.audit_min and upper < promised:
         base = max(previous, new or 0.0)
         raised = base + (1.0 - base) / 2.0
         return ThresholdState(
             threshold=raised,
             reason=(
                 f"audits {audits.correct:.0f}/{audits.n} ({audited:.3f}, upper bound "
-                f"{upper:.3f}) below the target {cfg.target_accuracy}: raised "
-                f"{base:.4f} -> {raised:.4f}"
+                f"{upper:.3f}) below the claimed {promised:.4f} (target "
+                f"{cfg.target_accuracy}): raised {base:.4f} -> {raised:.4f}"
             ),
             qualified_now=choice.qualified,
             floor=raised,
