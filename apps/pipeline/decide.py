@@ -319,9 +319,21 @@ def _decide_routed(
             # -inf when no number of crowd labels could help: JSON has no infinities.
             "crowd_value": _finite(crowd_value),
         }
+        # Why this route and this stop: the model's vote (its tempered probabilities, the
+        # prior here), what the crowd's answers made of it, and the cost-aware numbers.
+        vote = np.asarray(evidence.prior, dtype=np.float64)
+        why: dict[str, Any] = {
+            "model_vote": classes[int(vote.argmax())],
+            "model_vote_confidence": round(float(vote.max()), 6),
+            "posterior_confidence": round(confidence, 6),
+            "error_now": round(float(acts.error_now[0]), 6),
+            "n_labels": n_labels,
+        }
+        extra["why"] = why
         common = {**common, "extra": extra}
         if action == routing_policy.SETTLE:
             extra["stopped"] = "confident" if bool(acts.confident[0]) else "not_worth_a_label"
+            why["stopped"] = extra["stopped"]
     if action == routing_policy.REVIEW:
         return Decision(
             state=Item.State.REVIEW,

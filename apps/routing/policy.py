@@ -10,7 +10,12 @@ Production and bench/routing.py run the same functions with a job's `Routing` se
   that qualified and what the audits of it found (a failing round never silently drops to
   "accept nothing"; the reason is said);
 - `vote_weight` / `model_vote`: the model as a voter whose errors may correlate with the
-  crowd's, its vote tempered by a weight fitted on items people settled alone;
+  crowd's, its vote tempered by a weight fitted on items people settled alone (where the
+  crowd's first answer errs toward the model's wrong label, counting the vote as
+  independent evidence costs log loss and the weight falls); the dependence itself (the
+  model's confusion, joint errors and their lift over independence by confidence band,
+  algorithms.model_crowd_dependence) is measured on the same items for the round's log and
+  the model card;
 - `route_plan`: which open items are auto-accepted, audited, or queued (and in what order);
 - `routed_actions`: the cost-aware stopping rule of a routed item (apps.pipeline.decide
   calls it for every label);
@@ -209,8 +214,9 @@ def threshold_with_memory(
 ) -> ThresholdState:
     """The auto-accept threshold for this round.
 
-    - Audits fail the claim (their Wilson upper bound at `bound_level` is below the target,
-      after at least `audit_min` of them): the threshold rises halfway to 1 from the higher
+    - Audits fail the claim (their Wilson upper bound at `bound_level` is below the accuracy
+      the threshold in force claimed, or the target if higher, after at least `audit_min` of
+      them): the threshold rises halfway to 1 from the higher
       of the previous and this round's candidate, and says so; it becomes the `floor` no
       later round goes below.
     - Otherwise this round's qualifying threshold (its accuracy lower bound meets the
@@ -231,15 +237,19 @@ def threshold_with_memory(
     if new is not None and floor is not None:
         new = max(new, floor)
     claimed = choice.accuracy if choice.qualified else previous_claim
-    if previous is not None and audits.n >= cfg.audit_min and upper < cfg.target_accuracy:
+    # The audits are of the threshold in force: they answer its claim (its held-out
+    # accuracy), which is at least the target; a claim they refute is not met even when
+    # the target still is.
+    promised = max(cfg.target_accuracy, previous_claim or 0.0)
+    if previous is not None and audits.n >= cfg.audit_min and upper < promised:
         base = max(previous, new or 0.0)
         raised = base + (1.0 - base) / 2.0
         return ThresholdState(
             threshold=raised,
             reason=(
                 f"audits {audits.correct:.0f}/{audits.n} ({audited:.3f}, upper bound "
-                f"{upper:.3f}) below the target {cfg.target_accuracy}: raised "
-                f"{base:.4f} -> {raised:.4f}"
+                f"{upper:.3f}) below the claimed {promised:.4f} (target "
+                f"{cfg.target_accuracy}): raised {base:.4f} -> {raised:.4f}"
             ),
             qualified_now=choice.qualified,
             floor=raised,
@@ -674,11 +684,15 @@ class RoutingLoop:
             previous, previous_claim, floor = state.threshold, state.claimed, state.floor
             limit = np.inf if state.threshold is None else state.threshold
             held = self.people_only[train]
+            first = self._first_likelihood(train[held])
             weight = vote_weight(
                 probs=fit.probs[held],
                 targets=self.targets[train][held],
-                first_likelihood=self._first_likelihood(train[held]),
+                first_likelihood=first,
                 routed=fit.probs[held].max(axis=1) < limit,
+            )
+            dependence = algorithms.model_crowd_dependence(
+                fit.probs[held], self.targets[train][held], first
             )
             plan = route_plan(
                 probs=pool_probs,
@@ -716,6 +730,7 @@ class RoutingLoop:
                     "audited": audits.accuracy,
                     "n_audited": audits.n,
                     "vote_weight": weight.weight,
+                    "dependence": dependence.as_card()["by_confidence"],
                     "accepted": int(len(accept)),
                 }
             )

@@ -350,6 +350,9 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         first_likelihood=first_likelihood[people_only],
         routed=probs[people_only].max(axis=1) < limit,
     )
+    dependence = algorithms.model_crowd_dependence(
+        probs[people_only], targets[people_only], first_likelihood[people_only]
+    )
     activate, evidence = _compare(
         job=job, active=active, data=data, train_rows=rows, candidate_probs=probs, cfg=cfg
     )
@@ -376,6 +379,8 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         vote_weight=vote.weight,
         vote_weight_reason=vote.reason,
         vote_weight_nll=vote.nll,
+        # The model's confusion and its joint errors with the crowd, on people-only items.
+        dependence=dependence.as_card(),
     )
     cutoff = max((data.settled_at[r] for r in rows if data.settled_at[r]), default=None)
     with transaction.atomic():

@@ -33,6 +33,7 @@ from apps.routing.algorithms import (
     least_confidence_scores,
     margin_scores,
     medium_confidence_order,
+    model_crowd_dependence,
     model_crowd_posterior,
     model_from_bytes,
     model_to_bytes,
@@ -587,3 +588,36 @@ def test_cost_aware_stopping_caps_labels_and_escalates_to_an_expert():
     assert capped.crowd_value[0] == -np.inf
     assert escalated.action.tolist() == [EXPERT]
     assert too_dear.action.tolist() == [STOP]
+
+
+_SAYS_0, _SAYS_1, _NO_ANSWER = [0.8, 0.2], [0.2, 0.8], [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("first", "together", "lift"),
+    [
+        # Where the model is wrong (truth 1), the first answer says the model's class too.
+        ([_SAYS_0, _SAYS_0, _SAYS_0, _SAYS_0], 0.5, 2.0),
+        # The first answer errs as often (one of each pair), no more on the model's errors.
+        ([_SAYS_0, _SAYS_1, _SAYS_0, _SAYS_1], 0.25, 1.0),
+    ],
+    ids=["err-together", "independent"],
+)
+def test_model_crowd_dependence_measures_joint_errors_against_independence(first, together, lift):
+    # Four items in the [0.5, 0.8) band, all labelled 0 by the model; two are truly 1.
+    # A fifth, in the top band, has no crowd answer: counted for the model, not the crowd.
+    probs = np.array([[0.7, 0.3]] * 4 + [[0.995, 0.005]])
+    targets = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    likelihood = np.array([*first, _NO_ANSWER])
+
+    dep = model_crowd_dependence(probs, targets, likelihood)
+
+    low, top = dep.n.index(4), len(dep.edges)
+    assert dep.n[top] == 1
+    assert (dep.model_error[low], dep.crowd_error[low]) == (0.5, 0.5)
+    assert dep.together[low] == together
+    assert dep.lift[low] == pytest.approx(lift)
+    assert (dep.model_error[top], dep.crowd_error[top], dep.lift[top]) == (0.0, 0.0, None)
+    # Every item was labelled 0 (three truly 0, two truly 1), each cell starting at 0.5.
+    np.testing.assert_allclose(dep.confusion, [[3.5 / 4, 0.5 / 4], [2.5 / 3, 0.5 / 3]])
+    assert list(dep.as_card()["by_confidence"]) == ["[0.5, 0.8)", "[0.99, 1]"]

@@ -89,6 +89,26 @@ def test_audits_that_fail_the_claim_raise_the_threshold_and_it_stays_raised():
     assert later.threshold == pytest.approx(0.95)
 
 
+@pytest.mark.parametrize(
+    ("claimed", "raised"),
+    [(0.99, True), (0.95, False)],
+    ids=["claim-refuted", "claim-within-the-audits"],
+)
+def test_audits_are_compared_with_the_claim_not_only_the_target(claimed, raised):
+    # 37 of 40 (0.925): the Wilson upper bound at 0.9 is 0.963, above the target 0.95 but
+    # below a claimed 0.99.
+    state = threshold_with_memory(
+        choice=_choice(None, lower=0.9),
+        previous=0.9,
+        previous_claim=claimed,
+        audits=Audits(n=40, correct=37),
+        cfg=Routing(audit_min=20),
+    )
+
+    assert (state.threshold == pytest.approx(0.95)) is raised
+    assert state.reason.startswith("audits 37/40" if raised else "held the last")
+
+
 def test_few_audits_do_not_overturn_a_threshold():
     state = threshold_with_memory(
         choice=_choice(0.85),

@@ -499,6 +499,22 @@ def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(
     assert decision.extra["stopping"] == stopping
 
 
+def test_a_routed_settle_says_why_the_model_vote_the_posterior_and_the_stop():
+    job = _voter_job()
+    item = Item.objects.create(job=job, external_id="x", labels_needed=1)
+    _score(item, [0.97, 0.02, 0.01])
+    worker = make_worker()
+
+    decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
+
+    why = decision.extra["why"]
+    assert decision.extra["route"] == "crowd+model"
+    assert (why["model_vote"], why["model_vote_confidence"]) == ("cat", 0.97)
+    assert why["posterior_confidence"] == round(decision.confidence, 6)
+    assert why["n_labels"] == 1
+    assert why["stopped"] == "confident"
+
+
 def test_class_targets_demand_more_evidence_for_that_class():
     job = _voter_job(class_targets={"cat": 0.9999})
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from apps.routing.algorithms.dependence import Dependence, model_crowd_dependence
 from apps.routing.algorithms.names import STRATEGIES
 from apps.routing.algorithms.threshold import (
     ThresholdChoice,
@@ -75,6 +76,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Dependence",
+    "model_crowd_dependence",
     "ThresholdChoice",
     "choose_threshold",
     "clopper_pearson_lower_bound",
