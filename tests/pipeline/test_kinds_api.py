@@ -1,0 +1,320 @@
+"""Every answer kind beyond single_choice over the API: create, upload with gold, annotate,
+settle, export; and a 400 naming the problem for a bad schema, gold answer or submit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from apps.assignments.models import Label
+from apps.jobs.models import Item, Job
+from apps.workforce.models import Worker
+from tests.workforce.factories import make_pool
+
+pytestmark = pytest.mark.django_db
+
+JOBS = "/api/v1/jobs/"
+NEXT = "/api/v1/assignments/next/"
+
+SCHEMAS = {
+    "multi_choice": {"kind": "multi_choice", "tags": ["indoor", "people", "animal"]},
+    "ordinal": {"kind": "ordinal", "levels": ["bad", "fair", "good", "great"]},
+    "numeric": {
+        "kind": "numeric",
+        "minimum": 0,
+        "maximum": 100,
+        "unit": "years",
+        "tolerance": 5,
+    },
+    "bbox": {"kind": "bbox", "classes": ["car", "person"], "width": 640, "height": 480},
+}
+# What three agreeing annotators answer on the item (boxes a few pixels apart).
+ANSWERS = {
+    "multi_choice": [["people", "indoor"], ["indoor", "people"], ["people", "indoor"]],
+    "ordinal": ["good", "good", "good"],
+    "numeric": [41, 42, 41.5],
+    "bbox": [
+        [{"box": [100, 100, 200, 100], "class": "car"}],
+        [{"box": [102, 98, 198, 103], "class": "car"}],
+        [{"box": [99, 101, 201, 99], "class": "car"}],
+    ],
+}
+EXPECTED = {
+    "multi_choice": ["indoor", "people"],
+    "ordinal": "good",
+    "numeric": 41.5,
+}
+GOLD = {
+    "multi_choice": ["animal"],
+    "ordinal": "fair",
+    "numeric": 30,
+    "bbox": [{"box": [10, 10, 50, 50], "class": "person"}],
+}
+BAD_ANSWERS = {
+    "multi_choice": (["indoor", "cat"], "unknown tags"),
+    "ordinal": ("superb", "is not one of"),
+    "numeric": (140, "outside [0.0, 100.0]"),
+    "bbox": ([{"box": [600, 10, 100, 50], "class": "car"}], "leaves the 640.0x480.0 image"),
+}
+
+
+def _spec(schema: dict, **policy) -> dict:
+    return {
+        "name": f"{schema['kind']} job",
+        "instructions": "Label it.",
+        "label_schema": schema,
+        "policy": {"min_labels": 3, "max_labels": 4, "gold_rate": 0.0, **policy},
+        "pricing": {"crowd_label": 0.05, "expert_label": 0.5},
+    }
+
+
+def _annotators(make_actor, job_id: int, n: int = 3):
+    actors = [make_actor("annotator") for _ in range(n)]
+    workers = [Worker.objects.get(user=a.user) for a in actors]
+    make_pool(jobs=[Job.objects.get(pk=job_id)], workers=workers)
+    return actors
+
+
+def _create_and_upload(client, kind: str, rows: list[dict], **policy) -> int:
+    response = client.post(JOBS, _spec(SCHEMAS[kind], **policy), format="json")
+    assert response.status_code == 201, response.json()
+    job_id = response.json()["id"]
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    upload = client.post(f"{JOBS}{job_id}/items/", body, content_type="application/x-ndjson")
+    assert upload.status_code in (200, 201), upload.json()
+    assert upload.json()["rejected"] == 0, upload.json()
+    assert client.post(f"{JOBS}{job_id}/launch/").status_code == 200
+    return job_id
+
+
+def _download(client, job_id: int, fmt: str, *, raw: bool = False):
+    response = client.get(f"{JOBS}{job_id}/results/?format={fmt}")
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    return body if raw else json.loads(body)
+
+
+def _label(actor, answer) -> dict:
+    task = actor.client.post(NEXT, {}, format="json")
+    assert task.status_code == 200, task.content
+    body = task.json()
+    response = actor.client.post(
+        f"/api/v1/assignments/{body['id']}/submit/", {"label": answer}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    return {"task": body, "submit": response.json()}
+
+
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_a_kind_settles_end_to_end_and_exports(kind, client_actor, make_actor):
+    job_id = _create_and_upload(
+        client_actor.client,
+        kind,
+        [
+            {"external_id": "x-1", "payload": {"url": "https://example.org/1.jpg"}},
+            {"external_id": "g-1", "payload": {"url": "g.jpg"}, "gold_label": GOLD[kind]},
+        ],
+        # Three agreeing answers at the assumed accuracy of a new worker (0.7) reach 0.9
+        # on every tag; 0.95 would take a fourth.
+        target_confidence=0.9,
+    )
+    annotators = _annotators(make_actor, job_id)
+
+    for actor, answer in zip(annotators, ANSWERS[kind], strict=True):
+        done = _label(actor, answer)
+        assert done["task"]["label_schema"]["kind"] == kind
+
+    item = Item.objects.get(job_id=job_id, external_id="x-1")
+    assert (item.state, item.source, item.n_labels) == ("settled", "crowd", 3)
+    results = _download(client_actor.client, job_id, "json")
+    row = next(r for r in results if r["external_id"] == "x-1")
+    if kind == "bbox":
+        [box] = row["label"]
+        assert box["class"] == "car"
+        assert box["box"] == pytest.approx([100.3, 99.7, 199.7, 100.7], abs=1.0)
+        assert row["confidence"] >= 0.7
+        assert row["result_meta"]["objects"][0]["workers"] == 3
+    else:
+        assert row["label"] == EXPECTED[kind]
+    assert 0 < row["confidence"] <= 1
+    assert row["agreement"] is not None
+    assert row["result_meta"]["kind"] == kind
+    assert len(row["result_meta"]["workers"]) == 3
+    if kind == "numeric":
+        low, high = row["result_meta"]["interval"]
+        assert low <= 41.5 <= high
+        assert high - low <= 10
+    gold_row = next(r for r in results if r["external_id"] == "g-1")
+    assert gold_row["is_gold"] is True
+
+    jsonl = _download(client_actor.client, job_id, "jsonl", raw=True)
+    lines = [json.loads(line) for line in jsonl.splitlines()]
+    assert next(r for r in lines if r["external_id"] == "x-1")["label"] == row["label"]
+    text = _download(client_actor.client, job_id, "csv", raw=True).decode()
+    csv_row = next(r for r in csv.DictReader(io.StringIO(text)) if r["external_id"] == "x-1")
+    assert (csv_row["label"] if kind == "ordinal" else json.loads(csv_row["label"])) == row["label"]
+    assert float(csv_row["confidence"]) == pytest.approx(row["confidence"])
+
+
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_a_disputed_item_goes_to_review_at_max_labels(kind, client_actor, make_actor):
+    job_id = _create_and_upload(
+        client_actor.client,
+        kind,
+        [{"external_id": "x-1", "payload": {"url": "1.jpg"}}],
+    )
+    annotators = _annotators(make_actor, job_id, n=4)
+    disputed = {
+        "multi_choice": [["indoor"], ["people"], ["animal"], ["indoor", "animal"]],
+        "ordinal": ["bad", "great", "fair", "great"],
+        "numeric": [10, 90, 50, 30],
+        "bbox": [
+            [{"box": [0, 0, 100, 100], "class": "car"}],
+            [{"box": [300, 300, 100, 100], "class": "car"}],
+            [{"box": [0, 300, 100, 100], "class": "person"}],
+            [],
+        ],
+    }[kind]
+
+    for n, (actor, answer) in enumerate(zip(annotators, disputed, strict=True)):
+        _label(actor, answer)
+        item = Item.objects.get(job_id=job_id, external_id="x-1")
+        if n < 3:
+            # Not confident: one more label each time, up to max_labels.
+            assert item.state == "open"
+            assert item.labels_needed == (3 if n < 2 else 4)
+
+    assert item.state == "review"
+    reviews = make_actor("qc").client.get(f"/api/v1/reviews/?job={job_id}").json()
+    assert [r["item"] for r in reviews["results"]] == [item.pk]
+
+
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_a_bad_answer_is_a_400_naming_it_and_stores_nothing(kind, client_actor, make_actor):
+    job_id = _create_and_upload(
+        client_actor.client, kind, [{"external_id": "x-1", "payload": {"url": "1.jpg"}}]
+    )
+    [actor] = _annotators(make_actor, job_id, n=1)
+    task = actor.client.post(NEXT, {}, format="json").json()
+    bad, says = BAD_ANSWERS[kind]
+
+    response = actor.client.post(
+        f"/api/v1/assignments/{task['id']}/submit/", {"label": bad}, format="json"
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert says in error["message"]
+    assert says in error["details"]["label"][0]
+    assert not Label.objects.filter(job_id=job_id).exists()
+    good = actor.client.post(
+        f"/api/v1/assignments/{task['id']}/submit/", {"label": ANSWERS[kind][0]}, format="json"
+    )
+    assert good.status_code == 200
+    assert good.json()["label"] == (
+        sorted(ANSWERS[kind][0]) if kind == "multi_choice" else ANSWERS[kind][0]
+    )
+
+
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_gold_answers_are_scored_by_the_kind(kind, client_actor, make_actor):
+    near = {
+        "multi_choice": (["animal", "people"], ["indoor"]),  # Jaccard 0.5 passes, 0 fails
+        "ordinal": ("good", "great"),  # one level off passes, two fail
+        "numeric": (34, 36),  # within the tolerance of 5 passes
+        "bbox": (
+            [{"box": [12, 11, 49, 50], "class": "person"}],
+            [{"box": [12, 11, 49, 50], "class": "car"}],  # right place, wrong class
+        ),
+    }[kind]
+    job_id = _create_and_upload(
+        client_actor.client,
+        kind,
+        [
+            {"external_id": "x-1", "payload": {"url": "1.jpg"}},
+            {"external_id": "g-1", "payload": {"url": "g.jpg"}, "gold_label": GOLD[kind]},
+        ],
+        gold_rate=1.0,
+    )
+    first, second = _annotators(make_actor, job_id, n=2)
+
+    _label(first, near[0])
+    _label(second, near[1])
+
+    gold = Label.objects.filter(job_id=job_id, is_gold=True).order_by("id")
+    assert [label.is_correct for label in gold] == [True, False]
+    summary = client_actor.client.get(f"{JOBS}{job_id}/gold/").json()
+    assert (summary["totals"]["answered"], summary["totals"]["correct"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("schema", "where", "says"),
+    [
+        ({"kind": "multi_choice"}, "tags", "required"),
+        ({"kind": "multi_choice", "tags": ["a", "a"]}, "tags", "unique"),
+        ({"kind": "multi_choice", "tags": ["a"], "levels": ["x", "y"]}, "levels", "not a param"),
+        ({"kind": "ordinal", "levels": ["only"]}, "levels", "at least 2"),
+        ({"kind": "numeric", "minimum": 5, "maximum": 1, "tolerance": 1}, "maximum", "below"),
+        ({"kind": "numeric", "minimum": 0, "maximum": 10}, "tolerance", "required"),
+        ({"kind": "bbox", "classes": ["car"], "width": 640}, "height", "required"),
+        ({"kind": "bbox", "classes": ["car"], "width": 0, "height": 5}, "width", "greater"),
+        ({"kind": "polygon", "classes": ["a", "b"]}, "kind", "not a valid choice"),
+        ({"kind": "single_choice", "classes": ["a"]}, "classes", "at least 2"),
+        ({"kind": "ordinal", "levels": ["a", "b"], "nivels": 1}, "nivels", "Unknown key"),
+    ],
+    ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v),
+)
+def test_a_bad_schema_is_a_400_naming_the_key(schema, where, says, client_actor):
+    response = client_actor.client.post(JOBS, _spec(schema), format="json")
+
+    assert response.status_code == 400
+    details = response.json()["error"]["details"]["label_schema"]
+    assert where in details, details
+    assert says in " ".join(details[where])
+    assert not Job.objects.exists()
+
+
+def test_model_routing_is_refused_for_another_kind(client_actor):
+    spec = {**_spec(SCHEMAS["numeric"]), "routing": {"mode": "model"}}
+
+    response = client_actor.client.post(JOBS, spec, format="json")
+
+    assert response.status_code == 400
+    assert "mode" in response.json()["error"]["details"]["routing"]
+
+
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_an_upload_rejects_gold_that_does_not_fit_the_kind(kind, client_actor):
+    response = client_actor.client.post(JOBS, _spec(SCHEMAS[kind]), format="json")
+    job_id = response.json()["id"]
+    bad, says = BAD_ANSWERS[kind]
+    rows = [
+        {"external_id": "ok", "payload": {}, "gold_label": GOLD[kind]},
+        {"external_id": "bad", "payload": {}, "gold_label": bad},
+        {"external_id": "pred", "payload": {}, "prediction": [0.5, 0.5]},
+    ]
+
+    report = client_actor.client.post(f"{JOBS}{job_id}/items/", rows, format="json").json()
+
+    assert (report["created"], report["rejected"]) == (1, 2)
+    errors = {e["row"]: e for e in report["errors"]}
+    assert says in errors[2]["errors"]["gold_label"]
+    assert "do not apply" in errors[3]["errors"]["prediction"]
+    assert Item.objects.get(external_id="ok").gold_label is not None
+
+
+def test_a_csv_upload_reads_gold_cells_as_json(client_actor):
+    response = client_actor.client.post(JOBS, _spec(SCHEMAS["multi_choice"]), format="json")
+    job_id = response.json()["id"]
+    text = 'external_id,url,gold_label\nx-1,1.jpg,"[""animal"",""indoor""]"\nx-2,2.jpg,animal\n'
+
+    report = client_actor.client.post(
+        f"{JOBS}{job_id}/items/", text.encode(), content_type="text/csv"
+    ).json()
+
+    assert (report["created"], report["rejected"]) == (1, 1)
+    assert Item.objects.get(external_id="x-1").gold_label == '["indoor","animal"]'
