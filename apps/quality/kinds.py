@@ -237,7 +237,8 @@ class Numeric(AnswerKind):
                 if math.isfinite(span)
                 else None
             ),
-            confident=math.isfinite(half) and half <= tolerance,
+            # One answer says nothing of the answers' spread: never confident alone.
+            confident=n >= 2 and math.isfinite(half) and half <= tolerance,
             extra={
                 "method": "numeric",
                 "interval": [_finite(r.low[0]), _finite(r.high[0])],

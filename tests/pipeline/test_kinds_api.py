@@ -11,6 +11,7 @@ import pytest
 
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
+from apps.quality.aggregation import job_aggregate
 from apps.workforce.models import Worker
 from tests.workforce.factories import make_pool
 
@@ -53,6 +54,8 @@ GOLD = {
     "numeric": 30,
     "bbox": [{"box": [10, 10, 50, 50], "class": "person"}],
 }
+# An answer the kind's score calls wrong against ANSWERS[kind][0].
+FAR = {**GOLD, "ordinal": "bad"}
 BAD_ANSWERS = {
     "multi_choice": (["indoor", "cat"], "unknown tags"),
     "ordinal": ("superb", "is not one of"),
@@ -318,3 +321,117 @@ def test_a_csv_upload_reads_gold_cells_as_json(client_actor):
 
     assert (report["created"], report["rejected"]) == (1, 1)
     assert Item.objects.get(external_id="x-1").gold_label == '["indoor","animal"]'
+
+
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_qc_resolves_a_disputed_item_with_an_answer_of_the_kind(kind, client_actor, make_actor):
+    job_id = _create_and_upload(
+        client_actor.client,
+        kind,
+        [{"external_id": "x-1", "payload": {"url": "1.jpg"}}],
+        min_labels=1,
+        max_labels=1,
+    )
+    [annotator] = _annotators(make_actor, job_id, n=1)
+    _label(annotator, ANSWERS[kind][0])  # one answer at max_labels 1: never confident
+    qc = make_actor("qc").client
+    [review] = qc.get(f"/api/v1/reviews/?job={job_id}").json()["results"]
+    bad, says = BAD_ANSWERS[kind]
+
+    refused = qc.post(f"/api/v1/reviews/{review['id']}/resolve/", {"label": bad}, format="json")
+    final = FAR[kind]
+    resolved = qc.post(f"/api/v1/reviews/{review['id']}/resolve/", {"label": final}, format="json")
+
+    assert refused.status_code == 400
+    assert says in refused.json()["error"]["details"]["label"][0]
+    assert resolved.status_code == 200, resolved.json()
+    [row] = _download(client_actor.client, job_id, "json")
+    assert (row["label"], row["source"], row["status"]) == (final, "qc", "settled")
+    # The annotator's answer is judged by the kind's score against QC's (here: far off).
+    feedback = annotator.client.get("/api/v1/feedback/").json()
+    assert [f["correct"] for f in feedback["results"]] == [False]
+
+
+def test_a_bbox_job_exports_coco(client_actor, make_actor):
+    job_id = _create_and_upload(
+        client_actor.client,
+        "bbox",
+        [
+            {"external_id": "x-1", "payload": {"url": "https://example.org/1.jpg"}},
+            {"external_id": "x-2", "payload": {"text": "no image field"}},
+        ],
+        target_confidence=0.9,
+    )
+    annotators = _annotators(make_actor, job_id)
+    for actor, answer in zip(annotators, ANSWERS["bbox"], strict=True):
+        _label(actor, answer)
+
+    response = client_actor.client.get(f"{JOBS}{job_id}/results/?format=coco")
+    coco = response.json()
+    refused = client_actor.client.get(f"{JOBS}{job_id}/results/?format=pascal")
+
+    assert response.status_code == 200
+    assert coco["categories"] == [
+        {"id": 1, "name": "car", "supercategory": ""},
+        {"id": 2, "name": "person", "supercategory": ""},
+    ]
+    first, second = coco["images"]
+    assert (first["file_name"], first["width"], first["height"]) == (
+        "https://example.org/1.jpg",
+        640,
+        480,
+    )
+    assert second["file_name"] == "x-2"
+    [annotation] = coco["annotations"]
+    assert annotation["image_id"] == first["id"]
+    assert annotation["category_id"] == 1
+    x, y, w, h = annotation["bbox"]
+    assert annotation["area"] == pytest.approx(w * h, rel=1e-3)
+    assert annotation["bbox"] == pytest.approx([100.3, 99.7, 199.7, 100.7], abs=1.0)
+    assert 0.7 <= annotation["score"] <= 1
+    assert refused.status_code == 400
+    assert "coco" in refused.json()["error"]["message"]
+
+
+def test_a_numeric_job_run_learns_a_biased_worker_and_rewrites_results(client_actor, make_actor):
+    """Per item, a worker's bias cannot be told from the truth; across the job it can: the
+    job aggregation estimates it and moves every settled value back towards the truth."""
+    truth = [10.0 + 2.5 * i for i in range(30)]
+    job_id = _create_and_upload(
+        client_actor.client,
+        "numeric",
+        [{"external_id": f"x-{i}", "payload": {"n": i}} for i in range(len(truth))],
+    )
+    Job.objects.filter(pk=job_id).update(
+        label_schema={**SCHEMAS["numeric"], "tolerance": 50},
+        policy={"min_labels": 3, "max_labels": 3, "gold_rate": 0.0, "reaggregate_every": 0},
+    )
+    annotators = _annotators(make_actor, job_id)
+    noise = [0.4, -0.3, 0.2, -0.1, 0.0]
+    careless = [9.0, -12.0, 15.0, -6.0, 11.0, -14.0]
+    for _ in range(len(truth)):
+        for w, actor in enumerate(annotators):
+            task = actor.client.post(NEXT, {}, format="json").json()
+            n = Item.objects.get(pk=task["item"]).payload["n"]
+            answer = truth[n] + (careless[n % 6] if w == 2 else noise[(n + w) % 5])
+            actor.client.post(
+                f"/api/v1/assignments/{task['id']}/submit/", {"label": answer}, format="json"
+            )
+
+    def error() -> float:
+        rows = _download(client_actor.client, job_id, "json")
+        return sum(abs(r["label"] - truth[int(r["external_id"][2:])]) for r in rows) / len(rows)
+
+    before = error()
+    run = job_aggregate(job_id=job_id)
+    after = error()
+    agreement = client_actor.client.get(f"{JOBS}{job_id}/agreement/").json()
+
+    assert Item.objects.filter(job_id=job_id, state="settled").count() == len(truth)
+    assert before > 2.0
+    assert after < 0.5
+    assert run.method == "numeric"
+    assert run.n_labels == 90
+    assert agreement["kind"] == "numeric"
+    assert agreement["distance"] == "interval"
+    assert 0.5 < agreement["krippendorff_alpha"] < 1.0
