@@ -161,3 +161,35 @@ def answer_stored(*, label_schema: dict, value: Any, field: str = "label") -> st
             f"{field}: not a valid string.", details={field: ["Not a valid string."]}
         )
     return str(value).strip()
+
+
+# The names a page keys to digits, by kind: tags to toggle, levels to pick, box classes.
+_KEYED = {"multi_choice": "tags", "ordinal": "levels", "bbox": "classes"}
+
+
+def answer_widget(*, label_schema: dict, images: list[str]) -> dict[str, Any]:
+    """The context of the answer widget (templates/_answer.html) of a job's kind; empty for
+    single_choice, whose pages show one button per class."""
+    kind = schema_kind_name(label_schema)
+    if kind == SINGLE_CHOICE:
+        return {}
+    names = label_schema.get(_KEYED.get(kind, ""), []) or []
+    return {
+        "answer_kind": kind,
+        "answer_keyed": [(i + 1, name) for i, name in enumerate(names)],
+        "answer_schema": label_schema,
+        "answer_image": images[0] if images else "",
+    }
+
+
+def answer_from_form(*, label_schema: dict, text: str) -> Any:
+    """A page's posted `label`: a class name as it is; another kind's answer is the JSON the
+    answer widget wrote (a 400 naming `label` when it is not JSON)."""
+    if schema_kind_name(label_schema) == SINGLE_CHOICE:
+        return text
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ApplicationError(
+            "label: no answer was given.", details={"label": ["Give an answer first."]}
+        ) from None
