@@ -21,7 +21,7 @@ from apps.assignments.models import Assignment, Label
 from apps.assignments.records import job_complete_if_done
 from apps.common.bulk import bulk_update_rows
 from apps.common.errors import ApplicationError, ErrorCode
-from apps.jobs.kinds import answer_stored
+from apps.jobs.kinds import answer_shown, answer_stored
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import job_list_for_vendors
 from apps.quality.kinds import job_kind, kind_gold_correct
@@ -708,7 +708,8 @@ def review_resolve(
         Review.objects.filter(item_id=item.pk, status=Review.Status.OPEN).exclude(
             pk=review.pk
         ).update(status=Review.Status.CLOSED, **finished)
-        webhooks.review_resolved_emit(review=review, item=item, label=label)
+        shown = answer_shown(label_schema=job.label_schema, value=label)
+        webhooks.review_resolved_emit(review=review, item=item, label=shown)
 
         job_id = job.pk
         transaction.on_commit(lambda: job_complete_if_done(job_id=job_id))
