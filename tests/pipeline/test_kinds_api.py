@@ -8,6 +8,7 @@ import io
 import json
 
 import pytest
+from drf_spectacular.generators import SchemaGenerator
 
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
@@ -435,3 +436,119 @@ def test_a_numeric_job_run_learns_a_biased_worker_and_rewrites_results(client_ac
     assert agreement["kind"] == "numeric"
     assert agreement["distance"] == "interval"
     assert 0.5 < agreement["krippendorff_alpha"] < 1.0
+
+
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_every_read_of_a_job_of_the_kind_answers_without_a_server_error(
+    kind, client_actor, ops_actor, qc_actor, make_actor
+):
+    """The endpoints and pages written for classes meet a job of another kind: each answers
+    (2xx, or a 4xx naming why), never a 500."""
+    job_id = _create_and_upload(
+        client_actor.client,
+        kind,
+        [
+            {"external_id": "x-1", "payload": {"url": "1.jpg"}},
+            {"external_id": "x-2", "payload": {"url": "2.jpg"}},
+            {"external_id": "g-1", "payload": {"url": "g.jpg"}, "gold_label": GOLD[kind]},
+        ],
+        min_labels=1,
+        max_labels=1,
+        gold_rate=0.3,
+    )
+    [annotator] = _annotators(make_actor, job_id, n=1)
+    for _ in range(2):
+        _label(annotator, ANSWERS[kind][0])
+    worker = Worker.objects.get(user=annotator.user)
+    review = qc_actor.client.get(f"/api/v1/reviews/?job={job_id}").json()["results"][0]
+    qc_actor.client.post(
+        f"/api/v1/reviews/{review['id']}/resolve/", {"label": ANSWERS[kind][1]}, format="json"
+    )
+    assert job_aggregate(job_id=job_id) is not None
+    reads = {
+        client_actor.client: [
+            f"{JOBS}{job_id}/",
+            f"{JOBS}{job_id}/agreement/",
+            f"{JOBS}{job_id}/gold/",
+            f"{JOBS}{job_id}/metrics/",
+            f"{JOBS}{job_id}/models/",
+            f"{JOBS}{job_id}/review-metrics/",
+            f"{JOBS}{job_id}/guideline-gaps/",
+            f"{JOBS}{job_id}/prelabel-effect/",
+            f"{JOBS}{job_id}/items/x-1/similar/",
+            f"{JOBS}{job_id}/items/",
+            f"/dashboard/jobs/{job_id}/",
+            "/api/v1/metrics/",
+        ],
+        ops_actor.client: [
+            f"/api/v1/workers/{worker.pk}/quality/",
+            f"/dashboard/workers/{worker.pk}/",
+            f"/dashboard/jobs/{job_id}/",
+        ],
+        qc_actor.client: [f"/api/v1/reviews/{review['id']}/", f"/qc/reviews/{review['id']}/"],
+        annotator.client: ["/api/v1/feedback/", "/annotate/"],
+    }
+    posts = {
+        client_actor.client: [
+            f"{JOBS}{job_id}/evaluate-strategy/",
+            f"{JOBS}{job_id}/retrain/",
+            f"{JOBS}{job_id}/aggregate/",
+            f"{JOBS}{job_id}/items/x-2/dispute/",
+        ]
+    }
+
+    answers = {}
+    for client, urls in reads.items():
+        for url in urls:
+            answers[url] = client.get(url).status_code
+    for client, urls in posts.items():
+        for url in urls:
+            answers[f"POST {url}"] = client.post(url, {"note": "why"}, format="json").status_code
+
+    assert {url: code for url, code in answers.items() if code >= 500 or code in (403, 404)} == {}
+
+
+def test_the_openapi_schema_publishes_every_kind_and_its_parameters():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    label_schema = schema["components"]["schemas"]["LabelSchemaRequest"]["properties"]
+
+    assert set(SCHEMAS) | {"single_choice"} <= set(
+        schema["components"]["schemas"]["LabelSchemaKindEnum"]["enum"]
+    )
+    for key in ("classes", "tags", "levels", "minimum", "maximum", "unit", "tolerance"):
+        assert key in label_schema
+    for key in ("width", "height", "target_iou", "min_tags", "max_tags", "level"):
+        assert key in label_schema
+    submit = schema["components"]["schemas"]["AssignmentSubmitInputRequest"]["properties"]["label"]
+    assert {"type": "array", "items": {}} in submit["oneOf"]
+
+
+def test_a_drafts_kind_cannot_change_under_its_gold_items(client_actor):
+    response = client_actor.client.post(JOBS, _spec(SCHEMAS["ordinal"]), format="json")
+    job_id = response.json()["id"]
+    client_actor.client.post(
+        f"{JOBS}{job_id}/items/",
+        [{"external_id": "g", "payload": {}, "gold_label": "fair"}],
+        format="json",
+    )
+
+    other_kind = client_actor.client.patch(
+        f"{JOBS}{job_id}/", {"label_schema": SCHEMAS["multi_choice"]}, format="json"
+    )
+    dropped_level = client_actor.client.patch(
+        f"{JOBS}{job_id}/",
+        {"label_schema": {"kind": "ordinal", "levels": ["bad", "good", "great"]}},
+        format="json",
+    )
+    added_level = client_actor.client.patch(
+        f"{JOBS}{job_id}/",
+        {"label_schema": {"kind": "ordinal", "levels": ["bad", "fair", "ok", "good"]}},
+        format="json",
+    )
+
+    assert other_kind.status_code == 400
+    assert "kind" in other_kind.json()["error"]["details"]["label_schema"]
+    assert dropped_level.status_code == 400
+    assert "'fair' is not one of" in dropped_level.json()["error"]["message"]
+    assert added_level.status_code == 200
+    assert Item.objects.get(external_id="g").gold_label == '"fair"'
