@@ -19,6 +19,8 @@ from apps.common.errors import ApplicationError
 from apps.quality.algorithms.kinds import KINDS, AnswerError, LabelKind, kind_from_spec
 
 SINGLE_CHOICE = "single_choice"
+# One answer as stored (a few thousand boxes): a label is a row, not a document.
+MAX_ANSWER_CHARS = 65_536
 KIND_NAMES = (SINGLE_CHOICE, *KINDS)
 # Schema keys that are not the kernel's parameters: how the job's items stop asking.
 STOP_KEYS: dict[str, tuple[str, ...]] = {"numeric": ("tolerance",), "bbox": ("target_iou",)}
@@ -122,7 +124,11 @@ def answer_canonical(*, label_schema: dict, value: Any, field: str = "label") ->
         value = sorted(value, key=order.__getitem__)
     elif kind.name == "bbox":
         value = [{"box": list(b["box"]), "class": b["class"]} for b in value]
-    return answer_text(value)
+    text = answer_text(value)
+    if len(text) > MAX_ANSWER_CHARS:
+        message = f"is {len(text)} characters as JSON; at most {MAX_ANSWER_CHARS}"
+        raise ApplicationError(f"{field}: {message}", details={field: [message]})
+    return text
 
 
 def gold_problem(*, label_schema: dict, value: Any) -> tuple[str | None, str | None]:

@@ -27,13 +27,7 @@ import numpy as np
 
 from apps.jobs.kinds import answer_text, answer_value, schema_kind
 from apps.jobs.policy import Policy
-from apps.quality.algorithms.kinds import (
-    BoxKind,
-    LabelKind,
-    MultiChoiceKind,
-    NumericKind,
-    OrdinalKind,
-)
+from apps.quality.algorithms.kinds import BoxKind, LabelKind
 from apps.quality.algorithms.kinds.bbox import DROPPED, KEPT, REVIEW
 from apps.quality.algorithms.kinds.ordinal import ordered_confusions
 from apps.workforce.models import Worker
@@ -99,6 +93,7 @@ class AnswerKind:
         answers: list[Any],
         tiers: list[str],
     ) -> ItemOutcome:
+        """One item's result from its decoded answers (with each answerer's tier)."""
         raise NotImplementedError
 
     def job_results(
@@ -116,9 +111,11 @@ class AnswerKind:
         raise NotImplementedError
 
     def gold_score(self, *, kind: Any, schema: dict, answer: Any, gold: Any) -> tuple[float, bool]:
+        """The kind's score of a decoded answer against a gold answer, and whether it passes."""
         raise NotImplementedError
 
     def job_agreement(self, *, kind: Any, tasks: np.ndarray, answers: list[Any]) -> float:
+        """Krippendorff's alpha with the kind's distance (the kernel's), NaN if unpairable."""
         return float(kind.agreement(tasks, kind.encode(answers)))
 
 
@@ -405,9 +402,6 @@ __all__ = [
     "AnswerKind",
     "ItemOutcome",
     "JobKind",
-    "MultiChoiceKind",
-    "NumericKind",
-    "OrdinalKind",
     "job_kind",
     "kind_gold_correct",
     "kind_item_outcome",

@@ -552,3 +552,39 @@ def test_a_drafts_kind_cannot_change_under_its_gold_items(client_actor):
     assert "'fair' is not one of" in dropped_level.json()["error"]["message"]
     assert added_level.status_code == 200
     assert Item.objects.get(external_id="g").gold_label == '"fair"'
+
+
+def test_an_expert_answer_settles_an_escalated_item_of_another_kind(client_actor, make_actor):
+    job_id = _create_and_upload(
+        client_actor.client,
+        "numeric",
+        [{"external_id": "x-1", "payload": {}}],
+        min_labels=2,
+        max_labels=2,
+        escalation={"disagreement": "expert"},
+    )
+    crowd = _annotators(make_actor, job_id, n=2)
+    expert = make_actor("expert")
+    make_pool(jobs=[Job.objects.get(pk=job_id)], workers=[Worker.objects.get(user=expert.user)])
+    _label(crowd[0], 10)
+    _label(crowd[1], 90)
+    assert Item.objects.get(job_id=job_id).state == "expert"
+
+    _label(expert, 55.5)
+
+    [row] = _download(client_actor.client, job_id, "json")
+    assert (row["label"], row["source"], row["status"]) == (55.5, "expert", "settled")
+
+
+def test_an_answer_too_long_to_be_a_label_is_a_400(client_actor, make_actor):
+    job_id = _create_and_upload(client_actor.client, "bbox", [{"external_id": "x", "payload": {}}])
+    [actor] = _annotators(make_actor, job_id, n=1)
+    task = actor.client.post(NEXT, {}, format="json").json()
+    boxes = [{"box": [1.25, 1.25, 100.5, 100.5], "class": "person"}] * 2000
+
+    response = actor.client.post(
+        f"/api/v1/assignments/{task['id']}/submit/", {"label": boxes}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "at most 65536" in response.json()["error"]["details"]["label"][0]
