@@ -130,6 +130,14 @@ def next_task(request: HttpRequest) -> HttpResponse:
     return _lease_next(request, _worker(request))
 
 
+def _with_widget(*, job: Job, shown_payload: dict) -> dict:
+    """The payload as the page shows it and, for a kind beyond single_choice, its widget."""
+    widget = answer_widget(label_schema=job.label_schema, images=shown_payload["images"])
+    if widget:
+        shown_payload = {**shown_payload, "images": widget.pop("answer_shown_images")}
+    return {"p": shown_payload, **widget}
+
+
 def _render_task(
     request: HttpRequest, worker: Worker, assignment: Assignment, *, error: str = "", status=200
 ) -> HttpResponse:
@@ -146,8 +154,7 @@ def _render_task(
             "assignment": assignment,
             "job": job,
             "keyed_classes": [(i + 1, c) for i, c in enumerate(job.classes)],
-            "p": shown_payload,
-            **answer_widget(label_schema=job.label_schema, images=shown_payload["images"]),
+            **_with_widget(job=job, shown_payload=shown_payload),
             "prelabel": prelabel,
             "expires_at": assignment.expires_at,
             "seconds_left": max(0, int((assignment.expires_at - timezone.now()).total_seconds())),

@@ -180,7 +180,9 @@ def answer_widget(*, label_schema: dict, images: list[str]) -> dict[str, Any]:
     if kind == SINGLE_CHOICE:
         return {}
     names = label_schema.get(_KEYED.get(kind, ""), []) or []
+    # The boxes are drawn on the first image: the page shows it there, not twice.
     return {
+        "answer_shown_images": images[1:] if kind == "bbox" else images,
         "answer_kind": kind,
         "answer_keyed": [(i + 1, name) for i, name in enumerate(names)],
         "answer_schema": label_schema,

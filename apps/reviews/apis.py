@@ -115,6 +115,11 @@ class ReviewDetailOutputSerializer(serializers.Serializer):
     review = ReviewOutputSerializer()
     payload = serializers.JSONField(source="item.payload")
     classes = serializers.ListField(child=serializers.CharField())
+    label_schema = serializers.JSONField(
+        help_text="The job's answer kind and its parameters. For a kind other than "
+        "single_choice, labels, decisions and the gold label are its answers as canonical JSON "
+        "text."
+    )
     context = serializers.JSONField(source="review.context")
     labels = _LabelRowSerializer(many=True)
     posterior = _ClassProbabilitySerializer(many=True, allow_null=True)

@@ -148,6 +148,7 @@ def _render_review(
     label_schema = detail["job"].label_schema
     widget = answer_widget(label_schema=label_schema, images=shown["images"])
     if widget:
+        shown = {**shown, "images": widget.pop("answer_shown_images")}
         # QC starts from the current result (a kept draft first) and corrects it.
         start = (draft or {}).get("label") or detail["item"].label
         try:
