@@ -68,6 +68,9 @@ class Evidence:
     prior: np.ndarray | list[float]
     model_voted: bool = False
     routing: Routing | None = None
+    # Another kind than single_choice: each worker's accuracy on the job's gold, in the
+    # kind's unit (apps.quality.kinds.kind_worker_accuracies), in place of matrices.
+    accuracies: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,12 @@ def decide_by_kind(*, job: Job, evidence: Evidence, labels_needed: int, policy: 
         if policy.suspended_label_weight > 0
         or evidence.statuses.get(a[0], Worker.Status.ACTIVE) == Worker.Status.ACTIVE
     ] or answers
-    outcome = kind_item_outcome(label_schema=job.label_schema, policy=policy, answers=counted)
+    outcome = kind_item_outcome(
+        label_schema=job.label_schema,
+        policy=policy,
+        answers=counted,
+        accuracies=evidence.accuracies,
+    )
     used = {id(a) for a in counted}
     meta = {
         **outcome.extra,

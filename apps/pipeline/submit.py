@@ -39,6 +39,7 @@ from apps.jobs.models import Item, Job
 from apps.pipeline.decide import Evidence, Plan, decide_label, needs_evidence
 from apps.quality.aggregation import maybe_schedule_aggregation
 from apps.quality.gold import gold_record_answer
+from apps.quality.kinds import kind_worker_accuracies
 from apps.quality.matrices import classes_key, job_class_prior, worker_confusions
 from apps.quality.posterior import item_answers
 from apps.reviews.services import expert_available, item_decided
@@ -67,7 +68,11 @@ def label_evidence(
     the class prior or the routing model's vote. Another kind than single_choice reads the
     answers alone (apps.quality.kinds)."""
     if job.kind != SINGLE_CHOICE:
-        return Evidence(answers=answers, statuses=statuses, matrices={}, prior=[])
+        workers = [(w, t) for w, _, t in answers]
+        accuracies = kind_worker_accuracies(job=job, workers=workers, policy=job.spec.policy)
+        return Evidence(
+            answers=answers, statuses=statuses, matrices={}, prior=[], accuracies=accuracies
+        )
     tiers = {w: t for w, _, t in answers}
     matrices = worker_confusions(job=job, worker_ids=list(tiers), tiers=tiers, stored=stored)
     prior = job_class_prior(job=job)

@@ -6,9 +6,10 @@ a new kind is a kernel module in `algorithms/kinds/` plus one class here.
 
 - `item_outcome`: one item's answers -> its result (canonical JSON text, as stored), the
   per-kind confidence, a per-item agreement and whether the item may stop asking. It runs on
-  every label, so it reads only the item's answers: tags and levels use a worker prior built
-  from the policy's assumed accuracy (a new worker's, or an expert's); numbers and boxes use
-  their kernels on the item alone (their uncertainty is the answers' own spread).
+  every label, so it reads only the item's answers and their workers' gold records: tags and
+  levels weigh each answer by its worker's accuracy on the job's gold (`gold_units`, shrunk
+  towards the policy's assumed accuracy); numbers and boxes use their kernels on the item
+  alone (their uncertainty is the answers' own spread).
 - `job_results`: the kind's kernel over every answer of the job (workers' biases, noise and
   coins estimated across items), the result a job aggregation writes back.
 - `gold_correct`: an answer against a gold answer, with the kind's score and pass line.
@@ -25,7 +26,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from apps.assignments.models import Label
 from apps.jobs.kinds import answer_text, answer_value, schema_kind
+from apps.jobs.models import Job
 from apps.jobs.policy import Policy
 from apps.quality.algorithms.kinds import BoxKind, LabelKind
 from apps.quality.algorithms.kinds.bbox import DROPPED, KEPT, REVIEW
@@ -62,12 +65,10 @@ def _finite(value: float | None, digits: int = 6) -> float | None:
     return round(float(value), digits)
 
 
-def _accuracies(tiers: list[str], policy: Policy) -> np.ndarray:
-    acc = [
-        policy.new_expert_accuracy if t == Worker.Tier.EXPERT else policy.new_worker_accuracy
-        for t in tiers
-    ]
-    return np.clip(np.asarray(acc, dtype=np.float64), 1e-3, 1 - 1e-3)
+def _prior_accuracy(tier: str, policy: Policy) -> float:
+    if tier == Worker.Tier.EXPERT:
+        return policy.new_expert_accuracy
+    return policy.new_worker_accuracy
 
 
 def _mean_pairwise(values: list[Any], similarity: Any) -> float | None:
@@ -91,9 +92,10 @@ class AnswerKind:
         schema: dict,
         policy: Policy,
         answers: list[Any],
-        tiers: list[str],
+        accuracy: list[float],
     ) -> ItemOutcome:
-        """One item's result from its decoded answers (with each answerer's tier)."""
+        """One item's result from its decoded answers, with each answerer's accuracy (on
+        this kind's unit: a tag, a level) as the job's gold measured it."""
         raise NotImplementedError
 
     def job_results(
@@ -114,6 +116,13 @@ class AnswerKind:
         """The kind's score of a decoded answer against a gold answer, and whether it passes."""
         raise NotImplementedError
 
+    def gold_units(
+        self, *, kind: Any, answers: list[Any], golds: list[Any]
+    ) -> tuple[float, float, float] | None:
+        """A worker's gold answers in the unit `item_outcome`'s accuracy counts: (units,
+        units right, units per answer); None for a kind that does not weigh by accuracy."""
+        return None
+
     def job_agreement(self, *, kind: Any, tasks: np.ndarray, answers: list[Any]) -> float:
         """Krippendorff's alpha with the kind's distance (the kernel's), NaN if unpairable."""
         return float(kind.agreement(tasks, kind.encode(answers)))
@@ -123,9 +132,9 @@ class MultiChoice(AnswerKind):
     name = "multi_choice"
     distance = "masi"
 
-    def item_outcome(self, *, kind, schema, policy, answers, tiers):
+    def item_outcome(self, *, kind, schema, policy, answers, accuracy):
         y = kind.encode(answers).astype(np.float64)
-        acc = _accuracies(tiers, policy)
+        acc = np.clip(np.asarray(accuracy, dtype=np.float64), 1e-3, 1 - 1e-3)
         # One coin per answer, per tag: each yes/no adds +-logit(accuracy) to a tag's log-odds.
         weight = np.log(acc / (1 - acc))[:, None]
         logit = ((2 * y - 1) * weight).sum(axis=0)
@@ -163,15 +172,22 @@ class MultiChoice(AnswerKind):
         score = float(kind.gold_score(kind.encode([answer]), kind.encode([gold]))[0])
         return score, score >= MULTI_GOLD_PASS
 
+    def gold_units(self, *, kind, answers, golds):
+        k = len(kind.tags)
+        if not answers:
+            return 0.0, 0.0, float(k)
+        right = (kind.encode(answers) == kind.encode(golds)).sum()
+        return float(k * len(answers)), float(right), float(k)
+
 
 class Ordinal(AnswerKind):
     name = "ordinal"
     distance = "ordinal"
 
-    def item_outcome(self, *, kind, schema, policy, answers, tiers):
+    def item_outcome(self, *, kind, schema, policy, answers, accuracy):
         levels = kind.encode(answers)
         k = len(kind.levels)
-        acc = np.clip(_accuracies(tiers, policy), 1.0 / k + 1e-3, 1 - 1e-6)
+        acc = np.clip(np.asarray(accuracy, dtype=np.float64), 1.0 / k + 1e-3, 1 - 1e-6)
         spread = 0.5 / np.array([NormalDist().inv_cdf(0.5 + a / 2) for a in acc])
         conf = ordered_confusions(
             np.zeros(len(levels)), spread, np.full(len(levels), ORDINAL_SPAM), k
@@ -207,12 +223,18 @@ class Ordinal(AnswerKind):
         score = float(kind.gold_score(kind.encode([answer]), kind.encode([gold]))[0])
         return score, score >= 1.0 - 1.0 / (len(kind.levels) - 1) - 1e-9
 
+    def gold_units(self, *, kind, answers, golds):
+        if not answers:
+            return 0.0, 0.0, 1.0
+        right = (kind.encode(answers) == kind.encode(golds)).sum()
+        return float(len(answers)), float(right), 1.0
+
 
 class Numeric(AnswerKind):
     name = "numeric"
     distance = "interval"
 
-    def item_outcome(self, *, kind, schema, policy, answers, tiers):
+    def item_outcome(self, *, kind, schema, policy, answers, accuracy):
         tolerance = float(schema["tolerance"])
         x = kind.encode(answers)
         n = len(x)
@@ -287,7 +309,7 @@ class Bbox(AnswerKind):
     name = "bbox"
     distance = "mean_iou"
 
-    def item_outcome(self, *, kind, schema, policy, answers, tiers):
+    def item_outcome(self, *, kind, schema, policy, answers, accuracy):
         target = float(schema.get("target_iou") or DEFAULT_TARGET_IOU)
         n = len(answers)
         boxes = kind.encode(answers)
@@ -373,18 +395,55 @@ def job_kind(label_schema: dict | None) -> JobKind | None:
 
 
 def kind_item_outcome(
-    *, label_schema: dict, policy: Policy, answers: list[tuple[int, str, str]]
+    *,
+    label_schema: dict,
+    policy: Policy,
+    answers: list[tuple[int, str, str]],
+    accuracies: dict[int, float] | None = None,
 ) -> ItemOutcome:
-    """One item's result from its (worker, stored answer text, tier) answers."""
+    """One item's result from its (worker, stored answer text, tier) answers; a worker's
+    accuracy is theirs on the job's gold (`kind_worker_accuracies`), else their tier's
+    assumed one."""
     jk = job_kind(label_schema)
     assert jk is not None
+    accuracies = accuracies or {}
     return jk.adapter.item_outcome(
         kind=jk.kind,
         schema=jk.schema,
         policy=policy,
         answers=[answer_value(v) for _, v, _ in answers],
-        tiers=[t for _, _, t in answers],
+        accuracy=[accuracies.get(w, _prior_accuracy(t, policy)) for w, _, t in answers],
     )
+
+
+def kind_worker_accuracies(
+    *, job: Job, workers: list[tuple[int, str]], policy: Policy
+) -> dict[int, float]:
+    """Each (worker, tier)'s accuracy on the job's gold in the kind's unit (a tag right, a
+    level exact), shrunk towards the tier's assumed accuracy by `gold_min_answers` answers'
+    worth: a worker's first gold answers move it little, a record moves it much. Kinds that
+    weigh answers by their spread (numbers, boxes) answer {}."""
+    jk = job_kind(job.label_schema)
+    if jk is None or not workers:
+        return {}
+    rows = Label.objects.filter(
+        job=job, worker_id__in=[w for w, _ in workers], is_gold=True
+    ).values_list("worker_id", "value", "item__gold_label")
+    by_worker: dict[int, tuple[list[Any], list[Any]]] = {}
+    for worker_id, value, gold in rows:
+        answered, expected = by_worker.setdefault(worker_id, ([], []))
+        answered.append(answer_value(value))
+        expected.append(answer_value(gold))
+    out = {}
+    for worker_id, tier in workers:
+        answered, expected = by_worker.get(worker_id, ([], []))
+        units = jk.adapter.gold_units(kind=jk.kind, answers=answered, golds=expected)
+        if units is None:
+            return {}
+        n, right, per_answer = units
+        strength = policy.gold_min_answers * per_answer
+        out[worker_id] = (right + strength * _prior_accuracy(tier, policy)) / (n + strength)
+    return out
 
 
 def kind_gold_correct(*, label_schema: dict, answer: str, gold: str) -> bool:
@@ -405,4 +464,5 @@ __all__ = [
     "job_kind",
     "kind_gold_correct",
     "kind_item_outcome",
+    "kind_worker_accuracies",
 ]

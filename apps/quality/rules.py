@@ -15,7 +15,7 @@ from apps.assignments.sweeps import worker_leases_release
 from apps.jobs.kinds import SINGLE_CHOICE, answer_value
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
-from apps.quality.kinds import kind_item_outcome
+from apps.quality.kinds import kind_item_outcome, kind_worker_accuracies
 from apps.quality.matrices import INACTIVE
 from apps.quality.models import QualityDecision
 from apps.quality.posterior import item_answers, item_posterior_from_labels
@@ -123,9 +123,15 @@ def items_reconsider_without(*, worker_id: int, job: Job) -> list[int]:
         else:
             # Another kind: its outcome from the answers of workers still active.
             active = [a for a in answers if statuses.get(a[0]) == Worker.Status.ACTIVE]
+            accuracies = kind_worker_accuracies(
+                job=job, workers=[(w, t) for w, _, t in active], policy=job.spec.policy
+            )
             outcome = (
                 kind_item_outcome(
-                    label_schema=job.label_schema, policy=job.spec.policy, answers=active
+                    label_schema=job.label_schema,
+                    policy=job.spec.policy,
+                    answers=active,
+                    accuracies=accuracies,
                 )
                 if active
                 else None

@@ -588,3 +588,37 @@ def test_an_answer_too_long_to_be_a_label_is_a_400(client_actor, make_actor):
 
     assert response.status_code == 400
     assert "at most 65536" in response.json()["error"]["details"]["label"][0]
+
+
+@pytest.mark.parametrize("with_record", [True, False], ids=["gold_record", "new_workers"])
+def test_workers_proven_on_gold_settle_an_item_with_fewer_labels(
+    with_record, client_actor, make_actor
+):
+    """Tags are weighed by each worker's per-tag accuracy on the job's gold: two workers
+    who answered six gold items right settle a tag set they agree on; two new workers (the
+    assumed accuracy, 0.7) agreeing are not sure enough and the item asks for a third."""
+    gold = [{"external_id": f"g-{i}", "payload": {}, "gold_label": ["people"]} for i in range(6)]
+    job_id = _create_and_upload(
+        client_actor.client,
+        "multi_choice",
+        [{"external_id": "x-1", "payload": {}}, *(gold if with_record else [])],
+        min_labels=2,
+        max_labels=3,
+        gold_rate=1.0 if with_record else 0.0,
+    )
+    workers = _annotators(make_actor, job_id, n=2)
+
+    for actor in workers:
+        for _ in range(6 if with_record else 0):
+            _label(actor, ["people"])
+        _label(actor, ["indoor", "animal"])
+
+    item = Item.objects.get(job_id=job_id, external_id="x-1")
+    assert Label.objects.filter(item=item).count() == 2
+    if with_record:
+        assert (item.state, item.label) == ("settled", '["indoor","animal"]')
+        assert item.confidence > 0.95
+    else:
+        assert (item.state, item.labels_needed) == ("open", 3)
+        # Per tag (indoor, people, animal): two agreeing answers at accuracy 0.7 each.
+        assert item.posterior == pytest.approx([0.845, 0.155, 0.845], abs=0.001)
