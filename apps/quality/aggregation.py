@@ -268,29 +268,31 @@ def job_aggregate(
 
 
 def _kind_aggregate(*, job: Job, jk: JobKind, started: float) -> AggregationRun | None:
-    """A job of another kind than single_choice: its kernel over every non-gold answer of
-    the job (workers' coins, biases, spreads and noise estimated across items; answers of
-    suspended or banned workers left out), and each settled crowd item's result and
-    confidence rewritten where the kernel's differ, never over a newer label
+    """A job of another kind than single_choice: its kernel over every answer of the job,
+    gold items' included (workers' coins, biases, spreads and noise estimated across items;
+    the gold answers let the kind calibrate, e.g. a numeric interval's width; answers of
+    suspended or banned workers left out), and each settled crowd item's result, confidence
+    and details rewritten where the kernel's differ, never over a newer label
     (compare-and-set on n_labels, state and source). The run records Krippendorff's alpha
-    with the kind's distance (mean IoU for boxes)."""
+    with the kind's distance (mean IoU for boxes) over the non-gold items."""
     rows = list(
-        Label.objects.filter(job=job, item__gold_label__isnull=True)
+        Label.objects.filter(job=job)
         .order_by("id")
-        .values_list("id", "item_id", "worker_id", "value", "worker__status")
+        .values_list("id", "item_id", "worker_id", "value", "worker__status", "item__gold_label")
     )
     aggregation_countdown_reset(job=job, n_labels=len(rows))
     aggregation_dequeued(job_id=job.pk)
-    excluded = sorted({w for _, _, w, _, status in rows if status in INACTIVE})
+    excluded = sorted({r[2] for r in rows if r[4] in INACTIVE})
     kept = [r for r in rows if r[4] not in INACTIVE]
     if not kept:
         return None
     item_ids, tasks = np.unique([r[1] for r in kept], return_inverse=True)
     worker_ids, workers = np.unique([r[2] for r in kept], return_inverse=True)
     answers = [answer_value(r[3]) for r in kept]
+    gold = {int(t): answer_value(r[5]) for t, r in zip(tasks, kept, strict=True) if r[5]}
+    known = set(item_ids.tolist())
     read_counts = np.bincount(
-        np.searchsorted(item_ids, [r[1] for r in rows if r[1] in set(item_ids.tolist())]),
-        minlength=len(item_ids),
+        np.searchsorted(item_ids, [r[1] for r in rows if r[1] in known]), minlength=len(item_ids)
     )
     results = jk.adapter.job_results(
         kind=jk.kind,
@@ -300,8 +302,18 @@ def _kind_aggregate(*, job: Job, jk: JobKind, started: float) -> AggregationRun 
         answers=answers,
         n_tasks=len(item_ids),
         n_workers=len(worker_ids),
+        gold=gold,
     )
-    alpha = jk.adapter.job_agreement(kind=jk.kind, tasks=tasks, answers=answers)
+    crowd = np.array([r[5] is None for r in kept])
+    alpha = (
+        jk.adapter.job_agreement(
+            kind=jk.kind,
+            tasks=tasks[crowd],
+            answers=[a for a, c in zip(answers, crowd, strict=True) if c],
+        )
+        if crowd.any()
+        else float("nan")
+    )
     run = AggregationRun.objects.create(
         job=job,
         method=jk.name,
@@ -317,14 +329,18 @@ def _kind_aggregate(*, job: Job, jk: JobKind, started: float) -> AggregationRun 
     position = {item_id: t for t, item_id in enumerate(item_ids.tolist())}
     now = timezone.now()
     changed = []
-    for pk, state, source, n_labels, label, agreement, meta in (
+    for pk, state, source, n_labels, label, confidence, agreement, meta in (
         Item.objects.filter(pk__in=item_ids.tolist(), state=Item.State.SETTLED)
-        .filter(source=Item.Source.CROWD)
-        .values_list("id", "state", "source", "n_labels", "label", "agreement", "result_meta")
+        .filter(source=Item.Source.CROWD, gold_label__isnull=True)
+        .values_list(
+            "id", "state", "source", "n_labels", "label", "confidence", "agreement", "result_meta"
+        )
     ):
         t = position[pk]
-        new_label, confidence = results[t]
-        if n_labels != int(read_counts[t]) or new_label is None or new_label == label:
+        new_label, new_confidence, details = results[t]
+        if n_labels != int(read_counts[t]) or new_label is None:
+            continue
+        if new_label == label and _close(new_confidence, confidence):
             continue
         changed.append(
             _ResultRow(
@@ -334,9 +350,9 @@ def _kind_aggregate(*, job: Job, jk: JobKind, started: float) -> AggregationRun 
                 n_labels=n_labels,
                 posterior=[],
                 agreement=agreement,
-                result_meta={**(meta or {}), "run": run.pk, "job_method": jk.name},
+                result_meta={**(meta or {}), **details, "run": run.pk, "job_method": jk.name},
                 label=new_label,
-                confidence=confidence,
+                confidence=new_confidence,
                 updated_at=now,
             )
         )
@@ -357,6 +373,12 @@ def _kind_aggregate(*, job: Job, jk: JobKind, started: float) -> AggregationRun 
     run.seconds = time.perf_counter() - started
     run.save(update_fields=["seconds"])
     return run
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= RESULT_REWRITE_TOLERANCE
 
 
 def _aggregate_arrays(

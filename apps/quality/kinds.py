@@ -30,7 +30,7 @@ from apps.assignments.models import Label
 from apps.jobs.kinds import answer_text, answer_value, schema_kind
 from apps.jobs.models import Job
 from apps.jobs.policy import Policy
-from apps.quality.algorithms.kinds import BoxKind, LabelKind
+from apps.quality.algorithms.kinds import BoxKind, LabelKind, gold_item_variance
 from apps.quality.algorithms.kinds.bbox import DROPPED, KEPT, REVIEW
 from apps.quality.algorithms.kinds.ordinal import ordered_confusions
 from apps.workforce.models import Worker
@@ -108,8 +108,10 @@ class AnswerKind:
         answers: list[Any],
         n_tasks: int,
         n_workers: int,
-    ) -> list[tuple[str | None, float | None]]:
-        """(result text, confidence) per task from the kernel over the whole job."""
+        gold: dict[int, Any],
+    ) -> list[tuple[str | None, float | None, dict]]:
+        """(result text, confidence, result_meta details) per task from the kernel over the
+        whole job; `gold` maps the tasks that are gold items to their decoded gold answers."""
         raise NotImplementedError
 
     def gold_score(self, *, kind: Any, schema: dict, answer: Any, gold: Any) -> tuple[float, bool]:
@@ -158,13 +160,21 @@ class MultiChoice(AnswerKind):
             },
         )
 
-    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers):
+    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers, gold):
         r = kind.aggregate(
             tasks, workers, kind.encode(answers), n_tasks=n_tasks, n_workers=n_workers
         )
         labels = kind.decode(r.tags)
         return [
-            (answer_text(labels[i]) if r.n_answers[i] else None, _finite(r.confidence[i]))
+            (
+                answer_text(labels[i]) if r.n_answers[i] else None,
+                _finite(r.confidence[i]),
+                {
+                    "tag_confidence": {
+                        t: _finite(p) for t, p in zip(kind.tags, r.posterior[i], strict=True)
+                    }
+                },
+            )
             for i in range(n_tasks)
         ]
 
@@ -207,7 +217,7 @@ class Ordinal(AnswerKind):
             extra={"method": "ordinal", "expected_level": round(float(post @ np.arange(k)), 6)},
         )
 
-    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers):
+    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers, gold):
         r = kind.aggregate(
             tasks, workers, kind.encode(answers), n_tasks=n_tasks, n_workers=n_workers
         )
@@ -215,6 +225,7 @@ class Ordinal(AnswerKind):
             (
                 answer_text(kind.levels[r.level[i]]) if r.level[i] >= 0 else None,
                 _finite(r.confidence[i]),
+                {"expected_level": _finite(r.expected[i])},
             )
             for i in range(n_tasks)
         ]
@@ -268,17 +279,29 @@ class Numeric(AnswerKind):
             },
         )
 
-    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers):
-        r = kind.aggregate(
-            tasks,
-            workers,
-            kind.encode(answers),
-            n_tasks=n_tasks,
-            n_workers=n_workers,
-            tolerance=float(schema["tolerance"]),
-        )
+    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers, gold):
+        x = kind.encode(answers)
+        tolerance = float(schema["tolerance"])
+        options = {"n_tasks": n_tasks, "n_workers": n_workers, "tolerance": tolerance}
+        r = kind.aggregate(tasks, workers, x, **options)
+        item_var = 0.0
+        if gold:
+            # The crowd's shared error beyond the worker model, measured on the gold items,
+            # widens every interval so that it covers the truth, not only the consensus.
+            gold_tasks = np.fromiter(gold, dtype=np.int64, count=len(gold))
+            truths = np.array([float(gold[t]) for t in gold_tasks.tolist()])
+            item_var = gold_item_variance(r, gold_tasks, truths)
+            r = kind.aggregate(tasks, workers, x, item_var=item_var, **options)
         return [
-            (answer_text(_finite(r.value[i])) if r.n_answers[i] else None, _finite(r.confidence[i]))
+            (
+                answer_text(_finite(r.value[i])) if r.n_answers[i] else None,
+                _finite(r.confidence[i]),
+                {
+                    "interval": [_finite(r.low[i]), _finite(r.high[i])],
+                    "half_width": _finite(r.half_width[i]),
+                    "item_var": _finite(item_var),
+                },
+            )
             for i in range(n_tasks)
         ]
 
@@ -353,7 +376,7 @@ class Bbox(AnswerKind):
             },
         )
 
-    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers):
+    def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers, gold):
         r = kind.aggregate(
             tasks, workers, kind.encode(answers), n_tasks=n_tasks, n_workers=n_workers
         )
@@ -362,7 +385,7 @@ class Bbox(AnswerKind):
         for i in range(n_tasks):
             mine = kept & (r.obj_task == i)
             label = answer_text(_boxes_json(kind, r.obj_box[mine], r.obj_class[mine]))
-            out.append((label if r.n_answers[i] else None, _finite(r.confidence[i])))
+            out.append((label if r.n_answers[i] else None, _finite(r.confidence[i]), {}))
         return out
 
     def gold_score(self, *, kind, schema, answer, gold):

@@ -622,3 +622,49 @@ def test_workers_proven_on_gold_settle_an_item_with_fewer_labels(
         assert (item.state, item.labels_needed) == ("open", 3)
         # Per tag (indoor, people, animal): two agreeing answers at accuracy 0.7 each.
         assert item.posterior == pytest.approx([0.845, 0.155, 0.845], abs=0.001)
+
+
+def test_a_numeric_job_run_widens_intervals_by_the_error_its_gold_shows(client_actor, make_actor):
+    """A crowd that misreads every item the same way (+8) agrees tightly: each item's own
+    interval is narrow and misses the truth. The gold items show the shared error; the job
+    run widens every interval by it, so that the intervals cover the truth."""
+    truth = {f"x-{i}": 10.0 + 3 * i for i in range(12)} | {f"g-{i}": 50.0 + 4 * i for i in range(5)}
+    rows = [{"external_id": e, "payload": {"e": e}} for e in truth if e.startswith("x")]
+    rows += [
+        {"external_id": e, "payload": {"e": e}, "gold_label": v}
+        for e, v in truth.items()
+        if e.startswith("g")
+    ]
+    job_id = _create_and_upload(
+        client_actor.client, "numeric", rows, gold_rate=1.0, reaggregate_every=0
+    )
+    noise = [0.3, -0.2, 0.1, -0.4, 0.2, 0.0, -0.1]
+    for w, actor in enumerate(_annotators(make_actor, job_id)):
+        for n in range(len(truth)):
+            task = actor.client.post(NEXT, {}, format="json").json()
+            external_id = Item.objects.get(pk=task["item"]).payload["e"]
+            answer = truth[external_id] + 8 + noise[(n + w) % 7]
+            actor.client.post(
+                f"/api/v1/assignments/{task['id']}/submit/", {"label": answer}, format="json"
+            )
+
+    def coverage() -> float:
+        results = [r for r in _download(client_actor.client, job_id, "json") if not r["is_gold"]]
+        assert all(r["status"] == "settled" for r in results)
+        inside = [
+            r["result_meta"]["interval"][0]
+            <= truth[r["external_id"]]
+            <= r["result_meta"]["interval"][1]
+            for r in results
+        ]
+        return sum(inside) / len(inside)
+
+    before = coverage()
+    job_aggregate(job_id=job_id)
+    after = coverage()
+
+    assert before == 0.0
+    assert after >= 0.9
+    meta = Item.objects.get(job_id=job_id, external_id="x-0").result_meta
+    assert meta["item_var"] == pytest.approx(64, rel=0.2)
+    assert meta["job_method"] == "numeric"
