@@ -34,15 +34,15 @@ run: $(STAMP)
 	DEBUG=1 $(BIN)/python manage.py seeddemo
 	DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:8000
 
-# The whole suite, then the assignment and quality tests again with the PostgreSQL fast path
-# off (CONCORD_FASTPATH=0): both write paths run in CI (on SQLite the second run repeats the
-# ORM path).
+# The whole suite, then the assignment, pipeline and quality tests again with PostgreSQL's
+# fast path off (CONCORD_FASTPATH=0): both write paths run in CI (on SQLite the second run
+# repeats the ORM path).
 test: $(STAMP) browser services
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	CONCORD_FASTPATH=0 DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 		REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(BIN)/python -m pytest -p no:cacheprovider -q tests/assignments tests/quality $(PYTEST_ARGS)
+		$(BIN)/python -m pytest -p no:cacheprovider -q tests/assignments tests/pipeline tests/quality $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ What it does, in one run:
 The last line is one JSON object with the headline figures.
 
     .venv/bin/python bench/annotate.py [--items 100000] [--clients 32] [--seconds 30] [--rounds 3]
-        [--unprepared]
+        [--unprepared] [--polled-caches]
 """
 
 from __future__ import annotations
@@ -46,14 +46,17 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
 
 
+# What the served processes are told beyond the production defaults, by flag:
 # --unprepared: the hot path's statements go as plain SQL instead of session PREPAREs, as
-# behind PgBouncer in transaction pooling mode (DATABASE_PREPARED_STATEMENTS=0).
-PREPARED = {"DATABASE_PREPARED_STATEMENTS": "1"}
+# behind PgBouncer in transaction pooling mode (DATABASE_PREPARED_STATEMENTS=0);
+# --polled-caches: the per-process caches check their versions in Redis on every request
+# instead of hearing invalidations pushed (CONCORD_CACHE_PUSH=0; apps.common.caches).
+SERVE_ENV = {"DATABASE_PREPARED_STATEMENTS": "1", "CONCORD_CACHE_PUSH": "1"}
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PREPARED)
+    env.update(SERVE_ENV)
     env.update(
         DATABASE_URL=f"{PG}/{DB}",
         DJANGO_SETTINGS_MODULE="bench.annotate_settings",
@@ -280,6 +283,19 @@ def concord_client(port: int, token: str, seconds: float, stats: Stats) -> None:
         stats.add(first, second, labels, idle)
 
 
+def cache_listeners(port: int, asks: int = 16) -> dict[int, dict]:
+    """The cache listener figures /healthz reports, by the gunicorn worker that answered."""
+    seen: dict[int, dict] = {}
+    for _ in range(asks):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        body = json.loads(conn.getresponse().read())
+        conn.close()
+        figures = body.get("process", {}).get("cache_listener", {})
+        seen[figures.get("pid", len(seen))] = figures
+    return seen
+
+
 def floor_client(port: int, job_id: int, seconds: float, stats: Stats) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Content-Type": "application/json"}
@@ -426,9 +442,16 @@ def main() -> None:
         action="store_true",
         help="Serve with DATABASE_PREPARED_STATEMENTS=0 (plain SQL, as behind PgBouncer).",
     )
+    parser.add_argument(
+        "--polled-caches",
+        action="store_true",
+        help="Serve with CONCORD_CACHE_PUSH=0 (cache versions read from Redis per request).",
+    )
     args = parser.parse_args()
     if args.unprepared:
-        PREPARED["DATABASE_PREPARED_STATEMENTS"] = "0"
+        SERVE_ENV["DATABASE_PREPARED_STATEMENTS"] = "0"
+    if args.polled_caches:
+        SERVE_ENV["CONCORD_CACHE_PUSH"] = "0"
 
     print(
         f"cores: {os.cpu_count()}; items {args.items}, clients {args.clients}, "
@@ -462,6 +485,7 @@ def main() -> None:
                     target, args_for, args.clients, args.seconds / args.rounds, stats[name]
                 )
                 _cpu_add(cpu[name], _cpu_delta(before, cpu_snapshot(server, worker)))
+        listeners = cache_listeners(port)
     finally:
         server.terminate()
         worker.terminate()
@@ -508,6 +532,8 @@ def main() -> None:
 
     problems = invariant_violations(job_id=job_id)
     print(f"invariants: {'ok' if not problems else problems[:5]}")
+    subscribed = sum(bool(figures.get("subscribed")) for figures in listeners.values())
+    print(f"cache listeners subscribed: {subscribed} of {len(listeners)} processes asked")
     print(
         json.dumps(
             {
@@ -516,6 +542,7 @@ def main() -> None:
                 "submit_p95_ms": round(pct(concord.second, 95), 1),
                 "floor_ratio": round(floor_rate / concord_rate, 2) if concord_rate else None,
                 "prepared": not args.unprepared,
+                "cache_invalidation": "polled" if args.polled_caches else "pushed",
             }
         )
     )

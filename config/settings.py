@@ -216,6 +216,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The annotator hot path's SQL statements on PostgreSQL (apps.assignments.fastpath). Off,
 # PostgreSQL runs the same ORM path as SQLite: for an incident, and so that CI runs both.
 CONCORD_FASTPATH = env_bool("CONCORD_FASTPATH", True)
+# Invalidations of the per-process caches (apps.common.caches) pushed to every process over
+# Redis pub/sub, so that reads skip the per-request version check. Off, every request reads
+# the versions from Redis (the fallback the listener uses while Redis is away).
+CACHE_INVALIDATION_PUSH = env_bool("CONCORD_CACHE_PUSH", True)
 # Whether next and submit say which write path served them (the Concord-Path header). Off by
 # default: gold leases take the ORM path, so the header would tell annotators which items
 # are gold. For benchmarks and debugging only.

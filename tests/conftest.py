@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from apps.accounts.models import Organization
 from apps.accounts.services import contract_set, membership_ensure, token_create
-from apps.common.caches import clear_all_local
+from apps.common.caches import REGISTRY, clear_all_local
 from apps.quality.aggregation import local_caches_clear
 from apps.workforce.services import worker_ensure
 from workers.celery import app
@@ -113,7 +113,11 @@ def _fresh_cache():
     rolled-back tests reuse ids on SQLite."""
 
     def forget() -> None:
+        # The per-process caches' versions outlive the flush, as a deploy's outlive a test:
+        # a vanished version reads as "everything may have changed" to every listener.
+        versions = cache.get_many([c.version_key for c in REGISTRY.values()])
         cache.clear()
+        cache.set_many(versions, timeout=None)
         local_caches_clear()
         clear_all_local()
 

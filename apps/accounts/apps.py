@@ -14,10 +14,13 @@ class AccountsConfig(AppConfig):
         from apps.accounts.authentication import credentials_changed
         from apps.accounts.models import ApiToken, Membership
         from apps.common import caches
+        from apps.common.views import HEALTH_FIGURES
 
         # One read of every per-process cache's version per request (apps.common.caches).
         request_started.connect(caches.request_started, dispatch_uid="cache-versions-start")
         request_finished.connect(caches.request_finished, dispatch_uid="cache-versions-end")
+        # Whether this process hears invalidations pushed by the others (/healthz "process").
+        HEALTH_FIGURES["cache_listener"] = caches.LISTENER.figures
 
         # Cached credentials (apps.common.caches) are invalidated in every process by any
         # change to what they are built from, wherever it is made (admin included).

@@ -2,14 +2,27 @@
 
 A production deployment runs many processes (gunicorn workers, Celery workers), so a value
 kept in one process's memory is only as fresh as its invalidation can reach. Each
-`ProcessCache` keeps its entries in the process for at most `ttl_s` seconds and checks, on
-every read (within an HTTP request: as read at the request's first cache read) a version
-number kept in the shared cache (Redis when `CACHE_URL` or `REDIS_URL` is set): `invalidate()` bumps that version once the caller's transaction commits, so every
-process drops its entries on its very next read. A ban, a suspension or a revoked token is
-therefore seen on the next request everywhere, not `ttl_s` later.
+`ProcessCache` keeps its entries in the process for at most `ttl_s` seconds, and
+`invalidate()` reaches every process once the caller's transaction commits:
 
-If the shared cache cannot be reached, reads bypass the local entries (they load from the
-database every time) rather than trust entries whose invalidation they cannot see.
+- **Pushed** (the shared cache is Redis): `invalidate()` bumps the cache's version key in
+  Redis and publishes the cache's name on one channel. Each process runs one listener
+  thread (`Listener`, started lazily after a fork) subscribed to that channel: a message
+  drops that cache's entries in the process within milliseconds, with no Redis read on the
+  request path. As a safety net the listener also reads every version key once a second
+  (`POLL_S`), so a lost message costs at most that second; while the listener is not
+  subscribed (starting, or Redis away), reads fall back to the polled path below, and on
+  (re)subscribing it drops every entry, since messages sent meanwhile are lost.
+- **Polled** (no listener): every read checks the version key (within an HTTP request: all
+  versions in one round trip at the request's first cache read), so a bump is seen on the
+  very next read. If the shared cache cannot be reached, reads bypass the local entries
+  (they load from the database every time) rather than trust entries whose invalidation
+  they cannot see.
+
+What must hold at once for safety does not rest on these caches: a lease and a submit read
+the worker's status in the same statement that writes (a ban stops work on the next request
+in every process, cached credentials or not); the caches only save reads of what changes
+rarely. bench/annotate.py measures the two modes (`--polled-caches`).
 
 The registry (`REGISTRY`) is the one list of such caches; README's "Caches" table mirrors it.
 """
@@ -18,12 +31,16 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import redis
+from django.conf import settings
 from django.core.cache import cache as shared_cache
 from django.db import transaction
 
@@ -44,6 +61,7 @@ class ProcessCache:
     invalidated_by: str  # who invalidates it, for the registry's readers
     _entries: dict[Hashable, tuple[float, Any]] = field(default_factory=dict, repr=False)
     _seen_version: Any = field(default=None, repr=False)
+    _generation: int = field(default=0, repr=False)  # bumped by every drop of the entries
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -62,20 +80,26 @@ class ProcessCache:
 
     def get(self, key: Hashable, load: Callable[[], T]) -> T:
         """The entry for `key`, loaded with `load()` when absent, expired or invalidated."""
-        version = self._shared_version()
-        if version is _UNREACHABLE:
-            return load()
+        if not LISTENER.subscribed():
+            version = self._shared_version()
+            if version is _UNREACHABLE:
+                return load()
+            with self._lock:
+                if version != self._seen_version:
+                    self._entries.clear()
+                    self._generation += 1
+                    self._seen_version = version
         now = time.monotonic()
         with self._lock:
-            if version != self._seen_version:
-                self._entries.clear()
-                self._seen_version = version
+            generation = self._generation
             entry = self._entries.get(key)
         if entry is not None and entry[0] > now:
             return entry[1]
         value = load()
         with self._lock:
-            if self._seen_version == version:
+            # Not kept if the entries were dropped while loading: the load may have read
+            # the database before the change that dropped them.
+            if self._generation == generation:
                 if len(self._entries) >= self.max_entries:
                     self._entries.clear()
                 self._entries[key] = (now + self.ttl_s, value)
@@ -98,10 +122,12 @@ class ProcessCache:
         except Exception:  # pragma: no cover - reads bypass the cache while it is down
             logger.exception("could not bump the %s cache version", self.name)
         self.clear_local()
+        LISTENER.publish(self.name)
 
     def clear_local(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._generation += 1
             self._seen_version = None
 
 
@@ -179,3 +205,199 @@ def invalidate(name: str) -> None:
     """Invalidate the registered cache `name` in every process (after the current commit),
     for code that may not import the module owning it (a lower layer)."""
     REGISTRY[name].invalidate()
+
+
+# --- Pushed invalidation -------------------------------------------------------------------
+
+POLL_S = 1.0  # the listener's safety-net read of every version key
+_HOST = socket.gethostname()
+_RETRY_S = (0.1, 0.5, 1.0, 2.0)  # back-off between reconnections
+
+
+def _redis_location() -> str | None:
+    """The shared cache's Redis URL, or None when the shared cache is not Redis."""
+    default = settings.CACHES.get("default", {})
+    if not default.get("BACKEND", "").endswith("RedisCache"):
+        return None
+    location = default.get("LOCATION")
+    if isinstance(location, list | tuple):
+        location = location[0] if len(location) == 1 else None
+    return location or None
+
+
+def _bumps(before: Any, after: Any) -> float:
+    """How many bumps took a version key from `before` to `after` (inf when unknowable: the
+    key vanished or was reset, as when Redis restarts or evicts it)."""
+    try:
+        count = int(after or 0) - int(before or 0)
+    except (TypeError, ValueError):
+        return float("inf")
+    return count if count >= 0 and (after is not None or before is None) else float("inf")
+
+
+class Listener:
+    """This process's subscription to the invalidation channel (one thread per process).
+
+    `subscribed()` is true while the thread holds a live subscription to the Redis the
+    shared cache is on; the caches then skip their per-read version check. It starts the
+    thread when there is none in this process (after a fork, or when the shared cache moved:
+    tests point it at a throwaway Redis) and answers false until the thread is subscribed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._location: str | None = None
+        self._stop: threading.Event | None = None
+        self._live = False
+        self._publisher: redis.Redis | None = None
+        self.messages = 0  # invalidations received, for /healthz
+        self.polled_drops = 0  # drops the safety-net poll made (messages that were lost)
+
+    @staticmethod
+    def channel(location: str) -> str:
+        # Channels are not per Redis database: the location keeps deployments (and test
+        # runs) that share one redis-server apart.
+        return f"concord:cache-invalidations:{location}"
+
+    def subscribed(self) -> bool:
+        if not settings.CACHE_INVALIDATION_PUSH:
+            return False
+        if self._live and self._pid == os.getpid() and self._location == _redis_location():
+            return True
+        self._ensure_started()
+        return False
+
+    def _ensure_started(self) -> None:
+        location = _redis_location()
+        with self._lock:
+            if self._pid == os.getpid() and self._location == location:
+                return
+            if self._stop is not None and self._pid == os.getpid():
+                self._stop.set()
+            self._pid, self._location, self._live = os.getpid(), location, False
+            self._publisher = None
+            self._stop = None
+            if location is None:
+                return
+            self._stop = threading.Event()
+            thread = threading.Thread(
+                target=self._run,
+                args=(location, self._stop),
+                name="concord-cache-listener",
+                daemon=True,
+            )
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop this process's listener (tests); the next read starts a new one."""
+        with self._lock:
+            if self._stop is not None:
+                self._stop.set()
+            self._pid = self._location = self._stop = None
+            self._live = False
+
+    def publish(self, name: str) -> None:
+        location = _redis_location()
+        if location is None:
+            return
+        try:
+            if self._publisher is None:
+                self._publisher = redis.Redis.from_url(
+                    location, socket_connect_timeout=1, socket_timeout=1
+                )
+            self._publisher.publish(self.channel(location), f"{name} {self._sender()}")
+        except Exception:  # noqa: BLE001 - the poll (POLL_S) or the fallback reads catch up
+            logger.warning("could not publish the %s cache invalidation", name)
+            self._publisher = None
+
+    @staticmethod
+    def _sender() -> str:
+        # Who sent an invalidation: the sender has already dropped its own entries (and
+        # may have re-read them since), so its listener only notes the message.
+        return f"{_HOST}:{os.getpid()}"
+
+    def _run(self, location: str, stop: threading.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                self._listen(location, stop)
+            except Exception:  # noqa: BLE001 - Redis away: fall back, then reconnect
+                if self._pid == os.getpid() and self._stop is stop:
+                    self._live = False
+                clear_all_local()
+                if failures == 0:
+                    logger.warning("cache invalidation listener lost Redis; reads poll")
+                stop.wait(_RETRY_S[min(failures, len(_RETRY_S) - 1)])
+                failures += 1
+            else:
+                failures = 0
+        if self._stop is stop:
+            self._live = False
+
+    def _listen(self, location: str, stop: threading.Event) -> None:
+        client = redis.Redis.from_url(location, socket_connect_timeout=1, socket_timeout=POLL_S + 1)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.channel(location))
+            versions = self._versions(client)
+            clear_all_local()  # what was sent before the subscription is lost
+            if self._stop is not stop:
+                return
+            self._live = True
+            next_poll = time.monotonic() + POLL_S
+            heard: dict[str, int] = {}  # messages per cache since the last poll
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=max(0.0, next_poll - time.monotonic()))
+                if message is not None and message.get("type") == "message":
+                    name, _, sender = message["data"].decode().partition(" ")
+                    if name in REGISTRY:
+                        if sender != self._sender():
+                            REGISTRY[name].clear_local()
+                            self.messages += 1
+                        heard[name] = heard.get(name, 0) + 1
+                if time.monotonic() >= next_poll:
+                    latest = self._versions(client)
+                    for name, version in latest.items():
+                        if _bumps(versions.get(name), version) > heard.get(name, 0):
+                            REGISTRY[name].clear_local()  # a bump whose message was lost
+                            self.polled_drops += 1
+                    versions, heard = latest, {}
+                    next_poll = time.monotonic() + POLL_S
+        finally:
+            pubsub.close()
+            client.close()
+
+    @staticmethod
+    def _versions(client: redis.Redis) -> dict[str, Any]:
+        registered = list(REGISTRY.values())
+        if not registered:
+            return {}
+        keys = [shared_cache.make_and_validate_key(c.version_key) for c in registered]
+        return dict(zip([c.name for c in registered], client.mget(keys), strict=True))
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "subscribed": self._live and self._pid == os.getpid(),
+            "messages": self.messages,
+            "polled_drops": self.polled_drops,
+        }
+
+
+LISTENER = Listener()
+
+
+def _after_fork_in_child() -> None:
+    # A fork copies no threads: the child starts its own listener on its first read, and
+    # must not inherit a lock some other thread of the parent held at the fork.
+    LISTENER._lock = threading.Lock()
+    LISTENER._pid = LISTENER._location = LISTENER._stop = LISTENER._publisher = None
+    LISTENER._live = False
+    for registered in REGISTRY.values():
+        registered._lock = threading.Lock()
+        registered._entries.clear()
+        registered._seen_version = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
