@@ -72,6 +72,12 @@ def schema_problems(label_schema: dict) -> dict[str, str]:
             problems[key] = f"required for kind {name!r}"
     if problems or name == SINGLE_CHOICE:
         return problems
+    if name == "multi_choice":
+        low, high = label_schema.get("min_tags", 0), label_schema.get("max_tags")
+        if high is not None and low > high:
+            problems["min_tags"] = "must be at most max_tags"
+        elif low > len(label_schema["tags"]):
+            problems["min_tags"] = "must be at most the number of tags"
     if name == "numeric":
         tolerance = label_schema["tolerance"]
         if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance > 0):

@@ -261,6 +261,12 @@ def test_gold_answers_are_scored_by_the_kind(kind, client_actor, make_actor):
         ({"kind": "multi_choice"}, "tags", "required"),
         ({"kind": "multi_choice", "tags": ["a", "a"]}, "tags", "unique"),
         ({"kind": "multi_choice", "tags": ["a"], "levels": ["x", "y"]}, "levels", "not a param"),
+        (
+            {"kind": "multi_choice", "tags": ["a", "b"], "min_tags": 2, "max_tags": 1},
+            "min_tags",
+            "at most",
+        ),
+        ({"kind": "multi_choice", "tags": ["a", "b"], "min_tags": 3}, "min_tags", "at most"),
         ({"kind": "ordinal", "levels": ["only"]}, "levels", "at least 2"),
         ({"kind": "numeric", "minimum": 5, "maximum": 1, "tolerance": 1}, "maximum", "below"),
         ({"kind": "numeric", "minimum": 0, "maximum": 10}, "tolerance", "required"),
