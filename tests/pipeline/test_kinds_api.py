@@ -8,6 +8,7 @@ import io
 import json
 
 import pytest
+from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 
 from apps.assignments.models import Label
@@ -398,6 +399,10 @@ def test_a_bbox_job_exports_coco(client_actor, make_actor):
     assert 0.7 <= annotation["score"] <= 1
     assert refused.status_code == 400
     assert "coco" in refused.json()["error"]["message"]
+    page = Client()
+    page.force_login(client_actor.user)
+    dashboard = page.get(f"/dashboard/jobs/{job_id}/").content.decode()
+    assert f'href="/api/v1/jobs/{job_id}/results/?format=coco"' in dashboard
 
 
 def test_a_numeric_job_run_learns_a_biased_worker_and_rewrites_results(client_actor, make_actor):
@@ -467,6 +472,10 @@ def test_every_read_of_a_job_of_the_kind_answers_without_a_server_error(
         _label(annotator, ANSWERS[kind][0])
     worker = Worker.objects.get(user=annotator.user)
     review = qc_actor.client.get(f"/api/v1/reviews/?job={job_id}").json()["results"][0]
+    qc_page = Client()
+    qc_page.force_login(qc_actor.user)
+    open_review = qc_page.get(f"/qc/reviews/{review['id']}/").content.decode()
+    assert f'data-kind="{kind}"' in open_review  # the kind's widget, not class buttons
     qc_actor.client.post(
         f"/api/v1/reviews/{review['id']}/resolve/", {"label": ANSWERS[kind][1]}, format="json"
     )
@@ -483,17 +492,18 @@ def test_every_read_of_a_job_of_the_kind_answers_without_a_server_error(
             f"{JOBS}{job_id}/prelabel-effect/",
             f"{JOBS}{job_id}/items/x-1/similar/",
             f"{JOBS}{job_id}/items/",
-            f"/dashboard/jobs/{job_id}/",
             "/api/v1/metrics/",
         ],
-        ops_actor.client: [
-            f"/api/v1/workers/{worker.pk}/quality/",
-            f"/dashboard/workers/{worker.pk}/",
-            f"/dashboard/jobs/{job_id}/",
-        ],
-        qc_actor.client: [f"/api/v1/reviews/{review['id']}/", f"/qc/reviews/{review['id']}/"],
-        annotator.client: ["/api/v1/feedback/", "/annotate/"],
+        ops_actor.client: [f"/api/v1/workers/{worker.pk}/quality/"],
+        qc_actor.client: [f"/api/v1/reviews/{review['id']}/"],
+        annotator.client: ["/api/v1/feedback/"],
     }
+    pages = [
+        (client_actor, [f"/dashboard/jobs/{job_id}/"]),
+        (ops_actor, [f"/dashboard/workers/{worker.pk}/", f"/dashboard/jobs/{job_id}/"]),
+        (qc_actor, [f"/qc/reviews/{review['id']}/", "/qc/"]),
+        (annotator, ["/annotate/"]),
+    ]
     posts = {
         client_actor.client: [
             f"{JOBS}{job_id}/evaluate-strategy/",
@@ -507,10 +517,18 @@ def test_every_read_of_a_job_of_the_kind_answers_without_a_server_error(
     for client, urls in reads.items():
         for url in urls:
             answers[url] = client.get(url).status_code
+    for actor, urls in pages:
+        page = Client()
+        page.force_login(actor.user)
+        for url in urls:
+            answers[f"page {url}"] = page.get(url).status_code
     for client, urls in posts.items():
         for url in urls:
             answers[f"POST {url}"] = client.post(url, {"note": "why"}, format="json").status_code
 
+    assert {
+        url: code for url, code in answers.items() if url.startswith("page") and code != 200
+    } == {}
     assert {url: code for url, code in answers.items() if code >= 500 or code in (403, 404)} == {}
 
 
