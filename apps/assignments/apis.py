@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from apps.assignments import fastpath
 from apps.assignments.leasing import Idle, IdleReason
 from apps.assignments.records import assignment_release, assignment_skip
-from apps.common.fields import ID_MAX
+from apps.common.fields import ID_MAX, AnswerField
 from apps.common.jsonlimits import body_too_large, json_loads_strict, max_body_bytes
 from apps.jobs.payloads import payload_for_worker
 from apps.pipeline.next import assignment_next
@@ -159,7 +159,12 @@ class AssignmentNextApi(APIView):
         payload = serializers.JSONField(
             help_text="The item's payload without its private (underscore) fields."
         )
-        classes = serializers.ListField(child=serializers.CharField())
+        classes = serializers.ListField(
+            child=serializers.CharField(), help_text="The classes of a single_choice job."
+        )
+        label_schema = serializers.JSONField(
+            help_text="The job's answer kind and its parameters: what `label` must be."
+        )
         instructions = serializers.CharField()
         prelabel = serializers.CharField(allow_null=True)
         expires_at = serializers.DateTimeField()
@@ -222,6 +227,7 @@ class AssignmentNextApi(APIView):
                     "item": result.item,
                     "payload": payload_for_worker(result.payload),
                     "classes": result.classes,
+                    "label_schema": result.label_schema or {},
                     "instructions": result.instructions,
                     "prelabel": result.prelabel,
                     "expires_at": _DATETIME.to_representation(result.expires_at),
@@ -234,7 +240,7 @@ class LabelOutputSerializer(serializers.Serializer):
     assignment = serializers.IntegerField(source="assignment_id")
     item = serializers.IntegerField(source="item_id")
     job = serializers.IntegerField(source="job_id")
-    label = serializers.CharField(source="value")
+    label = AnswerField(help_text="The answer as stored (a class, or the kind's JSON answer).")
     duration_ms = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -247,7 +253,11 @@ class AssignmentSubmitApi(APIView):
 
     @extend_schema_serializer(component_name="AssignmentSubmitInput")
     class InputSerializer(serializers.Serializer):
-        label = serializers.CharField(max_length=200)
+        label = AnswerField(
+            help_text="A class name (single_choice); a list of tags (multi_choice); a level "
+            'name (ordinal); a number (numeric); a list of {"box": [x, y, w, h], "class": c} '
+            "(bbox). Checked against the job's label_schema: a 400 names what does not fit."
+        )
         duration_ms = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
 
     INPUT_FIELDS = dict(InputSerializer().fields)  # bound once; validated per request
@@ -281,7 +291,7 @@ class AssignmentSubmitApi(APIView):
                     "assignment": label.assignment_id,
                     "item": label.item_id,
                     "job": label.job_id,
-                    "label": label.value,
+                    "label": result.answer,
                     "duration_ms": label.duration_ms,
                     "created_at": _DATETIME.to_representation(label.created_at),
                 }

@@ -647,6 +647,7 @@ def record_label(
     expert_slot: bool,
     expect: tuple[str, int, int],
     now: datetime,
+    is_correct: bool | None = None,
 ) -> Label | None:
     """In one statement: mark the assignment submitted, store the label, credit it, and
     update the item (the slot becomes a label, plus `item_values`, the label's decision;
@@ -658,6 +659,8 @@ def record_label(
     no-op if the caller's transaction holds them): in autocommit it is its own transaction.
     """
     is_gold = gold_label is not None
+    # A gold answer of another kind is scored by the decision (`is_correct`), not by equality.
+    correct = (is_correct if is_correct is not None else value == gold_label) if is_gold else None
     with connection.cursor() as cursor:
         _record_statement().execute(
             cursor,
@@ -671,7 +674,7 @@ def record_label(
                 "tier": tier,
                 "duration": duration_ms,
                 "is_gold": is_gold,
-                "is_correct": (value == gold_label) if is_gold else None,
+                "is_correct": correct,
                 "kind": LedgerEntry.Kind.LABEL.value,
                 "amount": amount,
                 "expect_state": expect[0],
@@ -698,7 +701,7 @@ def record_label(
             "tier": tier,
             "duration_ms": duration_ms,
             "is_gold": is_gold,
-            "is_correct": (value == gold_label) if is_gold else None,
+            "is_correct": correct,
             "created_at": now,
         },
     )

@@ -64,6 +64,8 @@ class Task:
     instructions: str
     prelabel: str | None
     expires_at: datetime
+    # The job's answer kind and its parameters (tags, levels, range, box classes and image).
+    label_schema: dict | None = None
 
 
 @dataclass(frozen=True)

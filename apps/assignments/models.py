@@ -80,7 +80,9 @@ class Label(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels", db_index=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="labels", db_index=False)
     worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="labels")
-    value = models.CharField(max_length=200, help_text="The chosen class.")
+    value = models.TextField(
+        help_text="The chosen class, or the answer as canonical JSON for other kinds."
+    )
     tier = models.CharField(
         max_length=16,
         choices=Worker.Tier.choices,

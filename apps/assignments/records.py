@@ -24,6 +24,7 @@ from apps.assignments.models import Assignment, Label
 from apps.assignments.sweeps import job_leases_release
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.common.retry import retry_on_deadlock
+from apps.jobs.kinds import SINGLE_CHOICE, answer_shown, answer_stored
 from apps.jobs.models import Item, Job
 from apps.webhooks import events as webhooks
 from apps.workforce.models import Worker
@@ -46,6 +47,8 @@ DECISION_COLUMNS = (
 class SubmitResult:
     label: Label
     created: bool
+    # The answer as the API shows it (a class name, or the kind's decoded JSON answer).
+    answer: Any = None
 
 
 def item_send_to_expert(*, item_id: int) -> None:
@@ -118,7 +121,7 @@ def submittable(
     assignment: Assignment,
     worker: Worker,
     worker_status: str | None,
-    label: str,
+    label: Any,
     now: datetime,
 ) -> SubmitResult | None:
     """Raise the 4xx a submit of `label` on this assignment gets, if any; the first answer
@@ -130,7 +133,9 @@ def submittable(
     if assignment.worker_id != worker.pk:
         raise _conflict("This lease belongs to someone else.", ErrorCode.LEASE_NOT_YOURS)
     if assignment.state == Assignment.State.SUBMITTED:
-        return SubmitResult(label=Label.objects.get(assignment_id=assignment.pk), created=False)
+        first = Label.objects.get(assignment_id=assignment.pk)
+        shown = answer_shown(label_schema=assignment.job.label_schema, value=first.value)
+        return SubmitResult(label=first, created=False, answer=shown)
     if worker_status != Worker.Status.ACTIVE:
         raise ApplicationError(
             f"The worker is {worker_status}: no task may be submitted.",
@@ -146,7 +151,9 @@ def submittable(
     job = assignment.job
     if job.status != Job.Status.RUNNING:
         raise _conflict(f"The job is {job.status}.", ErrorCode.INVALID_STATE)
-    if label not in job.classes:
+    # Raises the 400 naming what does not fit the job's kind.
+    stored = answer_stored(label_schema=job.label_schema, value=label)
+    if job.kind == SINGLE_CHOICE and stored not in job.classes:
         # A fractional, NaN or unknown label ("1.5", "nan", "Cat") is no class name: 400,
         # naming the item it was for.
         raise ApplicationError(
@@ -168,6 +175,7 @@ def write_label_sql(
     updates: dict[str, Any],
     expert_slot: bool,
     now: datetime,
+    is_correct: bool | None = None,
 ) -> Label | None:
     """The PostgreSQL writer: assignment, label, credit and the item's `updates` in one
     statement, only if the item still is as `read` saw it (None otherwise: nothing written)."""
@@ -186,6 +194,7 @@ def write_label_sql(
         expert_slot=expert_slot,
         expect=(item.state, item.n_labels, item.labels_needed),
         now=now,
+        is_correct=is_correct,
     )
 
 
@@ -205,6 +214,7 @@ def write_label_orm(
     updates: dict[str, Any],
     expert_slot: bool,
     now: datetime,
+    is_correct: bool | None = None,
 ) -> Label:
     """The ORM writer (any database): mark the assignment submitted, store and credit the
     label, and apply the item's `updates` (the slot becomes a label).
@@ -224,7 +234,9 @@ def write_label_orm(
         tier=worker.tier,
         duration_ms=duration_ms,
         is_gold=is_gold,
-        is_correct=(label == item.gold_label) if is_gold else None,
+        is_correct=(is_correct if is_correct is not None else label == item.gold_label)
+        if is_gold
+        else None,
     )
     ledger_credit_label(
         worker_id=worker.pk,

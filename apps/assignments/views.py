@@ -23,6 +23,7 @@ from apps.assignments.models import Assignment
 from apps.assignments.records import assignment_release, assignment_skip
 from apps.assignments.selectors import assignment_get_for_worker
 from apps.common.errors import ApplicationError
+from apps.jobs.kinds import answer_from_form, answer_widget
 from apps.jobs.models import Job
 from apps.jobs.payloads import payload_display, payload_for_worker
 from apps.pipeline.next import assignment_next
@@ -129,11 +130,20 @@ def next_task(request: HttpRequest) -> HttpResponse:
     return _lease_next(request, _worker(request))
 
 
+def _with_widget(*, job: Job, shown_payload: dict) -> dict:
+    """The payload as the page shows it and, for a kind beyond single_choice, its widget."""
+    widget = answer_widget(label_schema=job.label_schema, images=shown_payload["images"])
+    if widget:
+        shown_payload = {**shown_payload, "images": widget.pop("answer_shown_images")}
+    return {"p": shown_payload, **widget}
+
+
 def _render_task(
     request: HttpRequest, worker: Worker, assignment: Assignment, *, error: str = "", status=200
 ) -> HttpResponse:
     job = Job.objects.only("id", "name", "label_schema", "instructions").get(pk=assignment.job_id)
     payload = assignment.item.payload
+    shown_payload = payload_display(payload_for_worker(payload))
     shown = request.session.get(PRELABEL_KEY) or {}
     prelabel = shown.get("prelabel") if shown.get("id") == assignment.pk else None
     return render(
@@ -144,7 +154,7 @@ def _render_task(
             "assignment": assignment,
             "job": job,
             "keyed_classes": [(i + 1, c) for i, c in enumerate(job.classes)],
-            "p": payload_display(payload_for_worker(payload)),
+            **_with_widget(job=job, shown_payload=shown_payload),
             "prelabel": prelabel,
             "expires_at": assignment.expires_at,
             "seconds_left": max(0, int((assignment.expires_at - timezone.now()).total_seconds())),
@@ -174,10 +184,11 @@ def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
     worker = _worker(request)
     assignment = assignment_get_for_worker(worker=worker, assignment_id=assignment_id)
     try:
+        label_schema = Job.objects.values_list("label_schema", flat=True).get(pk=assignment.job_id)
         assignment_submit(
             worker=worker,
             assignment_id=assignment.pk,
-            label=request.POST.get("label", ""),
+            label=answer_from_form(label_schema=label_schema, text=request.POST.get("label", "")),
             duration_ms=_duration_ms(request.POST.get("duration_ms", "")),
         )
     except ApplicationError as exc:

@@ -69,3 +69,19 @@ class UniqueListField(serializers.ListField):
 
 
 __all__ = ["ID_MAX", "FiniteFloatField", "MoneyField", "UniqueListField"]
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "number"},
+            {"type": "array", "items": {}},
+        ],
+        "description": "A class name, or the JSON answer of the job's kind.",
+    }
+)
+class AnswerField(serializers.JSONField):
+    """A label as a client sends it: a class name (single_choice) or the JSON answer of the
+    job's kind (a tag list, a level, a number, a list of boxes). The service checks it
+    against the job's label_schema (apps.jobs.kinds), which the field cannot see."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -463,6 +463,10 @@ def _stream_csv(rows: Iterator[dict], block: int = 1000) -> Iterator[bytes]:
     for row in rows:
         posterior = row["posterior"]
         row["posterior"] = dumps(posterior).decode() if posterior is not None else ""
+        label = row["label"]
+        if label is not None and not isinstance(label, str):
+            # Another kind's result (tags, a number, boxes) as JSON text in its cell.
+            row["label"] = dumps(label).decode()
         meta = row.get("result_meta")
         row["provenance"] = dumps(meta).decode() if meta else ""
         pending.append([row[name] for name in RESULT_CSV_COLUMNS])
@@ -503,7 +507,10 @@ class JobResultsApi(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "format", str, enum=list(_RESULT_FORMATS), description="Default json."
+                "format",
+                str,
+                enum=[*_RESULT_FORMATS, "coco"],
+                description="Default json. coco: a bbox job's boxes as a COCO detection file.",
             ),
             OpenApiParameter("status", str, enum=Item.State.values, description="Only this state."),
         ],
@@ -512,18 +519,26 @@ class JobResultsApi(APIView):
                 description=(
                     "Per item: external_id, label, confidence, agreement, n_labels, source "
                     "(crowd|model|expert|qc), status, is_gold, posterior, result_meta. Streamed. "
+                    "Another kind than single_choice delivers its JSON result as `label` (a "
+                    "JSON cell in CSV) with the kind's confidence, and its details (tag "
+                    "confidences, the numeric interval, the boxes' agreement) in result_meta. "
                     "For a client, result_meta.workers names each worker by an opaque name "
                     "that is stable within the job only."
                 )
             )
         },
     )
-    def get(self, request: Request, job_id: int) -> StreamingHttpResponse:
+    def get(self, request: Request, job_id: int) -> HttpResponse | StreamingHttpResponse:
         job = _job_for_request(request, job_id)
         fmt = request.query_params.get("format", "json")
+        if fmt == "coco" and job.kind == "bbox":
+            response = JsonResponse(selectors.job_results_coco(job=job))
+            response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-coco.json"'
+            return response
         if fmt not in _RESULT_FORMATS:
             raise ApplicationError(
-                f"Unknown format {fmt!r}; one of json, jsonl, csv.", details={"format": "invalid"}
+                f"Unknown format {fmt!r}; one of json, jsonl, csv (coco for bbox jobs).",
+                details={"format": "invalid"},
             )
         state = request.query_params.get("status")
         if state and state not in Item.State.values:

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from apps.common.jsonlimits import MAX_JSON_DEPTH, json_problem
+from apps.jobs.kinds import SINGLE_CHOICE, gold_problem, schema_kind_name
 
 FORMATS = ("json", "jsonl", "csv")
 _CONTENT_TYPES = {
@@ -164,6 +165,7 @@ def _csv_record(record: dict[str, str | None], extra: list[str]) -> dict[str, An
             except orjson.JSONDecodeError as exc:
                 raise ValueError(f"{name}: not a JSON list: {exc}") from exc
     if record.get("gold_label"):
+        # Text as it is: a kind whose answers are JSON reads it as JSON (apps.jobs.kinds).
         row["gold_label"] = record["gold_label"]
     return row
 
@@ -180,10 +182,12 @@ def iter_raw_rows(stream: IO[bytes], fmt: str) -> Iterator[RawRow]:
 
 @dataclass
 class RowSchema:
-    """What a row is checked against: the job's classes and feature length."""
+    """What a row is checked against: the job's classes (or, for another kind than
+    single_choice, its label schema) and feature length."""
 
     classes: list[str]
     feature_dim: int | None = None
+    label_schema: dict | None = None
     class_index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -244,14 +248,21 @@ def validate_row(data: Any, schema: RowSchema) -> tuple[CleanRow | None, dict[st
         if problem:
             errors["features"] = problem
 
+    kind = schema_kind_name(schema.label_schema)
     prediction = data.get("prediction")
-    if prediction is not None:
+    if prediction is not None and kind != SINGLE_CHOICE:
+        errors["prediction"] = f"class probabilities do not apply to kind {kind!r}"
+    elif prediction is not None:
         prediction, problem = _check_prediction(prediction, schema)
         if problem:
             errors["prediction"] = problem
 
     gold_label = data.get("gold_label")
-    if gold_label is not None:
+    if gold_label is not None and kind != SINGLE_CHOICE:
+        gold_label, problem = gold_problem(label_schema=schema.label_schema or {}, value=gold_label)
+        if problem:
+            errors["gold_label"] = problem
+    elif gold_label is not None:
         if not isinstance(gold_label, str) or gold_label not in schema.class_index:
             errors["gold_label"] = (
                 f"{gold_label!r} is not one of the job's classes {schema.classes}"

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from apps.accounts.models import Organization
+from apps.jobs.kinds import SINGLE_CHOICE, schema_kind_name
 from apps.jobs.policy import JobSpec, spec_from_stored
 
 
@@ -29,7 +30,9 @@ class Job(models.Model):
     name = models.CharField(max_length=200)
     instructions = models.TextField(blank=True, default="")
     label_schema = models.JSONField(
-        default=dict, help_text='{"kind": "single_choice", "classes": ["cat", "dog"]}'
+        default=dict,
+        help_text='{"kind": "single_choice", "classes": ["cat", "dog"]}, or another kind with '
+        "its parameters (apps.jobs.kinds).",
     )
     policy = models.JSONField(
         default=dict, help_text="Redundancy, confidence, gold and lease policy."
@@ -65,7 +68,16 @@ class Job(models.Model):
         return f"{self.name} (#{self.pk}, {self.status})"
 
     @property
+    def kind(self) -> str:
+        """The answer kind: "single_choice" or one of apps.jobs.kinds.KIND_NAMES."""
+        return schema_kind_name(self.label_schema)
+
+    @property
     def classes(self) -> list[str]:
+        """The classes of a single_choice job; empty for the other kinds, whose answers are
+        JSON (apps.jobs.kinds) and never go through the class-based paths."""
+        if self.kind != SINGLE_CHOICE:
+            return []
         return list(self.label_schema.get("classes", []))
 
     @property
@@ -107,8 +119,12 @@ class Item(models.Model):
         null=True, blank=True, help_text="Client-supplied class probabilities, in class order."
     )
     # NULL, not "", means "no gold answer": the partial gold index and budget check rely on it.
-    gold_label = models.CharField(  # noqa: DJ001
-        max_length=200, null=True, blank=True, help_text="Known answer: makes this a control item."
+    # Text, not a short string: a gold answer of another kind (boxes) is canonical JSON.
+    gold_label = models.TextField(  # noqa: DJ001
+        null=True,
+        blank=True,
+        help_text="Known answer (a class, or canonical JSON for other kinds): makes this a "
+        "control item.",
     )
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
     priority = models.FloatField(default=0.0, help_text="Higher is asked first; FIFO within equal.")
@@ -119,8 +135,10 @@ class Item(models.Model):
     n_leases = models.PositiveIntegerField(default=0, help_text="Live leases on this item.")
     vote_counts = models.JSONField(default=dict, blank=True, help_text="Votes per class.")
     # label and source are NULL until the item has a result.
-    label = models.CharField(  # noqa: DJ001
-        max_length=200, null=True, blank=True, help_text="Current result label."
+    label = models.TextField(  # noqa: DJ001
+        null=True,
+        blank=True,
+        help_text="Current result label (a class, or canonical JSON for other kinds).",
     )
     confidence = models.FloatField(null=True, blank=True)
     agreement = models.FloatField(null=True, blank=True)

@@ -27,6 +27,7 @@ from apps.accounts.selectors import (
     user_roles,
     user_vendor_org_ids,
 )
+from apps.jobs.kinds import SINGLE_CHOICE, answer_value, schema_kind
 from apps.jobs.models import Item, Job
 
 RESULT_FIELDS = (
@@ -188,11 +189,15 @@ def job_results(
     rows = qs.order_by("id").values_list(*columns).iterator(chunk_size=chunk_size)
     loads = orjson.loads
     pseudonyms: dict[Any, str] = {}
+    # Another kind's result is canonical JSON text: delivered as the JSON value it is.
+    decoded = job.kind != SINGLE_CHOICE
     for row in rows:
         record = dict(zip(RESULT_FIELDS, row, strict=True))
         for name in _JSON_RESULT_FIELDS:
             text = record[name]
             record[name] = None if text is None else loads(text)
+        if decoded and record["label"] is not None:
+            record["label"] = loads(record["label"])
         record["status"] = record.pop("state")
         record["is_gold"] = record.pop("gold_label") is not None
         if not workers_visible and record["result_meta"]:
@@ -221,3 +226,55 @@ def _meta_for_client(meta: dict, job_id: int, pseudonyms: dict[Any, str]) -> dic
 _JSON_RESULT_FIELDS = tuple(
     name for name in RESULT_FIELDS if isinstance(Item._meta.get_field(name), JSONField)
 )
+
+
+def job_results_coco(*, job: Job) -> dict[str, Any]:
+    """A bbox job's results as a COCO detection file: one image per item (its payload's
+    `url`, `image` or `file_name`, else its external_id, at the schema's size), one
+    annotation per resulting box with the item's confidence as `score`, one category per
+    class (ids from 1, in the schema's order). Gold items are left out."""
+    kind = schema_kind(job.label_schema)
+    classes = list(getattr(kind, "classes", ()))
+    width, height = getattr(kind, "width", 0), getattr(kind, "height", 0)
+    category = {name: i + 1 for i, name in enumerate(classes)}
+    images, annotations = [], []
+    rows = (
+        Item.objects.filter(job=job, gold_label__isnull=True)
+        .order_by("id")
+        .values_list("id", "external_id", "payload", "label", "confidence", "state")
+    )
+    for item_id, external_id, payload, label, confidence, state in rows.iterator(2000):
+        payload = payload if isinstance(payload, dict) else {}
+        name = next(
+            (payload[k] for k in ("url", "image", "file_name") if isinstance(payload.get(k), str)),
+            external_id,
+        )
+        images.append(
+            {
+                "id": item_id,
+                "file_name": name,
+                "width": width,
+                "height": height,
+                "external_id": external_id,
+                "status": state,
+            }
+        )
+        for box in answer_value(label) or []:
+            x, y, w, h = box["box"]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": item_id,
+                    "category_id": category[box["class"]],
+                    "bbox": [x, y, w, h],
+                    "area": round(w * h, 4),
+                    "iscrowd": 0,
+                    "score": confidence,
+                }
+            )
+    return {
+        "info": {"description": f"Concord job {job.pk}: {job.name}", "version": "1.0"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in category.items()],
+    }

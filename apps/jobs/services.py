@@ -19,8 +19,9 @@ from rest_framework import status
 from apps.accounts.models import Organization
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.jobs.ingest import CleanRow, RawRow, RowSchema, iter_raw_rows, validate_row
+from apps.jobs.kinds import SINGLE_CHOICE, answer_value, gold_problem, schema_kind_name
 from apps.jobs.models import Item, Job
-from apps.jobs.specs import check_policy_consistency
+from apps.jobs.specs import check_kind_consistency, check_policy_consistency
 from apps.webhooks import events as webhooks
 
 INGEST_BATCH_SIZE = 2000
@@ -62,6 +63,7 @@ def job_create(
         routing=routing or {},
     )
     check_policy_consistency(job.spec.policy)
+    check_kind_consistency(label_schema=job.label_schema, routing=job.spec.routing)
     job.save()
     return job
 
@@ -88,6 +90,7 @@ def job_update(*, job: Job, changes: dict[str, Any]) -> Job:
                 code=ErrorCode.INVALID_STATE,
                 status_code=status.HTTP_409_CONFLICT,
             )
+        _gold_still_fits(job=job, label_schema=changes["label_schema"])
         job.label_schema = changes["label_schema"]
         fields.append("label_schema")
     for name in ("policy", "pricing", "routing"):
@@ -95,8 +98,39 @@ def job_update(*, job: Job, changes: dict[str, Any]) -> Job:
             setattr(job, name, {**getattr(job, name), **changes[name]})
             fields.append(name)
     check_policy_consistency(job.spec.policy)
+    check_kind_consistency(label_schema=job.label_schema, routing=job.spec.routing)
     job.save(update_fields=[*fields, "updated_at"])
     return job
+
+
+def _gold_still_fits(*, job: Job, label_schema: dict) -> None:
+    """A draft's schema may change, but not so that a gold answer it holds no longer fits
+    (nothing stored is dropped or reread silently): a 400 naming the first gold item that
+    would not, and a 400 for a change of kind while the job has gold items."""
+    golds = Item.objects.filter(job=job, gold_label__isnull=False).values_list(
+        "external_id", "gold_label"
+    )
+    new_kind = schema_kind_name(label_schema)
+    if new_kind != job.kind:
+        first = golds.first()
+        if first is not None:
+            raise ApplicationError(
+                f"The job holds gold items (first {first[0]!r}) answered as {job.kind}: "
+                f"its kind cannot become {new_kind}.",
+                details={"label_schema": {"kind": "cannot change while the job has gold items"}},
+            )
+        return
+    for external_id, gold in golds.iterator():
+        if new_kind == SINGLE_CHOICE:
+            ok = gold in (label_schema.get("classes") or [])
+            problem = None if ok else f"{gold!r} is not one of the classes"
+        else:
+            _, problem = gold_problem(label_schema=label_schema, value=answer_value(gold))
+        if problem is not None:
+            raise ApplicationError(
+                f"Gold item {external_id!r} does not fit the new label schema: {problem}.",
+                details={"label_schema": [problem], "item": external_id},
+            )
 
 
 @transaction.atomic
@@ -105,7 +139,7 @@ def job_launch(*, job: Job) -> Job:
     job = Job.objects.select_for_update().get(pk=job.pk)
     if job.status not in (Job.Status.DRAFT, Job.Status.PAUSED):
         raise _invalid_state(job, "launch")
-    if len(job.classes) < 2:
+    if job.kind == SINGLE_CHOICE and len(job.classes) < 2:
         raise ApplicationError(
             "A job needs a label schema with at least two classes before it can launch.",
             details={"label_schema": {"classes": "at least two classes are required"}},
@@ -217,7 +251,9 @@ def item_ingest(
 
 def _ingest_rows(job: Job, rows: Iterable[RawRow], progress: Any) -> IngestReport:
     report = IngestReport()
-    schema = RowSchema(classes=job.classes, feature_dim=job.feature_dim)
+    schema = RowSchema(
+        classes=job.classes, feature_dim=job.feature_dim, label_schema=job.label_schema
+    )
     min_labels = job.spec.policy.min_labels
     batches = _clean_batches(rows, schema, report, progress)
     if connection.vendor == "postgresql":

@@ -9,19 +9,90 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.common.fields import FiniteFloatField, MoneyField, UniqueListField
+from apps.jobs.kinds import KIND_NAMES, SINGLE_CHOICE, schema_problems
 from apps.jobs.policy import ESCALATION_KEYS, ROUTES, Policy, Pricing, Routing
 
 
-class LabelSchemaSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["single_choice"], default="single_choice")
-    # A job without classes used to be accepted and then fail at launch.
-    classes = UniqueListField(
+def _names(what: str, low: int) -> UniqueListField:
+    return UniqueListField(
         child=serializers.CharField(max_length=200),
-        min_length=2,
+        min_length=low,
         max_length=1000,
-        error_messages={"not_unique": "Class names must be unique."},
-        help_text="The answer classes: 2 to 1000 distinct names.",
+        required=False,
+        error_messages={"not_unique": f"{what.capitalize()} must be unique."},
+        help_text=f"{what.capitalize()}: {low} to 1000 distinct names.",
     )
+
+
+class LabelSchemaSerializer(serializers.Serializer):
+    """The answer kind and its parameters; each kind takes only its own keys (a key of
+    another kind, or a missing one, is a 400 naming it)."""
+
+    kind = serializers.ChoiceField(
+        choices=list(KIND_NAMES),
+        default=SINGLE_CHOICE,
+        help_text="single_choice (one class), multi_choice (a set of tags), ordinal (one "
+        "level of an ordered scale), numeric (a number in a range) or bbox (boxes on an image).",
+    )
+    # A job without classes used to be accepted and then fail at launch.
+    classes = _names("the answer classes (single_choice: at least 2; bbox: box classes)", 1)
+    tags = _names("multi_choice: the tags", 1)
+    levels = _names("ordinal: the levels, lowest first", 2)
+    min_tags = serializers.IntegerField(
+        required=False, min_value=0, max_value=1000, help_text="multi_choice: fewest tags."
+    )
+    max_tags = serializers.IntegerField(
+        required=False, min_value=1, max_value=1000, help_text="multi_choice: most tags."
+    )
+    minimum = FiniteFloatField(
+        required=False, min_value=-1e15, max_value=1e15, help_text="numeric: lowest value."
+    )
+    maximum = FiniteFloatField(
+        required=False, min_value=-1e15, max_value=1e15, help_text="numeric: highest value."
+    )
+    unit = serializers.CharField(
+        required=False, max_length=50, allow_blank=True, help_text="numeric: the unit shown."
+    )
+    level = FiniteFloatField(
+        required=False,
+        min_value=0.5,
+        max_value=0.999,
+        help_text="numeric: coverage of the result's interval (default 0.9).",
+    )
+    tolerance = FiniteFloatField(
+        required=False,
+        min_value=0,
+        max_value=1e15,
+        help_text="numeric: an item settles once its interval's half-width is at most this.",
+    )
+    width = FiniteFloatField(
+        required=False, min_value=1, max_value=100_000, help_text="bbox: image width in pixels."
+    )
+    height = FiniteFloatField(
+        required=False, min_value=1, max_value=100_000, help_text="bbox: image height in pixels."
+    )
+    target_iou = FiniteFloatField(
+        required=False,
+        min_value=0.5,
+        max_value=0.99999,
+        help_text="bbox: an item settles once every object's mean IoU reaches this (0.7).",
+    )
+
+    def to_internal_value(self, data: Any) -> dict:
+        if isinstance(data, dict):
+            errors = _unknown_keys(self, data, None)
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+    def validate(self, attrs: dict) -> dict:
+        problems = schema_problems(attrs)
+        if attrs.get("kind", SINGLE_CHOICE) == SINGLE_CHOICE and not problems:
+            if len(attrs["classes"]) < 2:
+                problems["classes"] = "single_choice needs at least 2 classes"
+        if problems:
+            raise serializers.ValidationError({k: [v] for k, v in problems.items()})
+        return attrs
 
 
 def _unknown_keys(
@@ -113,3 +184,12 @@ def check_policy_consistency(policy: Policy) -> None:
     """Raise a ValidationError when the policy (defaults filled in) contradicts itself."""
     if policy.max_labels < policy.min_labels:
         raise serializers.ValidationError({"policy": {"max_labels": "must be at least min_labels"}})
+
+
+def check_kind_consistency(*, label_schema: dict, routing: Routing) -> None:
+    """Model routing votes on classes: another kind than single_choice cannot use it."""
+    kind = label_schema.get("kind") or SINGLE_CHOICE
+    if kind != SINGLE_CHOICE and routing.mode != "off":
+        raise serializers.ValidationError(
+            {"routing": {"mode": f"must be 'off' for kind {kind!r}: the model votes on classes"}}
+        )

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from apps.jobs.kinds import SINGLE_CHOICE, answer_value
 from apps.jobs.models import Item, Job
 from apps.jobs.policy import Policy, Routing
 from apps.quality import algorithms
+from apps.quality.kinds import kind_gold_correct, kind_item_outcome
 from apps.quality.matrices import one_coin_confusion
 from apps.quality.posterior import item_posterior
 from apps.reviews.models import Reason
@@ -66,6 +68,9 @@ class Evidence:
     prior: np.ndarray | list[float]
     model_voted: bool = False
     routing: Routing | None = None
+    # Another kind than single_choice: each worker's accuracy on the job's gold, in the
+    # kind's unit (apps.quality.kinds.kind_worker_accuracies), in place of matrices.
+    accuracies: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def needs_evidence(*, job: Job, item: Item) -> bool:
     return (
         item.gold_label is None
         and item.state == Item.State.OPEN
-        and job.spec.policy.aggregation != "mv"
+        and (job.spec.policy.aggregation != "mv" or job.kind != SINGLE_CHOICE)
     )
 
 
@@ -217,13 +222,38 @@ def decide_by_posterior(
             labels_needed=labels_needed,
             common=common,
         )
-    if n_labels < min_labels:
-        return Decision(state=Item.State.OPEN, labels_needed=min_labels, **common)
-    if confidence >= policy.target_confidence:
+    return _settle_or_ask(
+        n_labels=n_labels,
+        labels_needed=labels_needed,
+        policy=policy,
+        confident=confidence >= policy.target_confidence,
+        label=classes[top],
+        confidence=confidence,
+        common=common,
+    )
+
+
+def _settle_or_ask(
+    *,
+    n_labels: int,
+    labels_needed: int,
+    policy: Policy,
+    confident: bool,
+    label: str | None,
+    confidence: float | None,
+    common: dict[str, Any],
+) -> Decision:
+    """Dynamic redundancy once an item has the labels it asked for: settle when it has the
+    policy's minimum and is `confident`, else one more label up to max_labels, then review
+    (the crowd disagreed, or agreed with too little confidence)."""
+    max_labels = max(policy.max_labels, policy.min_labels)
+    if n_labels < policy.min_labels:
+        return Decision(state=Item.State.OPEN, labels_needed=policy.min_labels, **common)
+    if confident:
         return Decision(
             state=Item.State.SETTLED,
             labels_needed=labels_needed,
-            label=classes[top],
+            label=label,
             confidence=confidence,
             source=Item.Source.CROWD,
             **common,
@@ -233,10 +263,59 @@ def decide_by_posterior(
     return Decision(
         state=Item.State.REVIEW,
         labels_needed=labels_needed,
-        label=classes[top],
+        label=label,
         confidence=confidence,
-        review_reason=_disputed_reason(agreement),
+        review_reason=_disputed_reason(common["agreement"]),
         **common,
+    )
+
+
+def decide_by_kind(*, job: Job, evidence: Evidence, labels_needed: int, policy: Policy) -> Decision:
+    """Dynamic redundancy for an item of another kind than single_choice: the kind's item
+    outcome (apps.quality.kinds: tag posteriors, a level's posterior, an interval's
+    half-width against the tolerance, the boxes' agreement against the target IoU) decides
+    as the posterior does for classes: settle once confident with the minimum labels, else
+    one more label up to max_labels, then review. A suspended or banned worker's answers
+    count only if the policy weighs them (suspended_label_weight > 0)."""
+    answers = evidence.answers
+    n_labels = len(answers)
+    counted = [
+        a
+        for a in answers
+        if policy.suspended_label_weight > 0
+        or evidence.statuses.get(a[0], Worker.Status.ACTIVE) == Worker.Status.ACTIVE
+    ] or answers
+    outcome = kind_item_outcome(
+        label_schema=job.label_schema,
+        policy=policy,
+        answers=counted,
+        accuracies=evidence.accuracies,
+    )
+    used = {id(a) for a in counted}
+    meta = {
+        **outcome.extra,
+        "kind": job.kind,
+        "version": algorithms.VERSION,
+        "workers": [
+            {"worker": a[0], "label": answer_value(a[1]), "weight": 1.0 if id(a) in used else 0.0}
+            for a in answers
+        ],
+    }
+    common: dict[str, Any] = {
+        "posterior": outcome.posterior,
+        "agreement": outcome.agreement,
+        "extra": meta,
+    }
+    if n_labels < labels_needed:
+        return Decision(state=Item.State.OPEN, labels_needed=labels_needed, **common)
+    return _settle_or_ask(
+        n_labels=n_labels,
+        labels_needed=labels_needed,
+        policy=policy,
+        confident=outcome.confident,
+        label=outcome.label,
+        confidence=outcome.confidence,
+        common=common,
     )
 
 
@@ -402,6 +481,20 @@ def decide_by_expert(
     )
 
 
+def decide_by_expert_answer(*, item: Item, job: Job, value: str, worker_id: int) -> Decision:
+    """An expert's answer on an item of another kind than single_choice settles it (source
+    expert): a tag set, a number or boxes have no votes for the expert to break a tie
+    between, so the expert's answer is the result, at the policy's expert accuracy."""
+    return Decision(
+        state=Item.State.SETTLED,
+        labels_needed=item.labels_needed,
+        label=value,
+        confidence=job.spec.policy.new_expert_accuracy,
+        source=Item.Source.EXPERT,
+        extra={"method": "expert", "kind": job.kind, "expert_worker": worker_id},
+    )
+
+
 def escalate(*, decision: Decision, job: Job, experts_available: bool | None) -> Decision | None:
     """Apply the job's escalation policy to a crowd decision that sends its item to review:
     the decision with its route recorded (state expert for an expert), or None when the
@@ -444,22 +537,34 @@ def decide_label(
     result fields and state follow from the decision; a gold item gets no decision (its
     answer is scored). Pure.
     """
+    single = job.kind == SINGLE_CHOICE
     votes = dict(item.vote_counts or {})
-    votes[value] = votes.get(value, 0) + 1
     # The slot becomes a label (n_leases - 1, n_labels + 1, in SQL) plus these values.
+    if single:
+        # Votes per class; another kind's answers (JSON) are read from the labels instead.
+        votes[value] = votes.get(value, 0) + 1
     updates: dict[str, Any] = {"vote_counts": votes, "updated_at": now}
     if item.gold_label is not None:
-        return Plan(decision=None, updates=updates, gold_correct=value == item.gold_label)
+        if single:
+            correct = value == item.gold_label
+        else:
+            correct = kind_gold_correct(
+                label_schema=job.label_schema, answer=value, gold=item.gold_label
+            )
+        return Plan(decision=None, updates=updates, gold_correct=correct)
     policy = job.spec.policy
     decision: Decision | None = None
-    if item.state == Item.State.EXPERT and tier == Worker.Tier.EXPERT:
+    if item.state == Item.State.EXPERT and tier == Worker.Tier.EXPERT and not single:
+        decision = decide_by_expert_answer(item=item, job=job, value=value, worker_id=worker_id)
+    elif item.state == Item.State.EXPERT and tier == Worker.Tier.EXPERT:
         decision = decide_by_expert(
             item=item, job=job, votes=votes, value=value, worker_id=worker_id
         )
     elif needs_evidence(job=job, item=item):
         if evidence is None:
             raise ValueError("a posterior decision needs its evidence (needs_evidence)")
-        decision = decide_by_posterior(
+        decider = decide_by_posterior if single else decide_by_kind
+        decision = decider(
             job=job, evidence=evidence, labels_needed=item.labels_needed, policy=policy
         )
     elif item.state == Item.State.OPEN:

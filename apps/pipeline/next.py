@@ -70,6 +70,7 @@ def _task(*, job: Job, leased: fastpath.Leased) -> Task:
         instructions=job.instructions,
         prelabel=_prelabel(job=job, item=item),
         expires_at=leased.expires_at,
+        label_schema=job.label_schema,
     )
 
 

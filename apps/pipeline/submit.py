@@ -14,6 +14,7 @@ The writers (apps.assignments.records):
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -33,10 +34,12 @@ from apps.assignments.records import (
 from apps.common.errors import ApplicationError, ErrorCode
 from apps.common.retry import retry_on_deadlock
 from apps.common.tasks import enqueue_on_commit
+from apps.jobs.kinds import SINGLE_CHOICE, answer_shown, answer_stored
 from apps.jobs.models import Item, Job
 from apps.pipeline.decide import Evidence, Plan, decide_label, needs_evidence
 from apps.quality.aggregation import maybe_schedule_aggregation
 from apps.quality.gold import gold_record_answer
+from apps.quality.kinds import kind_worker_accuracies
 from apps.quality.matrices import classes_key, job_class_prior, worker_confusions
 from apps.quality.posterior import item_answers
 from apps.reviews.services import expert_available, item_decided
@@ -62,7 +65,14 @@ def label_evidence(
 ) -> Evidence:
     """What a posterior decision on `item` reads besides the row: its answers (the new one
     included) with each worker's matrix (`stored`: those already read with the answers), and
-    the class prior or the routing model's vote."""
+    the class prior or the routing model's vote. Another kind than single_choice reads the
+    answers alone (apps.quality.kinds)."""
+    if job.kind != SINGLE_CHOICE:
+        workers = [(w, t) for w, _, t in answers]
+        accuracies = kind_worker_accuracies(job=job, workers=workers, policy=job.spec.policy)
+        return Evidence(
+            answers=answers, statuses=statuses, matrices={}, prior=[], accuracies=accuracies
+        )
     tiers = {w: t for w, _, t in answers}
     matrices = worker_confusions(job=job, worker_ids=list(tiers), tiers=tiers, stored=stored)
     prior = job_class_prior(job=job)
@@ -158,6 +168,7 @@ def _write_sql(
         updates=plan.updates,
         expert_slot=plan.expert_slot,
         now=now,
+        is_correct=plan.gold_correct,
     )
 
 
@@ -172,7 +183,7 @@ def assignment_submit(
     *,
     worker: Worker,
     assignment_id: int,
-    label: str,
+    label: Any,
     duration_ms: int | None = None,
     now: datetime | None = None,
 ) -> SubmitResult:
@@ -215,6 +226,7 @@ def assignment_submit(
         if first is not None:
             return first
         job = assignment.job
+        label = answer_stored(label_schema=job.label_schema, value=label)
         duration = _duration(duration_ms, assignment, now)
         if locked is not None:
             item = locked.item
@@ -250,13 +262,19 @@ def assignment_submit(
                 updates=plan.updates,
                 expert_slot=plan.expert_slot,
                 now=now,
+                is_correct=plan.gold_correct,
             )
         _follow_ups(item=item, job=job, plan=plan, worker_id=worker.pk, now=now)
-    return SubmitResult(label=stored, created=True)
+    return _submitted(job=job, stored=stored)
+
+
+def _submitted(*, job: Job, stored: Label) -> SubmitResult:
+    shown = answer_shown(label_schema=job.label_schema, value=stored.value)
+    return SubmitResult(label=stored, created=True, answer=shown)
 
 
 def _submit_unlocked(
-    *, worker: Worker, assignment_id: int, label: str, duration_ms: int | None, now: datetime
+    *, worker: Worker, assignment_id: int, label: Any, duration_ms: int | None, now: datetime
 ) -> SubmitResult | None:
     """The two-statement submit (PostgreSQL, autocommit); None when the locking path must
     take over: the plan writes beyond the item (a review, an audit, a gold answer), sends
@@ -278,6 +296,7 @@ def _submit_unlocked(
     item, job = read.item, read.assignment.job
     if item.gold_label is not None:
         return None
+    label = answer_stored(label_schema=job.label_schema, value=label)
     plan = _plan(
         item=item,
         job=job,
@@ -299,4 +318,4 @@ def _submit_unlocked(
         return None
     # Committed: the follow-ups of such a plan write nothing in the label's transaction.
     _follow_ups(item=item, job=job, plan=plan, worker_id=worker.pk, now=now)
-    return SubmitResult(label=stored, created=True)
+    return _submitted(job=job, stored=stored)

@@ -24,9 +24,11 @@ from apps.assignments.models import Label
 from apps.common.bulk import bulk_compare_and_set
 from apps.common.retry import retry_on_deadlock
 from apps.common.tasks import enqueue_on_commit
+from apps.jobs.kinds import answer_value
 from apps.jobs.models import Item, Job
 from apps.jobs.policy import Policy
 from apps.quality import algorithms
+from apps.quality.kinds import JobKind, job_kind
 from apps.quality.matrices import (
     CLASS_PRIORS,
     INACTIVE,
@@ -208,6 +210,9 @@ def job_aggregate(
     """
     started = time.perf_counter()
     job = Job.objects.get(pk=job_id)
+    kind = job_kind(job.label_schema)
+    if kind is not None:
+        return _kind_aggregate(job=job, jk=kind, started=started)
     policy = job.spec.policy
     method = method or policy.aggregation
     arrays = job_label_arrays(job=job, max_label_id=max_label_id)
@@ -262,6 +267,120 @@ def job_aggregate(
     return run
 
 
+def _kind_aggregate(*, job: Job, jk: JobKind, started: float) -> AggregationRun | None:
+    """A job of another kind than single_choice: its kernel over every answer of the job,
+    gold items' included (workers' coins, biases, spreads and noise estimated across items;
+    the gold answers let the kind calibrate, e.g. a numeric interval's width; answers of
+    suspended or banned workers left out), and each settled crowd item's result, confidence
+    and details rewritten where the kernel's differ, never over a newer label
+    (compare-and-set on n_labels, state and source). The run records Krippendorff's alpha
+    with the kind's distance (mean IoU for boxes) over the non-gold items."""
+    rows = list(
+        Label.objects.filter(job=job)
+        .order_by("id")
+        .values_list("id", "item_id", "worker_id", "value", "worker__status", "item__gold_label")
+    )
+    aggregation_countdown_reset(job=job, n_labels=len(rows))
+    aggregation_dequeued(job_id=job.pk)
+    excluded = sorted({r[2] for r in rows if r[4] in INACTIVE})
+    kept = [r for r in rows if r[4] not in INACTIVE]
+    if not kept:
+        return None
+    item_ids, tasks = np.unique([r[1] for r in kept], return_inverse=True)
+    worker_ids, workers = np.unique([r[2] for r in kept], return_inverse=True)
+    answers = [answer_value(r[3]) for r in kept]
+    gold = {int(t): answer_value(r[5]) for t, r in zip(tasks, kept, strict=True) if r[5]}
+    known = set(item_ids.tolist())
+    read_counts = np.bincount(
+        np.searchsorted(item_ids, [r[1] for r in rows if r[1] in known]), minlength=len(item_ids)
+    )
+    results = jk.adapter.job_results(
+        kind=jk.kind,
+        schema=jk.schema,
+        tasks=tasks,
+        workers=workers,
+        answers=answers,
+        n_tasks=len(item_ids),
+        n_workers=len(worker_ids),
+        gold=gold,
+    )
+    crowd = np.array([r[5] is None for r in kept])
+    alpha = (
+        jk.adapter.job_agreement(
+            kind=jk.kind,
+            tasks=tasks[crowd],
+            answers=[a for a, c in zip(answers, crowd, strict=True) if c],
+        )
+        if crowd.any()
+        else float("nan")
+    )
+    run = AggregationRun.objects.create(
+        job=job,
+        method=jk.name,
+        version=algorithms.VERSION,
+        max_label_id=max(r[0] for r in rows),
+        excluded_workers=excluded,
+        n_labels=len(kept),
+        n_items=len(item_ids),
+        n_workers=len(worker_ids),
+        class_prior=[],
+        detail=f"alpha ({jk.adapter.distance})={alpha:.6f}" if math.isfinite(alpha) else "",
+    )
+    position = {item_id: t for t, item_id in enumerate(item_ids.tolist())}
+    now = timezone.now()
+    changed = []
+    for pk, state, source, n_labels, label, confidence, agreement, meta in (
+        Item.objects.filter(pk__in=item_ids.tolist(), state=Item.State.SETTLED)
+        .filter(source=Item.Source.CROWD, gold_label__isnull=True)
+        .values_list(
+            "id", "state", "source", "n_labels", "label", "confidence", "agreement", "result_meta"
+        )
+    ):
+        t = position[pk]
+        new_label, new_confidence, details = results[t]
+        if n_labels != int(read_counts[t]) or new_label is None:
+            continue
+        if new_label == label and _close(new_confidence, confidence):
+            continue
+        changed.append(
+            _ResultRow(
+                pk=pk,
+                state=state,
+                source=source,
+                n_labels=n_labels,
+                posterior=[],
+                agreement=agreement,
+                result_meta={**(meta or {}), **details, "run": run.pk, "job_method": jk.name},
+                label=new_label,
+                confidence=new_confidence,
+                updated_at=now,
+            )
+        )
+    written = bulk_compare_and_set(
+        Item,
+        changed,
+        ["label", "confidence", "result_meta", "updated_at"],
+        expect=["n_labels", "state", "source"],
+        batch_size=ITEM_RESULTS_BATCH,
+    )
+    logger.info(
+        "aggregation run %s of %s job %s: %s results rewritten",
+        run.pk,
+        jk.name,
+        job.pk,
+        len(written),
+    )
+    run.seconds = time.perf_counter() - started
+    run.save(update_fields=["seconds"])
+    return run
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= RESULT_REWRITE_TOLERANCE
+
+
 def _aggregate_arrays(
     *, job: Job, arrays: LabelArrays, method: str, policy: Policy
 ) -> algorithms.Aggregation:
@@ -311,6 +430,9 @@ def result_violations(*, job_id: int | None = None) -> list[str]:
         jobs = jobs.filter(pk=job_id)
     problems: list[str] = []
     for job in jobs:
+        if job_kind(job.label_schema) is not None:
+            # Another kind's results are checked by its kernel at each run, not by classes.
+            continue
         classes = job.classes
         empty = (
             Item.objects.filter(job=job, state=Item.State.SETTLED, gold_label__isnull=True)

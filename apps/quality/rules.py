@@ -12,8 +12,10 @@ from django.utils import timezone
 
 from apps.assignments.models import Label
 from apps.assignments.sweeps import worker_leases_release
+from apps.jobs.kinds import SINGLE_CHOICE, answer_value
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
+from apps.quality.kinds import kind_item_outcome, kind_worker_accuracies
 from apps.quality.matrices import INACTIVE
 from apps.quality.models import QualityDecision
 from apps.quality.posterior import item_answers, item_posterior_from_labels
@@ -110,16 +112,48 @@ def items_reconsider_without(*, worker_id: int, job: Job) -> list[int]:
         .filter(Q(source__isnull=True) | Q(source=Item.Source.CROWD))
     ):
         answers, statuses = item_answers(item_id=item.pk)
-        posterior, contributors = item_posterior_from_labels(
-            job=job, answers=answers, statuses=statuses
-        )
-        top = int(np.argmax(posterior))
+        if job.kind == SINGLE_CHOICE:
+            posterior, contributors = item_posterior_from_labels(
+                job=job, answers=answers, statuses=statuses
+            )
+            top = int(np.argmax(posterior))
+            label, confidence = job.classes[top], float(posterior[top])
+            confident = confidence >= target
+            rounded: list[float] | None = [round(float(p), 6) for p in posterior]
+        else:
+            # Another kind: its outcome from the answers of workers still active.
+            active = [a for a in answers if statuses.get(a[0]) == Worker.Status.ACTIVE]
+            accuracies = kind_worker_accuracies(
+                job=job, workers=[(w, t) for w, _, t in active], policy=job.spec.policy
+            )
+            outcome = (
+                kind_item_outcome(
+                    label_schema=job.label_schema,
+                    policy=job.spec.policy,
+                    answers=active,
+                    accuracies=accuracies,
+                )
+                if active
+                else None
+            )
+            label = outcome.label if outcome else None
+            confidence = outcome.confidence if outcome else None
+            confident = bool(outcome and outcome.confident)
+            rounded = outcome.posterior if outcome else None
+            contributors = [
+                {
+                    "worker": w,
+                    "label": answer_value(v),
+                    "weight": float(statuses.get(w) == Worker.Status.ACTIVE),
+                }
+                for w, v, _ in answers
+            ]
         fields: dict[str, Any] = {
-            "posterior": [round(float(p), 6) for p in posterior],
+            "posterior": rounded,
             "result_meta": {**(item.result_meta or {}), "workers": contributors},
             "updated_at": timezone.now(),
         }
-        if item.state == Item.State.SETTLED and float(posterior[top]) < target:
+        if item.state == Item.State.SETTLED and not confident:
             fields.update(
                 state=Item.State.OPEN,
                 label=None,
@@ -133,7 +167,7 @@ def items_reconsider_without(*, worker_id: int, job: Job) -> list[int]:
             fields["labels_needed"] = item.n_labels + item.n_leases + 1
             reopened.append(item.pk)
         elif item.state == Item.State.SETTLED:
-            fields.update(label=job.classes[top], confidence=float(posterior[top]))
+            fields.update(label=label, confidence=confidence)
         Item.objects.filter(pk=item.pk).update(**fields)
     if reopened:
         Job.objects.filter(pk=job.pk, status=Job.Status.COMPLETED).update(

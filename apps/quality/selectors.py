@@ -9,9 +9,11 @@ from django.db.models import Avg, Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from apps.assignments.models import Label
+from apps.jobs.kinds import answer_value
 from apps.jobs.models import Item, Job
 from apps.quality import algorithms
 from apps.quality.aggregation import job_label_arrays
+from apps.quality.kinds import JobKind, job_kind
 from apps.quality.models import AggregationRun, QualityDecision, WorkerJobQuality
 from apps.workforce.models import Worker
 
@@ -39,7 +41,12 @@ def _estimate(est: algorithms.Estimate, classes: list[str]) -> dict[str, Any]:
 
 
 def job_agreement(*, job: Job, n_boot: int = 500) -> dict[str, Any]:
-    """Fleiss' kappa and Krippendorff's alpha with bootstrap intervals, overall and per class."""
+    """Fleiss' kappa and Krippendorff's alpha with bootstrap intervals, overall and per class;
+    for another kind than single_choice, Krippendorff's alpha with the kind's distance (MASI
+    for tag sets, ordinal, interval for numbers) or the mean IoU for boxes."""
+    jk = job_kind(job.label_schema)
+    if jk is not None:
+        return _kind_agreement(job=job, jk=jk)
     classes = job.classes
     arrays = job_label_arrays(job=job, drop_inactive=False)
     k = len(classes)
@@ -69,6 +76,30 @@ def job_agreement(*, job: Job, n_boot: int = 500) -> dict[str, Any]:
         result["fleiss_kappa"] = _estimate(
             algorithms.fleiss_kappa_ci(multi, n_boot=n_boot), classes
         )
+    return result
+
+
+def _kind_agreement(*, job: Job, jk: JobKind) -> dict[str, Any]:
+    rows = list(
+        Label.objects.filter(job=job, is_gold=False).order_by("id").values_list("item_id", "value")
+    )
+    result: dict[str, Any] = {
+        "job": job.pk,
+        "kind": jk.name,
+        "distance": jk.adapter.distance,
+        "n_items": len({item for item, _ in rows}),
+        "n_labels": len(rows),
+        "krippendorff_alpha": None,
+        "fleiss_kappa": None,
+    }
+    if not rows:
+        return result
+    _, tasks = np.unique([item for item, _ in rows], return_inverse=True)
+    value = jk.adapter.job_agreement(
+        kind=jk.kind, tasks=tasks, answers=[answer_value(v) for _, v in rows]
+    )
+    key = "mean_iou" if jk.adapter.distance == "mean_iou" else "krippendorff_alpha"
+    result[key] = round(value, 6) if np.isfinite(value) else None
     return result
 
 

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import IsClientOrOps, IsJobReader, IsQC, IsQCOrOps
 from apps.assignments.apis import ErrorSerializer, IsWorker
-from apps.common.fields import ID_MAX
+from apps.common.fields import ID_MAX, AnswerField
 from apps.common.filters import StrictBooleanFilter
 from apps.jobs.payloads import payload_for_worker
 from apps.jobs.selectors import JOB_WRITER_ROLES, job_get_for_user, job_vendor_ids_for_user
@@ -115,6 +115,11 @@ class ReviewDetailOutputSerializer(serializers.Serializer):
     review = ReviewOutputSerializer()
     payload = serializers.JSONField(source="item.payload")
     classes = serializers.ListField(child=serializers.CharField())
+    label_schema = serializers.JSONField(
+        help_text="The job's answer kind and its parameters. For a kind other than "
+        "single_choice, labels, decisions and the gold label are its answers as canonical JSON "
+        "text."
+    )
     context = serializers.JSONField(source="review.context")
     labels = _LabelRowSerializer(many=True)
     posterior = _ClassProbabilitySerializer(many=True, allow_null=True)
@@ -232,7 +237,10 @@ class ReviewReleaseApi(APIView):
 
 
 class ReviewResolveInputSerializer(serializers.Serializer):
-    label = serializers.CharField(max_length=200, help_text="One of the job's classes.")
+    label = AnswerField(
+        help_text="One of the job's classes, or the answer of the job's kind (a tag list, a "
+        "level, a number, a list of boxes), checked as a submit is."
+    )
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
     make_gold = serializers.BooleanField(
         required=False, default=False, help_text="Make the item a gold item."

@@ -139,16 +139,16 @@ class ReviewDecision(models.Model):
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_decisions"
     )
-    label = models.CharField(max_length=200, help_text="The final label QC chose.")
+    # Text: an answer of another kind than single_choice is canonical JSON (apps.jobs.kinds).
+    label = models.TextField(help_text="The final label QC chose.")
     # NULL, not "": the item had no result (a tie), which the override rate must tell apart.
-    previous_label = models.CharField(  # noqa: DJ001
-        max_length=200, null=True, blank=True, help_text="The item's label just before."
+    previous_label = models.TextField(  # noqa: DJ001
+        null=True, blank=True, help_text="The item's label just before."
     )
     previous_source = models.CharField(  # noqa: DJ001
         max_length=16, null=True, blank=True, help_text="The item's source just before."
     )
-    original_label = models.CharField(  # noqa: DJ001
-        max_length=200,
+    original_label = models.TextField(  # noqa: DJ001
         null=True,
         blank=True,
         help_text="The label before any QC decision (crowd, model or expert); for override rates.",
@@ -202,8 +202,8 @@ class ReviewOutcome(models.Model):
     worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="review_outcomes")
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="review_outcomes")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="review_outcomes")
-    value = models.CharField(max_length=200, help_text="The worker's label.")
-    final_label = models.CharField(max_length=200, help_text="The label QC decided.")
+    value = models.TextField(help_text="The worker's label.")
+    final_label = models.TextField(help_text="The label QC decided.")
     correct = models.BooleanField(help_text="The worker's label equals QC's decision.")
     note = models.TextField(blank=True, default="", help_text="QC's note, shown to the worker.")
     is_current = models.BooleanField(

@@ -133,6 +133,7 @@ def review_detail(
         "job": job,
         "item": item,
         "classes": classes,
+        "label_schema": job.label_schema,
         "labels": [
             {
                 "id": label.pk,

@@ -21,8 +21,10 @@ from apps.assignments.models import Assignment, Label
 from apps.assignments.records import job_complete_if_done
 from apps.common.bulk import bulk_update_rows
 from apps.common.errors import ApplicationError, ErrorCode
+from apps.jobs.kinds import answer_shown, answer_stored
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import job_list_for_vendors
+from apps.quality.kinds import job_kind, kind_gold_correct
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome, Tag
 from apps.webhooks import events as webhooks
 from apps.workforce.models import Worker
@@ -574,7 +576,7 @@ def review_resolve(
     *,
     user: AbstractBaseUser,
     review_id: int,
-    label: str,
+    label: Any,
     note: str = "",
     make_gold: bool = False,
     tags: Iterable[str] = (),
@@ -599,7 +601,9 @@ def review_resolve(
     with transaction.atomic():
         review = _locked_review(review_id, user)
         job = review.job
-        if label not in job.classes:
+        label = answer_stored(label_schema=job.label_schema, value=label)
+        kind = job_kind(job.label_schema)
+        if kind is None and label not in job.classes:
             raise ApplicationError(
                 f"{label!r} is not one of the job's classes.",
                 details={"label": [f"Choose one of: {', '.join(job.classes)}."]},
@@ -645,7 +649,9 @@ def review_resolve(
             "label": label,
             "source": Item.Source.QC,
             "confidence": 1.0,
-            "posterior": [1.0 if c == label else 0.0 for c in job.classes],
+            "posterior": [1.0 if c == label else 0.0 for c in job.classes]
+            if kind is None
+            else None,
             "settled_at": now,
             "updated_at": now,
             "result_meta": {
@@ -660,12 +666,21 @@ def review_resolve(
         if was_gold or make_gold:
             updates["gold_label"] = label
         Item.objects.filter(pk=item.pk).update(**updates)
+        labels = list(Label.objects.filter(item_id=item.pk).only("id", "worker_id", "value"))
+        # Another kind's answer is judged by the kind's gold score (a near box, one level
+        # off), not by equality.
+        correct = {
+            row.pk: row.value == label
+            if kind is None
+            else kind_gold_correct(label_schema=job.label_schema, answer=row.value, gold=label)
+            for row in labels
+        }
         if was_gold and item.gold_label != label:
             # The gold answer was wrong: past answers are re-scored so that gold accuracy
             # (read from Label.is_correct) stops counting correct workers as wrong.
-            Label.objects.filter(item_id=item.pk, value=label).update(is_correct=True)
-            Label.objects.filter(item_id=item.pk).exclude(value=label).update(is_correct=False)
-        labels = list(Label.objects.filter(item_id=item.pk).only("id", "worker_id", "value"))
+            right = [pk for pk, ok in correct.items() if ok]
+            Label.objects.filter(item_id=item.pk, pk__in=right).update(is_correct=True)
+            Label.objects.filter(item_id=item.pk).exclude(pk__in=right).update(is_correct=False)
         ReviewOutcome.objects.bulk_create(
             [
                 ReviewOutcome(
@@ -676,7 +691,7 @@ def review_resolve(
                     item_id=item.pk,
                     value=row.value,
                     final_label=label,
-                    correct=row.value == label,
+                    correct=correct[row.pk],
                     note=note,
                 )
                 for row in labels
@@ -693,7 +708,8 @@ def review_resolve(
         Review.objects.filter(item_id=item.pk, status=Review.Status.OPEN).exclude(
             pk=review.pk
         ).update(status=Review.Status.CLOSED, **finished)
-        webhooks.review_resolved_emit(review=review, item=item, label=label)
+        shown = answer_shown(label_schema=job.label_schema, value=label)
+        webhooks.review_resolved_emit(review=review, item=item, label=shown)
 
         job_id = job.pk
         transaction.on_commit(lambda: job_complete_if_done(job_id=job_id))

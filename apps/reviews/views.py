@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import orjson
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -25,6 +26,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.models import Role
 from apps.accounts.selectors import user_roles, user_vendor_org_ids
 from apps.common.errors import ApplicationError
+from apps.jobs.kinds import answer_from_form, answer_value, answer_widget
 from apps.jobs.payloads import payload_display
 from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews import selectors, services
@@ -142,13 +144,25 @@ def _render_review(
     vendor_ids = selectors.viewer_vendor_ids(user=request.user)
     detail = selectors.review_detail(review=review, viewer_vendor_ids=vendor_ids)
     holder = selectors.review_claim_holder(review=review)
+    shown = payload_display(detail["item"].payload)
+    label_schema = detail["job"].label_schema
+    widget = answer_widget(label_schema=label_schema, images=shown["images"])
+    if widget:
+        shown = {**shown, "images": widget.pop("answer_shown_images")}
+        # QC starts from the current result (a kept draft first) and corrects it.
+        start = (draft or {}).get("label") or detail["item"].label
+        try:
+            widget["answer_initial"] = answer_value(start) if start else None
+        except orjson.JSONDecodeError:
+            widget["answer_initial"] = None
     return render(
         request,
         "reviews/review.html",
         {
             **detail,
             "keyed_classes": [(i + 1, c) for i, c in enumerate(detail["classes"])],
-            "p": payload_display(detail["item"].payload),
+            "p": shown,
+            **widget,
             "holder": holder,
             "mine": holder == request.user.get_username(),
             "tags": Tag.choices,
@@ -178,7 +192,7 @@ def _decide(request: HttpRequest, review: Review) -> HttpResponse:
         services.review_resolve(
             user=request.user,
             review_id=review.pk,
-            label=draft["label"],
+            label=answer_from_form(label_schema=review.job.label_schema, text=draft["label"]),
             note=draft["note"],
             make_gold=draft["make_gold"],
             tags=draft["tags"],

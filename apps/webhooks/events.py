@@ -92,8 +92,9 @@ def job_completed_emit(*, job_id: int) -> None:
     job_event_emit(job=job, event=Event.JOB_COMPLETED)
 
 
-def review_resolved_emit(*, review: Any, item: Item, label: str) -> None:
-    """review.resolved: QC's final label for one item of the client's job."""
+def review_resolved_emit(*, review: Any, item: Item, label: Any) -> None:
+    """review.resolved: QC's final label for one item of the client's job (a class name, or
+    the JSON answer of the job's kind)."""
     job = review.job
     webhook_emit(
         organization_id=job.organization_id,

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
 from apps.accounts.models import Organization
@@ -40,6 +41,14 @@ USER_AGENT = "Concord-Webhooks/1"
 # Items settled less than this long ago wait for the next sweep: a settling transaction
 # that took settled_at just before the sweep may commit just after it.
 FINALIZED_LAG = timedelta(seconds=5)
+
+
+def _label_value(label: str | None, kind: str | None) -> Any:
+    """A result as delivered: a class name as it is; another kind's result (stored as
+    canonical JSON text, apps.jobs.kinds) as its JSON value."""
+    if label is None or kind in (None, "", "single_choice"):
+        return label
+    return json.loads(label)
 
 
 def payload_body(payload: dict[str, Any]) -> bytes:
@@ -350,6 +359,7 @@ def items_finalized_emit(
                         "confidence",
                         "source",
                         "settled_at",
+                        kind=KeyTextTransform("kind", "job__label_schema"),
                     )[:batch]
                 )
                 if not rows:
@@ -359,7 +369,7 @@ def items_finalized_emit(
                     {
                         "job": row["job_id"],
                         "external_id": row["external_id"],
-                        "label": row["label"],
+                        "label": _label_value(row["label"], row["kind"]),
                         "confidence": row["confidence"],
                         "source": row["source"],
                         "settled_at": row["settled_at"].isoformat(),

@@ -54,6 +54,7 @@ def test_next_returns_the_task(make_actor, job):
         "item": item.pk,
         "payload": {"text": "item 0"},
         "classes": ["cat", "dog", "bird"],
+        "label_schema": {"kind": "single_choice", "classes": ["cat", "dog", "bird"]},
         "instructions": "Pick the animal.",
         "prelabel": None,
         "expires_at": body["expires_at"],

@@ -44,6 +44,7 @@ def test_next_returns_the_task_and_counts_the_lease():
         instructions="Pick the animal.",
         prelabel=None,
         expires_at=now + timedelta(seconds=600),
+        label_schema={"kind": "single_choice", "classes": ["cat", "dog", "bird"]},
     )
     item.refresh_from_db()
     assert (item.n_leases, item.n_labels) == (1, 0)

@@ -28,6 +28,7 @@ from apps.assignments.records import assignment_release, assignment_skip
 from apps.assignments.sweeps import lease_sweep
 from apps.common.caches import clear_all_local
 from apps.common.errors import ApplicationError
+from apps.jobs.kinds import answer_text
 from apps.jobs.models import Item
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
@@ -195,13 +196,20 @@ _steps = st.lists(
 )
 
 
-def _world(tag: str, aggregation: str):
+def _world(tag: str, aggregation: str, kind: str = "single_choice"):
     """A job of 4 items and 3 gold items (gold rate 0.3, every settled item audited: the
     audit draw hashes the job id, which differs between the twins), 4 crowd workers and an expert in
     one pool, and a QC reviewer of the same vendor (items[-1] of the workers list is the
-    expert; the reviewer is returned apart)."""
+    expert; the reviewer is returned apart). `kind` "ordinal" makes the classes the levels
+    of an ordered scale (answers and gold stored as canonical JSON, apps.jobs.kinds)."""
+    schema = (
+        {"kind": "single_choice", "classes": CLASSES}
+        if kind == "single_choice"
+        else {"kind": "ordinal", "levels": CLASSES}
+    )
     job = JobFactory(
         name=f"parity {tag}",
+        label_schema=schema,
         policy={
             "min_labels": 2,
             "max_labels": 3,
@@ -212,7 +220,8 @@ def _world(tag: str, aggregation: str):
             "audit_rate": 1.0,
         },
     )
-    make_items(job, 4, gold=["cat", "dog", "bird"])
+    gold = ["cat", "dog", "bird"]
+    make_items(job, 4, gold=gold if kind == "single_choice" else [answer_text(g) for g in gold])
     workers = [make_worker() for _ in range(4)] + [make_worker(tier=Worker.Tier.EXPERT)]
     make_pool(jobs=[job], workers=workers)
     reviewer = membership_ensure(
@@ -326,17 +335,19 @@ def _state(job, workers) -> dict:
     steps=_steps,
     seed=st.integers(0, 2**16),
     aggregation=st.sampled_from(["mv", "default"]),
+    kind=st.sampled_from(["single_choice", "single_choice", "ordinal"]),
 )
-def test_random_sequences_leave_the_same_rows_on_both_paths(steps, seed, aggregation):
+def test_random_sequences_leave_the_same_rows_on_both_paths(steps, seed, aggregation, kind):
     """Autocommit, as in production: the fast path's two-statement submit and single
     statement lease, against the ORM path with CONCORD_FASTPATH off; majority vote and the
-    posterior decision, escalations to the expert, QC reviews and audits included."""
+    posterior decision, escalations to the expert, QC reviews and audits included, and a
+    job of another kind (an ordinal scale) deciding by its kind."""
     results = {}
     for path, on in (("fast", True), ("orm", False)):
         clear_all_local()
         local_caches_clear()
         with override_settings(CONCORD_FASTPATH=on):
-            job, workers, reviewer = _world(f"{path} {seed}", aggregation)
+            job, workers, reviewer = _world(f"{path} {seed}", aggregation, kind)
             outcomes = _play(job, workers, reviewer, steps, seed)
             results[path] = (outcomes, _state(job, workers))
     assert results["fast"][0] == results["orm"][0]

@@ -302,3 +302,24 @@ def test_endpoint_defaults_and_unknown_events():
     with pytest.raises(ApplicationError):
         _endpoint(org, events=["job.exploded"])
     assert WebhookEndpoint.objects.count() == 1
+
+
+def test_item_finalized_delivers_another_kinds_result_as_json():
+    job = JobFactory(
+        status="running", label_schema={"kind": "multi_choice", "tags": ["indoor", "people"]}
+    )
+    make_items(job, 1)
+    endpoint = _endpoint(job.organization, events=["item.finalized"])
+    now = timezone.now() + timedelta(seconds=60)
+    Item.objects.filter(job=job).update(
+        state="settled",
+        label='["indoor","people"]',
+        confidence=0.97,
+        source="crowd",
+        settled_at=now - timedelta(seconds=30),
+    )
+
+    assert items_finalized_emit(now=now) == 1
+
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert delivery.payload["data"]["items"][0]["label"] == ["indoor", "people"]
