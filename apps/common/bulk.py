@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 
@@ -163,55 +164,49 @@ def bulk_compare_and_set(
     return written
 
 
-_COPY_SPECIAL = ("\\", "\t", "\n", "\r")
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
 
 
 def _escaped(text: str) -> str:
     """`text` escaped for COPY's text format (most values have nothing to escape)."""
-    if any(c in text for c in _COPY_SPECIAL):
-        return text.translate(_COPY_ESCAPES)
-    return text
+    return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
 
 
 def _copy_column(field: models.Field, values: list) -> list[str]:
-    """`values` of `field` as fields of COPY's text format: the values Django would save
-    (JSON through orjson unless the field has its own encoder; numbers and text as they are;
-    anything else through the field's `get_db_prep_save`). A run of the same object (one
-    timestamp for every row) is encoded once."""
+    """`values` of `field` as fields of COPY's text format: the values Django would save.
+    JSON goes through orjson (unless the field has its own encoder), floats, integers,
+    booleans and text as Django's own fields convert them, anything else (timestamps)
+    through the field's `get_db_prep_save`, a run of the same object (one timestamp for
+    every row) encoded once."""
+    if isinstance(field, models.JSONField) and field.encoder is None:
+        option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+        return [
+            _NULL if v is None else _escaped(orjson.dumps(v, option=option).decode())
+            for v in values
+        ]
+    if isinstance(field, models.FloatField):
+        return [_NULL if v is None else repr(float(v)) for v in values]
+    if isinstance(field, models.BooleanField):
+        return [_NULL if v is None else ("t" if v else "f") for v in values]
+    if isinstance(field, models.IntegerField | models.AutoField):
+        return [_NULL if v is None else str(int(v)) for v in values]
+    if isinstance(field, models.CharField | models.TextField):
+        return [_NULL if v is None else _escaped(str(v)) for v in values]
     out: list[str] = []
     last: object = object()
-    text = ""
-    json_field = isinstance(field, models.JSONField)
+    text = _NULL
     for value in values:
-        if value is last:
-            out.append(text)
-            continue
-        last = value
-        if value is None:
-            text = "\\N"
-        elif json_field:
-            if field.encoder is None:
-                raw = orjson.dumps(
-                    value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-                ).decode()
-            else:
-                raw = json.dumps(value, cls=field.encoder)
-            text = _escaped(raw)
-        elif isinstance(value, bool):
-            text = "t" if value else "f"
-        elif isinstance(value, float):
-            text = repr(float(value))
-        elif isinstance(value, int):
-            text = str(int(value))
-        elif isinstance(value, str):
-            text = _escaped(value)
-        else:
+        if value is not last:
+            last = value
             prepared = field.get_db_prep_save(value, connection)
             if prepared is None:
-                text = "\\N"
+                text = _NULL
             elif isinstance(prepared, datetime | date):
                 text = prepared.isoformat()
+            elif isinstance(field, models.JSONField):  # a field with its own encoder
+                text = _escaped(json.dumps(value, cls=field.encoder))
             else:
                 text = _escaped(str(prepared))
         out.append(text)
