@@ -641,6 +641,18 @@ def _write_item_results(
     answer_workers = arrays.worker_ids[arrays.workers[order]].tolist()
     answer_labels = [classes[c] for c in arrays.labels[order].tolist()]
     answer_weights = np.round(weights[arrays.workers[order]], 4).tolist()
+    # Per answer, its entry of result_meta["workers"]: one dict per (worker, class) pair,
+    # shared by every item that answer pair appears on (they are only serialized).
+    pairs, first, which = np.unique(
+        arrays.workers[order] * len(classes) + arrays.labels[order],
+        return_index=True,
+        return_inverse=True,
+    )
+    entries = [
+        {"worker": answer_workers[i], "label": answer_labels[i], "weight": answer_weights[i]}
+        for i in first.tolist()
+    ]
+    answer_entries = [entries[i] for i in which.tolist()]
     bounds_list = bounds.tolist()
     tops = np.argmax(result.posteriors, axis=1).tolist()
     rounded_array = np.round(result.posteriors, 6)
@@ -701,15 +713,7 @@ def _write_item_results(
                 "method": result.method,
                 "version": result.version,
                 "run": run.pk,
-                "workers": [
-                    {"worker": w, "label": v, "weight": x}
-                    for w, v, x in zip(
-                        answer_workers[lo:hi],
-                        answer_labels[lo:hi],
-                        answer_weights[lo:hi],
-                        strict=True,
-                    )
-                ],
+                "workers": answer_entries[lo:hi],
             }
             changed.append(
                 _ResultRow(
