@@ -585,12 +585,13 @@ def _posteriors_near(rows: list[tuple], position: dict, rounded: np.ndarray) -> 
         for i, (p, r) in enumerate(zip(stored, rows, strict=True))
         if isinstance(p, list) and len(p) == k and r[0] in position
     ]
+    try:
+        old = np.array([stored[i] for i in fits], dtype=np.float64).reshape(len(fits), k)
+    except (TypeError, ValueError):  # a stored entry that is no number: not near
+        fits = [i for i in fits if all(type(x) in (float, int) for x in stored[i])]
+        old = np.array([stored[i] for i in fits], dtype=np.float64).reshape(len(fits), k)
     if not fits:
         return near
-    try:
-        old = np.array([stored[i] for i in fits], dtype=np.float64)
-    except (TypeError, ValueError):
-        return near  # a stored entry that is no number: compared row by row
     new = rounded[[position[rows[i][0]] for i in fits]]
     near[fits] = (np.abs(old - new) <= RESULT_REWRITE_TOLERANCE).all(axis=1)
     return near

@@ -289,3 +289,17 @@ def test_label_arrays_by_copy_equal_the_orm_path():
             assert a.excluded_workers == b.excluded_workers
             for name in ("tasks", "workers", "labels", "item_ids", "worker_ids", "read_counts"):
                 assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_stored_posteriors_are_near_only_when_every_probability_is():
+    # Given stored posteriors: the run's, one a little off, one far off, one of another
+    # length, one that is no list of numbers, one missing, and an item this run did not read
+    rounded = np.array([[0.2, 0.8]] * 6)
+    position = {pk: pk for pk in range(6)}
+    stored = ["[0.2, 0.8]", "[0.2005, 0.7995]", "[0.3, 0.7]", "[1.0]", '["a", 0.8]', None]
+    rows = [(pk, None, None, 0, None, text, "{}") for pk, text in enumerate(stored)]
+    rows.append((99, None, None, 0, None, "[0.2, 0.8]", "{}"))
+    # When they are compared at once
+    near = services._posteriors_near(rows, position, rounded)
+    # Then only the first two are within the rewrite tolerance
+    assert near.tolist() == [True, True, False, False, False, False, False]
