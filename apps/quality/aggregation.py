@@ -659,6 +659,8 @@ def _write_item_results(
     rounded_array = np.round(result.posteriors, 6)
     rounded = rounded_array.tolist()
     read_counts = arrays.read_counts.tolist()
+    agreements = [None if np.isnan(a) else a for a in agreement.tolist()]
+    confidences = result.posteriors[np.arange(len(tops)), tops].tolist()
 
     def changed_items(item_ids: list[int] | None) -> tuple[list[_ResultRow], int]:
         """The items (of `item_ids`, or of the job's items this run read labels of when
@@ -723,10 +725,10 @@ def _write_item_results(
                     source=source,
                     n_labels=n_labels,
                     posterior=posterior,
-                    agreement=None if np.isnan(agreement[t]) else float(agreement[t]),
+                    agreement=agreements[t],
                     result_meta=meta,
                     label=classes[top] if settled else label,
-                    confidence=float(result.posteriors[t][top]) if settled else None,
+                    confidence=confidences[t] if settled else None,
                     updated_at=now,
                 )
             )
