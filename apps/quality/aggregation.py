@@ -5,6 +5,7 @@ against a fresh run (result_violations)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import threading
@@ -15,13 +16,13 @@ from typing import Any
 import numpy as np
 import orjson
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from apps.assignments.models import Label
-from apps.common.bulk import bulk_compare_and_set
+from apps.common.bulk import bulk_compare_and_set, copy_compare_and_set
 from apps.common.retry import retry_on_deadlock
 from apps.common.tasks import enqueue_on_commit
 from apps.jobs.kinds import answer_value
@@ -159,7 +160,34 @@ class LabelArrays:
 def job_label_arrays(
     *, job: Job, max_label_id: int | None = None, drop_inactive: bool = True
 ) -> LabelArrays:
-    """Every label of the job as (task, worker, class) integer arrays (one query)."""
+    """Every label of the job as (task, worker, class) integer arrays (one query).
+
+    On PostgreSQL the rows come by a binary COPY (`_label_rows_copy`: fixed-width rows read
+    with one `np.frombuffer`, 1M labels in a fraction of the ORM's time), elsewhere through
+    the ORM (`_label_rows_orm`); both give the same columns and `_label_arrays` builds the
+    result from them (tests/quality/test_aggregation.py compares the two)."""
+    rows = (
+        _label_rows_copy(job=job, max_label_id=max_label_id)
+        if connection.vendor == "postgresql"
+        else _label_rows_orm(job=job, max_label_id=max_label_id)
+    )
+    return _label_arrays(rows, drop_inactive=drop_inactive)
+
+
+@dataclass(frozen=True)
+class _LabelRows:
+    """A job's label rows in id order: id, item id, worker id, class code (-1: a value that
+    is not one of the job's classes) and whether the worker is inactive."""
+
+    ids: np.ndarray
+    items: np.ndarray
+    workers: np.ndarray
+    codes: np.ndarray
+    inactive: np.ndarray
+
+
+def _label_rows_orm(*, job: Job, max_label_id: int | None) -> _LabelRows:
+    """The label rows through the ORM (`values_list`)."""
     index = {name: i for i, name in enumerate(job.classes)}
     qs = Label.objects.filter(job=job)
     if max_label_id is not None:
@@ -167,30 +195,102 @@ def job_label_arrays(
     rows = list(
         qs.order_by("id").values_list("id", "item_id", "worker_id", "value", "worker__status")
     )
-    excluded = sorted({w for _, _, w, _, s in rows if s in INACTIVE}) if drop_inactive else []
-    kept = [r for r in rows if not (drop_inactive and r[4] in INACTIVE) and r[3] in index]
-    if not kept:
+    n = len(rows)
+    return _LabelRows(
+        ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
+        items=np.fromiter((r[1] for r in rows), dtype=np.int64, count=n),
+        workers=np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
+        codes=np.fromiter((index.get(r[3], -1) for r in rows), dtype=np.int64, count=n),
+        inactive=np.fromiter((r[4] in INACTIVE for r in rows), dtype=bool, count=n),
+    )
+
+
+# One row of `_label_rows_copy`'s binary COPY: a field count, then (length, value) per field.
+_LABEL_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("n0", ">i4"),
+        ("id", ">i8"),
+        ("n1", ">i4"),
+        ("item", ">i8"),
+        ("n2", ">i4"),
+        ("worker", ">i8"),
+        ("n3", ">i4"),
+        ("code", ">i4"),
+        ("n4", ">i4"),
+        ("inactive", "u1"),
+    ]
+)
+_LABEL_ROW_LENGTHS = {"fields": 5, "n0": 8, "n1": 8, "n2": 8, "n3": 4, "n4": 1}
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00"
+
+
+def _label_rows_copy(*, job: Job, max_label_id: int | None) -> _LabelRows:
+    """The label rows by `COPY ... TO STDOUT (FORMAT binary)` (PostgreSQL): every column is
+    fixed-width and NOT NULL, so the rows are one structured array, sorted by id here."""
+    label = Label._meta.db_table
+    worker = Label._meta.get_field("worker").related_model._meta.db_table
+    sql = (
+        f"SELECT l.id::int8, l.item_id::int8, l.worker_id::int8, "
+        f"(coalesce(array_position(%s::text[], l.value::text), 0) - 1)::int4, "
+        f"coalesce(w.status = ANY(%s::text[]), false) "
+        f'FROM "{label}" l JOIN "{worker}" w ON w.id = l.worker_id WHERE l.job_id = %s'
+        + (" AND l.id <= %s" if max_label_id is not None else "")
+    )  # unordered: sorting 1M rows by id here is a third of PostgreSQL's time, np.argsort less
+    params: list[Any] = [list(job.classes), [str(s) for s in INACTIVE], job.pk]
+    if max_label_id is not None:
+        params.append(max_label_id)
+    buf = io.BytesIO()
+    with connection.cursor() as cursor:
+        query = cursor.mogrify(sql, params).decode()
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT (FORMAT binary)", buf)
+    data = buf.getbuffer()
+    if bytes(data[: len(_COPY_HEADER)]) != _COPY_HEADER:
+        raise RuntimeError("unexpected COPY header")
+    start = len(_COPY_HEADER) + 4
+    start += 4 + int.from_bytes(data[start : start + 4], "big")  # header extension
+    body = len(data) - start - 2  # the trailer: a field count of -1
+    rows = np.frombuffer(data, dtype=_LABEL_ROW, count=body // _LABEL_ROW.itemsize, offset=start)
+    if body % _LABEL_ROW.itemsize or any(
+        (rows[name] != length).any() for name, length in _LABEL_ROW_LENGTHS.items()
+    ):
+        raise RuntimeError("unexpected COPY row layout")
+    rows = rows[np.argsort(rows["id"], kind="stable")]
+    return _LabelRows(
+        ids=rows["id"].astype(np.int64),
+        items=rows["item"].astype(np.int64),
+        workers=rows["worker"].astype(np.int64),
+        codes=rows["code"].astype(np.int64),
+        inactive=rows["inactive"].astype(bool),
+    )
+
+
+def _label_arrays(rows: _LabelRows, *, drop_inactive: bool) -> LabelArrays:
+    """LabelArrays from the label rows: the rows of inactive workers (when `drop_inactive`)
+    and values that are no class are left out; `read_counts` counts every row read."""
+    excluded = (
+        sorted(int(w) for w in np.unique(rows.workers[rows.inactive])) if drop_inactive else []
+    )
+    keep = rows.codes >= 0
+    if drop_inactive:
+        keep &= ~rows.inactive
+    max_id = int(rows.ids.max()) if rows.ids.size else 0
+    if not keep.any():
         empty = np.zeros(0, dtype=np.int64)
-        return LabelArrays(
-            empty, empty, empty, empty, empty, max((r[0] for r in rows), default=0), excluded
-        )
-    ids = np.fromiter((r[0] for r in kept), dtype=np.int64, count=len(kept))
-    items = np.fromiter((r[1] for r in kept), dtype=np.int64, count=len(kept))
-    workers = np.fromiter((r[2] for r in kept), dtype=np.int64, count=len(kept))
-    values = np.fromiter((index[r[3]] for r in kept), dtype=np.int64, count=len(kept))
-    item_ids, tasks = np.unique(items, return_inverse=True)
-    worker_ids, worker_idx = np.unique(workers, return_inverse=True)
-    every = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return LabelArrays(empty, empty, empty, empty, empty, max_id, excluded)
+    item_ids, tasks = np.unique(rows.items[keep], return_inverse=True)
+    worker_ids, worker_idx = np.unique(rows.workers[keep], return_inverse=True)
+    every = rows.items
     read_counts = np.bincount(
         np.searchsorted(item_ids, every)[np.isin(every, item_ids)], minlength=len(item_ids)
     )
     return LabelArrays(
         tasks,
         worker_idx,
-        values,
+        rows.codes[keep],
         item_ids,
         worker_ids,
-        int(max(ids.max(), max((r[0] for r in rows), default=0))),
+        max_id,
         excluded,
         read_counts,
     )
@@ -557,6 +657,10 @@ def _write_worker_qualities(
 
 
 ITEM_RESULTS_BATCH = 1000  # rows per UPDATE (and per commit, outside a transaction)
+# Beyond this many results to write, they go by COPY (`copy_compare_and_set`, 20,000 rows per
+# commit): per row it is about a third of the statements' cost, which at a few hundred
+# thousand moved results was most of a re-aggregation (bench/reaggregate.py).
+COPY_RESULTS_ABOVE = 5000
 # A run leaves an item's stored result alone when it would change no label, no answer list
 # and no class probability by more than this: a re-aggregation moves every posterior a
 # little, and rewriting every labeled item each time was most of a busy job's write load.
@@ -577,16 +681,42 @@ def _result_unchanged(
     """Whether an item already holds this run's result up to RESULT_REWRITE_TOLERANCE: same
     method and version, the same answers, the same label (if settled), every probability
     within it."""
+    # The cheap tests first: most moved results differ in their posterior.
     if (old_meta.get("method"), old_meta.get("version")) != (method, version):
-        return False
-    if [(w.get("worker"), w.get("label")) for w in old_meta.get("workers", ())] != answers:
         return False
     if settled_label is not None and settled_label != label:
         return False
-    return len(old_posterior) == len(posterior) and all(
-        abs(a - b) <= RESULT_REWRITE_TOLERANCE
-        for a, b in zip(old_posterior, posterior, strict=True)
-    )
+    if len(old_posterior) != len(posterior) or any(
+        abs(a - b) > RESULT_REWRITE_TOLERANCE for a, b in zip(old_posterior, posterior, strict=True)
+    ):
+        return False
+    return [(w.get("worker"), w.get("label")) for w in old_meta.get("workers", ())] == answers
+
+
+def _posteriors_near(rows: list[tuple], position: dict, rounded: np.ndarray) -> np.ndarray:
+    """Per item row (`rows[i][5]` its stored posterior as JSON text): whether the stored
+    posterior has the run's length and every probability within RESULT_REWRITE_TOLERANCE of
+    `rounded[position[id]]`, as `_result_unchanged` requires; all rows at once."""
+    n, k = len(rows), rounded.shape[1]
+    near = np.zeros(n, dtype=bool)
+    if not n:
+        return near
+    stored = orjson.loads("[" + ",".join(r[5] or "null" for r in rows) + "]")
+    fits = [
+        i
+        for i, (p, r) in enumerate(zip(stored, rows, strict=True))
+        if isinstance(p, list) and len(p) == k and r[0] in position
+    ]
+    try:
+        old = np.array([stored[i] for i in fits], dtype=np.float64).reshape(len(fits), k)
+    except (TypeError, ValueError):  # a stored entry that is no number: not near
+        fits = [i for i in fits if all(type(x) in (float, int) for x in stored[i])]
+        old = np.array([stored[i] for i in fits], dtype=np.float64).reshape(len(fits), k)
+    if not fits:
+        return near
+    new = rounded[[position[rows[i][0]] for i in fits]]
+    near[fits] = (np.abs(old - new) <= RESULT_REWRITE_TOLERANCE).all(axis=1)
+    return near
 
 
 @dataclass
@@ -634,17 +764,35 @@ def _write_item_results(
     answer_workers = arrays.worker_ids[arrays.workers[order]].tolist()
     answer_labels = [classes[c] for c in arrays.labels[order].tolist()]
     answer_weights = np.round(weights[arrays.workers[order]], 4).tolist()
+    # Per answer, its entry of result_meta["workers"]: one dict per (worker, class) pair,
+    # shared by every item that answer pair appears on (they are only serialized).
+    pairs, first, which = np.unique(
+        arrays.workers[order] * len(classes) + arrays.labels[order],
+        return_index=True,
+        return_inverse=True,
+    )
+    entries = [
+        {"worker": answer_workers[i], "label": answer_labels[i], "weight": answer_weights[i]}
+        for i in first.tolist()
+    ]
+    answer_entries = [entries[i] for i in which.tolist()]
     bounds_list = bounds.tolist()
     tops = np.argmax(result.posteriors, axis=1).tolist()
-    rounded = np.round(result.posteriors, 6).tolist()
+    rounded_array = np.round(result.posteriors, 6)
+    rounded = rounded_array.tolist()
+    read_counts = arrays.read_counts.tolist()
+    agreements = [None if np.isnan(a) else a for a in agreement.tolist()]
+    confidences = result.posteriors[np.arange(len(tops)), tops].tolist()
 
-    def changed_items(item_ids: list[int]) -> tuple[list[_ResultRow], int]:
-        """The items whose stored result differs from the run's, and how many moved on.
+    def changed_items(item_ids: list[int] | None) -> tuple[list[_ResultRow], int]:
+        """The items (of `item_ids`, or of the job's items this run read labels of when
+        None) whose stored result differs from the run's, and how many moved on.
 
         Plain rows (values, JSON decoded with orjson), not model instances: a big job has a
         few hundred thousand of them."""
+        where = Q(job=job) if item_ids is None else Q(pk__in=item_ids)
         rows = (
-            Item.objects.filter(pk__in=item_ids)
+            Item.objects.filter(where)
             .filter(Q(source__isnull=True) | Q(source=Item.Source.CROWD))
             .exclude(state=Item.State.REVIEW)
             .order_by("id")
@@ -660,22 +808,24 @@ def _write_item_results(
         )
         now = timezone.now()
         changed, moved = [], 0
-        for pk, state, source, n_labels, label, posterior_text, meta_text in rows.iterator(
-            chunk_size=10_000
-        ):
-            t = position[pk]
-            if n_labels != int(arrays.read_counts[t]):
+        rows = list(rows)
+        near = _posteriors_near(rows, position, rounded_array)
+        for i, (pk, state, source, n_labels, label, posterior_text, meta_text) in enumerate(rows):
+            t = position.get(pk)
+            if t is None:
+                continue  # no label read by this run
+            if n_labels != read_counts[t]:
                 moved += 1  # labeled since the run read its labels: its own result is newer
                 continue
             lo, hi = bounds_list[t], bounds_list[t + 1]
             posterior = rounded[t]
             top = tops[t]
-            old_meta = (orjson.loads(meta_text) if meta_text else None) or {}
-            old_posterior = (orjson.loads(posterior_text) if posterior_text else None) or []
             settled = state == Item.State.SETTLED
-            if _result_unchanged(
-                old_meta=old_meta,
-                old_posterior=old_posterior,
+            # `near` is necessary for an unchanged result: most moved ones stop there,
+            # without decoding their stored result_meta.
+            if near[i] and _result_unchanged(
+                old_meta=(orjson.loads(meta_text) if meta_text else None) or {},
+                old_posterior=(orjson.loads(posterior_text) if posterior_text else None) or [],
                 settled_label=label if settled else None,
                 method=result.method,
                 version=result.version,
@@ -688,15 +838,7 @@ def _write_item_results(
                 "method": result.method,
                 "version": result.version,
                 "run": run.pk,
-                "workers": [
-                    {"worker": w, "label": v, "weight": x}
-                    for w, v, x in zip(
-                        answer_workers[lo:hi],
-                        answer_labels[lo:hi],
-                        answer_weights[lo:hi],
-                        strict=True,
-                    )
-                ],
+                "workers": answer_entries[lo:hi],
             }
             changed.append(
                 _ResultRow(
@@ -705,10 +847,10 @@ def _write_item_results(
                     source=source,
                     n_labels=n_labels,
                     posterior=posterior,
-                    agreement=None if np.isnan(agreement[t]) else float(agreement[t]),
+                    agreement=agreements[t],
                     result_meta=meta,
                     label=classes[top] if settled else label,
-                    confidence=float(result.posteriors[t][top]) if settled else None,
+                    confidence=confidences[t] if settled else None,
                     updated_at=now,
                 )
             )
@@ -721,14 +863,17 @@ def _write_item_results(
         settled = [item for item in items if item.state == Item.State.SETTLED]
         others = [item for item in items if item.state != Item.State.SETTLED]
         for group, fields in ((settled, [*evidence, "label", "confidence"]), (others, evidence)):
-            written.update(
-                bulk_compare_and_set(
-                    Item, group, fields, expect=expect, batch_size=ITEM_RESULTS_BATCH
+            if len(group) > COPY_RESULTS_ABOVE:
+                written.update(copy_compare_and_set(Item, group, fields, expect=expect))
+            else:
+                written.update(
+                    bulk_compare_and_set(
+                        Item, group, fields, expect=expect, batch_size=ITEM_RESULTS_BATCH
+                    )
                 )
-            )
         return written
 
-    changed, moved = changed_items(arrays.item_ids.tolist())
+    changed, moved = changed_items(None)
     written = write(changed)
     skipped = [item.pk for item in changed if item.pk not in written]
     retried = moved_again = 0

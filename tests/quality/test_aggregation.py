@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 from django.core.cache import cache
+from django.db import connection
 
+from apps.assignments.models import Label
 from apps.jobs.models import Item
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
@@ -22,6 +24,7 @@ from apps.quality.aggregation import (
     maybe_schedule_aggregation,
 )
 from apps.quality.models import AggregationRun, WorkerJobQuality
+from apps.workforce.models import Worker
 from tests.quality.factories import CLASSES, crowd_job, crowd_label
 
 pytestmark = pytest.mark.django_db
@@ -204,10 +207,12 @@ def test_job_aggregation_sets_the_next_countdown_from_what_it_read():
     assert [i + 1 for i, f in enumerate(fired) if f] == [24]
 
 
-def test_a_label_that_lands_during_the_write_back_is_never_overwritten(monkeypatch):
+@pytest.mark.parametrize("copy_above", [5000, 0], ids=["unnest", "copy"])
+def test_a_label_that_lands_during_the_write_back_is_never_overwritten(monkeypatch, copy_above):
     """F7: job re-aggregation read an open item, a submit settled it, and the write-back
     stored the item's old (empty) label over the new one: settled items with label "".
-    The write-back is now a compare-and-set on the labels it read."""
+    The write-back is now a compare-and-set on the labels it read (by either writer)."""
+    monkeypatch.setattr(services, "COPY_RESULTS_ABOVE", copy_above)
 
     # Two agreeing labels settle an item even with the matrices the run stores first.
     job, (item, other), crowd = crowd_job(2, workers=3, policy={"target_confidence": 0.6})
@@ -215,7 +220,7 @@ def test_a_label_that_lands_during_the_write_back_is_never_overwritten(monkeypat
     task = assignment_next(worker=crowd[1])  # crowd[1] holds a lease on the item
     assert task.item == item.pk
     crowd_label(crowd[2], "cat")  # the other item gets one label too
-    original = services._result_unchanged
+    original = services._posteriors_near
     landed = []
 
     def with_a_submit_landing(*args, **kwargs):
@@ -224,7 +229,7 @@ def test_a_label_that_lands_during_the_write_back_is_never_overwritten(monkeypat
             landed.append(True)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_result_unchanged", with_a_submit_landing)
+    monkeypatch.setattr(services, "_posteriors_near", with_a_submit_landing)
 
     job_aggregate(job_id=job.pk, method="ds")
 
@@ -255,3 +260,46 @@ def test_a_run_that_read_fewer_labels_than_the_item_has_leaves_its_result_alone(
     item.refresh_from_db()
     assert (item.state, item.label, item.n_labels) == ("settled", "dog", 2)
     assert len(item.result_meta["workers"]) == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY path is PostgreSQL's")
+def test_label_arrays_by_copy_equal_the_orm_path():
+    # Given a job with labels, one worker suspended and one stored value that is no class
+    job, _, crowd = crowd_job(4, workers=3, policy={"min_labels": 3, "max_labels": 3})
+    for worker in crowd:
+        for _ in range(3):
+            crowd_label(worker, CLASSES[worker.pk % 3])
+    odd = Label.objects.filter(job=job).order_by("id")[4]
+    Label.objects.filter(pk=odd.pk).update(value="zebra")
+    Worker.objects.filter(pk=crowd[1].pk).update(status=Worker.Status.SUSPENDED)
+    middle = int(Label.objects.filter(job=job).order_by("id")[5].pk)
+    for max_label_id in (None, middle):
+        # When the label rows are read both ways
+        fast = services._label_rows_copy(job=job, max_label_id=max_label_id)
+        plain = services._label_rows_orm(job=job, max_label_id=max_label_id)
+        # Then the columns are the same, and so is every array built from them
+        for name in ("ids", "items", "workers", "codes", "inactive"):
+            assert np.array_equal(getattr(fast, name), getattr(plain, name)), name
+        assert -1 in plain.codes.tolist()
+        assert plain.inactive.any()
+        for drop in (True, False):
+            a = services._label_arrays(fast, drop_inactive=drop)
+            b = services._label_arrays(plain, drop_inactive=drop)
+            assert a.max_label_id == b.max_label_id
+            assert a.excluded_workers == b.excluded_workers
+            for name in ("tasks", "workers", "labels", "item_ids", "worker_ids", "read_counts"):
+                assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_stored_posteriors_are_near_only_when_every_probability_is():
+    # Given stored posteriors: the run's, one a little off, one far off, one of another
+    # length, one that is no list of numbers, one missing, and an item this run did not read
+    rounded = np.array([[0.2, 0.8]] * 6)
+    position = {pk: pk for pk in range(6)}
+    stored = ["[0.2, 0.8]", "[0.2005, 0.7995]", "[0.3, 0.7]", "[1.0]", '["a", 0.8]', None]
+    rows = [(pk, None, None, 0, None, text, "{}") for pk, text in enumerate(stored)]
+    rows.append((99, None, None, 0, None, "[0.2, 0.8]", "{}"))
+    # When they are compared at once
+    near = services._posteriors_near(rows, position, rounded)
+    # Then only the first two are within the rewrite tolerance
+    assert near.tolist() == [True, True, False, False, False, False, False]
