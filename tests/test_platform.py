@@ -109,6 +109,7 @@ def test_beat_schedule_names_only_registered_tasks():
         "concord.reviews.reprioritize",
         "concord.reviews.expert_timeouts",
         "routing.check_jobs",
+        "concord.reports.rollup",
     } <= {entry["task"] for entry in schedule.values()}
     for entry in schedule.values():
         assert entry["task"] in app.tasks, entry["task"]

@@ -236,7 +236,13 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
     if _wants_csv(request):
         if request.GET.get("table") == "cost":
             cost = metrics["cost_of_quality"]
-            rows = [{"part": k, "value": v} for k, v in cost.items()]
+            rows = [
+                {"part": f"{k}.{sub}", "value": v2}
+                for k, v in cost.items()
+                if isinstance(v, dict)
+                for sub, v2 in v.items()
+            ]
+            rows[:0] = [{"part": k, "value": v} for k, v in cost.items() if not isinstance(v, dict)]
             return _csv(f"job-{job.pk}-cost.csv", [("part", "part"), ("value", "value")], rows)
         if request.GET.get("table") == "workers" and "workers" in metrics:
             return _csv(

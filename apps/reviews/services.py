@@ -21,6 +21,7 @@ from apps.assignments.models import Assignment, Label
 from apps.assignments.records import job_complete_if_done
 from apps.common.bulk import bulk_update_rows
 from apps.common.errors import ApplicationError, ErrorCode
+from apps.common.tasks import enqueue_on_commit
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import job_list_for_vendors
 from apps.reviews.models import Reason, Review, ReviewDecision, ReviewOutcome, Tag
@@ -665,6 +666,8 @@ def review_resolve(
             # (read from Label.is_correct) stops counting correct workers as wrong.
             Label.objects.filter(item_id=item.pk, value=label).update(is_correct=True)
             Label.objects.filter(item_id=item.pk).exclude(value=label).update(is_correct=False)
+            # The dashboards' rollups counted the old scores: roll the item's hours again.
+            enqueue_on_commit("concord.reports.rollup_item", item.pk)
         labels = list(Label.objects.filter(item_id=item.pk).only("id", "worker_id", "value"))
         ReviewOutcome.objects.bulk_create(
             [
