@@ -4,7 +4,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour
+from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
 
 
 class _ReadOnly(admin.ModelAdmin):
@@ -24,6 +24,12 @@ class JobHourAdmin(_ReadOnly):
 @admin.register(WorkerHour)
 class WorkerHourAdmin(_ReadOnly):
     list_display = ["worker", "job", "hour", "labels", "gold_answers", "gold_correct"]
+    raw_id_fields = ["worker", "job"]
+
+
+@admin.register(WorkerHourValue)
+class WorkerHourValueAdmin(_ReadOnly):
+    list_display = ["worker", "job", "hour", "value", "labels"]
     raw_id_fields = ["worker", "job"]
 
 

@@ -62,13 +62,10 @@ class JobHour(_LabelFigures):
 
 
 class WorkerHour(_LabelFigures):
-    """One worker's labels in one job in one hour, with the classes they answered."""
+    """One worker's labels in one job in one hour."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
     worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="+", db_index=False)
-    by_value = models.JSONField(
-        default=dict, help_text='Labels per answered value ({"cat": n, ...}).'
-    )
 
     class Meta:
         constraints = [
@@ -79,6 +76,29 @@ class WorkerHour(_LabelFigures):
 
     def __str__(self) -> str:
         return f"worker {self.worker_id} in job {self.job_id} at {self.hour:%Y-%m-%d %H}:00"
+
+
+class WorkerHourValue(models.Model):
+    """How often one worker answered one value in one job in one hour (rows, not JSON, so
+    that the database sums them: a worker's most frequent answer flags a one-class
+    spammer)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="+", db_index=False)
+    hour = models.DateTimeField()
+    value = models.CharField(max_length=200)
+    labels = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "worker", "hour", "value"], name="workerhourvalue_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["worker", "hour"], name="workerhourvalue_worker_idx")]
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id}: {self.value} x{self.labels} at {self.hour:%Y-%m-%d %H}:00"
 
 
 class JobCurve(models.Model):

@@ -1,4 +1,5 @@
-"""The hourly rollups: labels summed per (job, hour) and per (job, worker, hour), kept by the
+"""The hourly rollups: labels summed per (job, hour), per (job, worker, hour) and per
+(job, worker, hour, answered value), kept by the
 Celery beat task `concord.reports.rollup` (every minute), read by the dashboards.
 
 How a run stays correct with labels that arrive late or out of order:
@@ -36,7 +37,7 @@ from django.utils import timezone
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
 from apps.reports.metrics import redundancy_curve
-from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour
+from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
 
 HOUR = timedelta(hours=1)
 # Labels younger than this stay above the watermark (read again by the next run): a
@@ -83,23 +84,22 @@ def label_figures(labels: QuerySet[Label], keys: Sequence[str]) -> list[dict[str
     """The rollup figures of these labels grouped by `keys` (fields of Label, or "hour" /
     "day" of created_at), in one grouped query; paid money from their ledger credits."""
     paid = "ledger_entry__amount"
-    rows = (
-        _with_keys(labels, keys)
-        .values(*keys)
-        .annotate(
-            labels=Count("id"),
-            expert_labels=Count("id", filter=Q(tier="expert")),
-            crowd_labels=Count("id", filter=_REGULAR_CROWD),
-            gold_answers=Count("id", filter=Q(is_gold=True)),
-            gold_correct=Count("id", filter=Q(is_gold=True, is_correct=True)),
-            duration_ms_sum=Coalesce(Sum("duration_ms"), 0),
-            duration_n=Count("duration_ms"),
-            paid_crowd=Sum(paid, filter=_REGULAR_CROWD),
-            paid_gold=Sum(paid, filter=Q(is_gold=True)),
-            paid_expert=Sum(paid, filter=Q(is_gold=False, tier="expert")),
-        )
-        .order_by()
+    sums = dict(
+        labels=Count("id"),
+        expert_labels=Count("id", filter=Q(tier="expert")),
+        crowd_labels=Count("id", filter=_REGULAR_CROWD),
+        gold_answers=Count("id", filter=Q(is_gold=True)),
+        gold_correct=Count("id", filter=Q(is_gold=True, is_correct=True)),
+        duration_ms_sum=Coalesce(Sum("duration_ms"), 0),
+        duration_n=Count("duration_ms"),
+        paid_crowd=Sum(paid, filter=_REGULAR_CROWD),
+        paid_gold=Sum(paid, filter=Q(is_gold=True)),
+        paid_expert=Sum(paid, filter=Q(is_gold=False, tier="expert")),
     )
+    if not keys:  # (values() without fields would group by every column)
+        rows = [labels.aggregate(**sums)]
+    else:
+        rows = _with_keys(labels, keys).values(*keys).annotate(**sums).order_by()
     out = []
     for row in rows:
         for name in MONEY:
@@ -161,20 +161,27 @@ def _roll_job_hours(job_id: int, hours: list[datetime]) -> int:
     for r in label_ranks(labels, ["hour"]):
         if r["hour"] in wanted and r["rank"]:
             ranks[r["hour"]][str(r["rank"])] = r["n"]
-    values: dict[tuple[int, datetime], dict[str, int]] = defaultdict(dict)
-    for r in label_values(labels, ["worker_id", "hour"]):
-        if r["hour"] in wanted:
-            values[r["worker_id"], r["hour"]][r["value"]] = r["n"]
-    JobHour.objects.filter(job_id=job_id, hour__in=wanted).delete()
-    WorkerHour.objects.filter(job_id=job_id, hour__in=wanted).delete()
+    values = [r for r in label_values(labels, ["worker_id", "hour"]) if r["hour"] in wanted]
+    for table in (JobHour, WorkerHour, WorkerHourValue):
+        table.objects.filter(job_id=job_id, hour__in=wanted).delete()
     JobHour.objects.bulk_create(
         [JobHour(job_id=job_id, by_rank=ranks.get(r["hour"], {}), **{**r}) for r in job_rows],
         batch_size=2000,
     )
     WorkerHour.objects.bulk_create(
+        [WorkerHour(job_id=job_id, **r) for r in worker_rows],
+        batch_size=2000,
+    )
+    WorkerHourValue.objects.bulk_create(
         [
-            WorkerHour(job_id=job_id, by_value=values.get((r["worker_id"], r["hour"]), {}), **r)
-            for r in worker_rows
+            WorkerHourValue(
+                job_id=job_id,
+                worker_id=r["worker_id"],
+                hour=r["hour"],
+                value=r["value"],
+                labels=r["n"],
+            )
+            for r in values
         ],
         batch_size=2000,
     )
@@ -291,8 +298,8 @@ def rollup_rebuild(*, job_id: int | None = None) -> RollupRun:
     jobs = Job.objects.all() if job_id is None else Job.objects.filter(pk=job_id)
     with transaction.atomic():
         _state_locked()
-        JobHour.objects.filter(job__in=jobs).delete()
-        WorkerHour.objects.filter(job__in=jobs).delete()
+        for table in (JobHour, WorkerHour, WorkerHourValue):
+            table.objects.filter(job__in=jobs).delete()
         keys = set(
             Label.objects.filter(job__in=jobs)
             .annotate(hour=TruncHour("created_at"))

@@ -28,7 +28,7 @@ from apps.reports.metrics import (
     wilson_bounds,
     worker_flags,
 )
-from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour
+from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
 from apps.reports.rollups import (
     COUNTS,
     FIGURES,
@@ -98,7 +98,10 @@ def _rollup_rows(
         rows = rows.filter(hour__gte=since)
     if "day" in keys:
         rows = rows.annotate(day=TruncDay("hour"))
-    return list(rows.values(*keys).annotate(**{name: Sum(name) for name in FIGURES}).order_by())
+    sums = {name: Sum(name) for name in FIGURES}
+    if not keys:  # (values() without fields would group by every column)
+        return [rows.aggregate(**sums)]
+    return list(rows.values(*keys).annotate(**sums).order_by())
 
 
 def figures(
@@ -171,7 +174,7 @@ def _cost(row: dict[str, Any], bonus: Decimal) -> dict[str, Any]:
 
 
 def _worker_ids_in(scope: Q, window: Window) -> set[int]:
-    ids = set(_live_labels(scope, window).values_list("worker_id", flat=True).distinct())
+    ids = set(_live_labels(scope, window).order_by().values_list("worker_id", flat=True).distinct())
     if window.boundary is not None:
         ids |= set(
             WorkerHour.objects.filter(scope, hour__lt=window.boundary)
@@ -184,13 +187,15 @@ def _worker_ids_in(scope: Q, window: Window) -> set[int]:
 def _value_counts(scope: Q, window: Window) -> dict[int, dict[str, int]]:
     """Per worker in `scope`, their labels per answered value."""
     out: dict[int, dict[str, int]] = defaultdict(dict)
+    rows = label_values(_live_labels(scope, window), ["worker_id"])
     if window.boundary is not None:
-        rows = WorkerHour.objects.filter(scope, hour__lt=window.boundary)
-        for worker_id, by_value in rows.values_list("worker_id", "by_value"):
-            counts = out[worker_id]
-            for value, n in by_value.items():
-                counts[value] = counts.get(value, 0) + n
-    for row in label_values(_live_labels(scope, window), ["worker_id"]):
+        rows += list(
+            WorkerHourValue.objects.filter(scope, hour__lt=window.boundary)
+            .values("worker_id", "value")
+            .annotate(n=Sum("labels"))
+            .order_by()
+        )
+    for row in rows:
         counts = out[row["worker_id"]]
         counts[row["value"]] = counts.get(row["value"], 0) + row["n"]
     return out
