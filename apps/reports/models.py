@@ -115,6 +115,18 @@ class JobCurve(models.Model):
         return f"redundancy curve of job {self.job_id}"
 
 
+class JobItems(models.Model):
+    """A job's item figures as the rollup last counted them (apps.reports.items): states,
+    sources, gold, accepted, settled in the last hour, labels still needed."""
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    figures = models.JSONField(default=dict, help_text="apps.reports.items.ItemFigures")
+    counted_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"items of job {self.job_id} at {self.counted_at:%H:%M}"
+
+
 class RollupState(models.Model):
     """Where the rollup stands (one row, id 1)."""
 

@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
+from apps.reports.items import job_items_refresh
 from apps.reports.metrics import redundancy_curve
 from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
 
@@ -259,6 +260,14 @@ def rollup_run(*, now: datetime | None = None) -> RollupRun:
         gold_jobs = sorted({job_id for job_id, _, _, _, gold in rows if gold})
         for job_id in gold_jobs:
             job_curve_refresh(job_id=job_id, now=now)
+        # The item counts of the jobs that move: running or paused, or with new labels.
+        moving = set(
+            Job.objects.filter(status__in=[Job.Status.RUNNING, Job.Status.PAUSED]).values_list(
+                "id", flat=True
+            )
+        ) | {job_id for job_id, *_ in rows}
+        for job_id in sorted(moving):
+            job_items_refresh(job_id=job_id, now=now)
         recent = [r[3] for r in rows if r[3] is not None]
         if recent:
             state.watermark = min(recent) - 1

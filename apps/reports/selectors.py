@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
-from apps.jobs.selectors import job_item_counts
+from apps.reports.items import item_figures
 from apps.reports.metrics import (
     CostEstimate,
     CurvePoint,
@@ -290,21 +290,20 @@ def job_metrics(
     window = Window()
     scope = Q(job_id=job.pk)
     recent_labels = Label.objects.filter(job=job)  # (job, created_at) index: a short range
-    counts = job_item_counts(job=job)
-    n_items = sum(counts.values())
-    settled = Item.objects.filter(job=job, state=Item.State.SETTLED)
-    by_source = dict(settled.values_list("source").annotate(n=Count("id")).order_by())
+    items = item_figures(job_ids=[job.pk], now=now)[job.pk]
+    counts, n_items = items.by_state, items.total
     totals = _total(scope, window)
     bonuses = _bonuses(job=job)
     cost = _cost(totals, bonuses)
     n_settled = counts.get("settled", 0)
-    left = (
-        Item.objects.filter(
-            job=job, state__in=[Item.State.OPEN, Item.State.EXPERT], gold_label__isnull=True
-        ).aggregate(n=Sum(F("labels_needed") - F("n_labels")))["n"]
-        or 0
+    left = items.labels_left
+    recent_counts = recent_labels.filter(
+        created_at__gte=now - timedelta(hours=FORECAST_HOURS)
+    ).aggregate(
+        recent=Count("id"),
+        last_hour=Count("id", filter=Q(created_at__gte=now - timedelta(hours=1))),
     )
-    recent = recent_labels.filter(created_at__gte=now - timedelta(hours=FORECAST_HOURS)).count()
+    recent = recent_counts["recent"]
     forecast = backlog_forecast(
         labels_left=max(0, left),
         labels_recent=recent,
@@ -315,16 +314,17 @@ def job_metrics(
     metrics = {
         "job": job.pk,
         "status": job.status,
-        "items": {"total": n_items, **counts, "settled_by_source": by_source},
+        "items": {
+            "total": n_items,
+            **counts,
+            "gold": items.gold,
+            "settled_by_source": items.settled_by_source,
+        },
         "progress": (n_settled / n_items) if n_items else None,
         "throughput": {
             "labels_total": totals["labels"],
-            "labels_last_hour": recent_labels.filter(
-                created_at__gte=now - timedelta(hours=1)
-            ).count(),
-            "items_settled_last_hour": settled.filter(
-                settled_at__gte=now - timedelta(hours=1)
-            ).count(),
+            "labels_last_hour": recent_counts["last_hour"],
+            "items_settled_last_hour": items.settled_last_hour,
             "hourly": [{"hour": h["hour"], "labels": h["labels"]} for h in series],
             "time_zone": settings.TIME_ZONE,
         },
@@ -352,7 +352,7 @@ def job_metrics(
         },
         "worker_count": len(_worker_ids_in(scope, window)),
         "cost_of_quality": job_cost_breakdown(
-            job=job, totals=totals, bonuses=bonuses, window=window
+            job=job, totals=totals, bonuses=bonuses, accepted=items.accepted, window=window
         ),
     }
     if worker_vendor_ids:
@@ -368,11 +368,14 @@ def _crowd_price(job: Job) -> Decimal:
     return Decimal(str(job.spec.pricing.crowd_label))
 
 
-def job_cost_estimate(*, job: Job) -> CostEstimate | None:
-    """The job's cost before launch from its policy, prices and item count (non-gold)."""
+def job_cost_estimate(*, job: Job, n_items: int | None = None) -> CostEstimate | None:
+    """The job's cost before launch from its policy, prices and item count (non-gold; pass
+    `n_items` when it is known)."""
     policy = job.spec.policy
+    if n_items is None:
+        n_items = Item.objects.filter(job=job, gold_label__isnull=True).count()
     return cost_estimate(
-        n_items=Item.objects.filter(job=job, gold_label__isnull=True).count(),
+        n_items=n_items,
         min_labels=policy.min_labels,
         max_labels=policy.max_labels,
         gold_rate=policy.gold_rate,
@@ -460,20 +463,14 @@ def pool_metrics(*, pool: Pool) -> dict[str, Any]:
     }
 
 
-def overview_metrics(*, jobs: QuerySet[Job]) -> list[dict[str, Any]]:
+def overview_metrics(*, jobs: QuerySet[Job], window: Window | None = None) -> list[dict[str, Any]]:
     """One row per job for the dashboard (a fixed number of queries, whatever the job count)."""
     jobs = list(jobs.select_related("organization")[:200])
     ids = [job.pk for job in jobs]
-    item_counts: dict[int, dict[str, int]] = {}
-    for job_id, state, n in (
-        Item.objects.filter(job_id__in=ids)
-        .values_list("job_id", "state")
-        .annotate(n=Count("id"))
-        .order_by()
-    ):
-        item_counts.setdefault(job_id, {})[state] = n
+    items = item_figures(job_ids=ids)
     label_stats = {
-        key[0]: row for key, row in figures(scope=Q(job_id__in=ids), keys=["job_id"]).items()
+        key[0]: row
+        for key, row in figures(scope=Q(job_id__in=ids), keys=["job_id"], window=window).items()
     }
     bonuses = dict(
         LedgerEntry.objects.filter(job_id__in=ids, kind=LedgerEntry.Kind.BONUS)
@@ -483,17 +480,18 @@ def overview_metrics(*, jobs: QuerySet[Job]) -> list[dict[str, Any]]:
     )
     rows = []
     for job in jobs:
-        counts = item_counts.get(job.pk, {})
-        total = sum(counts.values())
+        counts = items[job.pk]
+        total = counts.total
         stats = label_stats.get(job.pk)
         gold = stats["gold_answers"] if stats else 0
+        settled = counts.by_state["settled"]
         rows.append(
             {
                 "job": job,
                 "items": total,
-                "settled": counts.get("settled", 0),
-                "review": counts.get("review", 0),
-                "progress": counts.get("settled", 0) / total if total else 0.0,
+                "settled": settled,
+                "review": counts.by_state["review"],
+                "progress": settled / total if total else 0.0,
                 "labels": stats["labels"] if stats else 0,
                 "gold_error_rate": 1 - stats["gold_correct"] / gold if gold else None,
                 "cost": (_paid(stats) if stats else ZERO) + (bonuses.get(job.pk) or ZERO),
@@ -503,10 +501,12 @@ def overview_metrics(*, jobs: QuerySet[Job]) -> list[dict[str, Any]]:
 
 
 def worker_list_metrics(
-    *, vendor_ids: Collection[int], limit: int = WORKER_SUMMARY_LIMIT
+    *, vendor_ids: Collection[int], limit: int = WORKER_SUMMARY_LIMIT, window: Window | None = None
 ) -> list[dict[str, Any]]:
     """The busiest workers of these vendors, over every job."""
-    return worker_summaries(scope=Q(worker__organization_id__in=vendor_ids), limit=limit)
+    return worker_summaries(
+        scope=Q(worker__organization_id__in=vendor_ids), limit=limit, window=window
+    )
 
 
 def worker_own_stats(*, worker_id: int, now: datetime | None = None) -> dict[str, Any]:
@@ -630,6 +630,7 @@ def job_cost_breakdown(
     job: Job,
     totals: dict[str, Any] | None = None,
     bonuses: Decimal | None = None,
+    accepted: int | None = None,
     window: Window | None = None,
 ) -> dict[str, Any]:
     """The cost of quality: what the job paid, split into base labels (the first min_labels
@@ -657,9 +658,10 @@ def job_cost_breakdown(
     )
     bonuses = bonuses if bonuses is not None else _bonuses(job=job)
     total = crowd + totals["paid_gold"] + totals["paid_expert"] + bonuses
-    accepted = Item.objects.filter(
-        job=job, gold_label__isnull=True, state=Item.State.SETTLED
-    ).count()
+    if accepted is None:
+        accepted = Item.objects.filter(
+            job=job, gold_label__isnull=True, state=Item.State.SETTLED
+        ).count()
     labeled_items = ranks.get(1, 0)
     label_price = (crowd / crowd_n) if crowd_n else _crowd_price(job)
     marginal = marginal_accuracy_cost(

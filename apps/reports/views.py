@@ -39,7 +39,9 @@ from apps.jobs.services import (
     job_resume,
 )
 from apps.quality.selectors import worker_quality
+from apps.reports.items import job_items_forget
 from apps.reports.selectors import (
+    Window,
     job_cost_estimate,
     job_metrics,
     overview_metrics,
@@ -178,9 +180,14 @@ def _worker_rows_for_csv(rows: list[dict]) -> list[dict]:
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     _require_reader(request)
-    rows = overview_metrics(jobs=job_list_for_user(user=request.user))
+    window = Window()  # where the rollups stop, read once for the page
+    rows = overview_metrics(jobs=job_list_for_user(user=request.user), window=window)
     ops_vendor_ids = ops_organization_ids(user=request.user)
-    workers = worker_list_metrics(vendor_ids=ops_vendor_ids, limit=50) if ops_vendor_ids else []
+    workers = (
+        worker_list_metrics(vendor_ids=ops_vendor_ids, limit=50, window=window)
+        if ops_vendor_ids
+        else []
+    )
     if _wants_csv(request):
         table = request.GET.get("table")
         if table == "workers":
@@ -305,7 +312,9 @@ def _render_job(
             job=job, worker_vendor_ids=job_vendor_ids_for_user(user=request.user, job=job)
         )
         charts = _job_charts(metrics)
-    estimate = job_cost_estimate(job=job)
+    estimate = job_cost_estimate(
+        job=job, n_items=metrics["items"]["total"] - metrics["items"]["gold"]
+    )
     return render(
         request,
         "reports/job.html",
@@ -369,6 +378,7 @@ def job_upload(request: HttpRequest, job_id: int) -> HttpResponse:
         return _render_job(request, job, error=message, status=400)
     try:
         report = item_ingest(job=job, stream=upload, fmt=fmt)
+        job_items_forget(job_id=job.pk)
     except UploadFormatError as exc:
         return _render_job(request, job, error=str(exc), status=400)
     except ApplicationError as exc:

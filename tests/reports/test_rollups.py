@@ -14,7 +14,14 @@ from django.utils import timezone
 
 from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
-from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
+from apps.reports.models import (
+    JobCurve,
+    JobHour,
+    JobItems,
+    RollupState,
+    WorkerHour,
+    WorkerHourValue,
+)
 from apps.reports.rollups import rollup_item, rollup_rebuild, rollup_run
 from apps.reports.selectors import job_metrics, overview_metrics, worker_history
 from apps.workforce.models import LedgerEntry, Worker
@@ -245,3 +252,24 @@ def test_the_beat_schedule_runs_the_rollup_every_minute():
     assert entry["schedule"] == 60.0
     assert "concord.reports.rollup" in app.tasks
     assert "concord.reports.rollup_item" in app.tasks
+
+
+def test_the_run_keeps_the_item_counts_and_an_upload_forgets_them(fixed_job, client_actor):
+    job, *_ = fixed_job
+    rollup_run()
+    kept = JobItems.objects.get(job=job)
+
+    assert kept.figures["by_state"] == {"open": 2, "expert": 0, "review": 0, "settled": 2}
+    assert (kept.figures["gold"], kept.figures["accepted"]) == (2, 2)
+    # The pages read the kept counts...
+    JobItems.objects.filter(job=job).update(figures={**kept.figures, "total": 99})
+    assert job_metrics(job=job)["items"]["total"] == 99
+    # ...until an upload changes the items: then they count them again.
+    response = client_actor.client.post(
+        f"/api/v1/jobs/{job.pk}/items/",
+        [{"external_id": "new", "payload": {"text": "a new one"}}],
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert not JobItems.objects.filter(job=job).exists()
+    assert job_metrics(job=job)["items"]["total"] == 5
