@@ -4,7 +4,16 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
+from apps.reports.models import (
+    JobCurve,
+    JobHour,
+    JobItems,
+    RollupState,
+    WorkerDay,
+    WorkerDayValue,
+    WorkerHour,
+    WorkerHourValue,
+)
 
 
 class _ReadOnly(admin.ModelAdmin):
@@ -31,6 +40,24 @@ class WorkerHourAdmin(_ReadOnly):
 class WorkerHourValueAdmin(_ReadOnly):
     list_display = ["worker", "job", "hour", "value", "labels"]
     raw_id_fields = ["worker", "job"]
+
+
+@admin.register(WorkerDay)
+class WorkerDayAdmin(_ReadOnly):
+    list_display = ["worker", "job", "day", "labels", "gold_answers", "gold_correct"]
+    raw_id_fields = ["worker", "job"]
+
+
+@admin.register(WorkerDayValue)
+class WorkerDayValueAdmin(_ReadOnly):
+    list_display = ["worker", "job", "day", "value", "labels"]
+    raw_id_fields = ["worker", "job"]
+
+
+@admin.register(JobItems)
+class JobItemsAdmin(_ReadOnly):
+    list_display = ["job", "counted_at"]
+    raw_id_fields = ["job"]
 
 
 @admin.register(JobCurve)

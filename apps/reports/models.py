@@ -14,9 +14,8 @@ from apps.workforce.models import Worker
 
 
 class _LabelFigures(models.Model):
-    """The figures both rollups keep: counts, paid money (label credits, exact) and time."""
+    """The figures the label rollups keep: counts, paid money (label credits, exact), time."""
 
-    hour = models.DateTimeField(help_text="The start of the hour (UTC) the labels were made in.")
     labels = models.PositiveIntegerField(default=0)
     expert_labels = models.PositiveIntegerField(default=0, help_text="Labels by experts.")
     crowd_labels = models.PositiveIntegerField(
@@ -43,9 +42,14 @@ class _LabelFigures(models.Model):
         abstract = True
 
 
+HOUR_HELP = "The start of the hour (UTC) the labels were made in."
+DAY_HELP = "The start of the day (UTC) the labels were made in."
+
+
 class JobHour(_LabelFigures):
     """One job's labels of one hour, with how deep into its item each crowd label went."""
 
+    hour = models.DateTimeField(help_text=HOUR_HELP)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
     by_rank = models.JSONField(
         default=dict,
@@ -64,6 +68,7 @@ class JobHour(_LabelFigures):
 class WorkerHour(_LabelFigures):
     """One worker's labels in one job in one hour."""
 
+    hour = models.DateTimeField(help_text=HOUR_HELP)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
     worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="+", db_index=False)
 
@@ -78,16 +83,60 @@ class WorkerHour(_LabelFigures):
         return f"worker {self.worker_id} in job {self.job_id} at {self.hour:%Y-%m-%d %H}:00"
 
 
-class WorkerHourValue(models.Model):
-    """How often one worker answered one value in one job in one hour (rows, not JSON, so
-    that the database sums them: a worker's most frequent answer flags a one-class
+class WorkerDay(_LabelFigures):
+    """One worker's labels in one job in one day: the sum of the day's WorkerHour rows
+    (rewritten with them), so that a worker's all-time figures sum a few rows a day."""
+
+    day = models.DateTimeField(help_text=DAY_HELP)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="+", db_index=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "worker", "day"], name="workerday_unique")
+        ]
+        indexes = [models.Index(fields=["worker", "day"], name="workerday_worker_idx")]
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} in job {self.job_id} on {self.day:%Y-%m-%d}"
+
+
+class _AnswerCount(models.Model):
+    """How often one worker gave one answer in one job (in an hour or a day): rows, not
+    JSON, so that the database sums them (a worker's most frequent answer flags a one-class
     spammer)."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
     worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="+", db_index=False)
-    hour = models.DateTimeField()
     value = models.CharField(max_length=200)
     labels = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} in job {self.job_id}: {self.value} x{self.labels}"
+
+
+class WorkerDayValue(_AnswerCount):
+    """A worker's answers per value in one job in one day (the day's WorkerHourValue rows
+    summed)."""
+
+    day = models.DateTimeField(help_text=DAY_HELP)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "worker", "day", "value"], name="workerdayvalue_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["worker", "day"], name="workerdayvalue_worker_idx")]
+
+
+class WorkerHourValue(_AnswerCount):
+    """A worker's answers per value in one job in one hour."""
+
+    hour = models.DateTimeField(help_text=HOUR_HELP)
 
     class Meta:
         constraints = [
@@ -96,9 +145,6 @@ class WorkerHourValue(models.Model):
             )
         ]
         indexes = [models.Index(fields=["worker", "hour"], name="workerhourvalue_worker_idx")]
-
-    def __str__(self) -> str:
-        return f"worker {self.worker_id}: {self.value} x{self.labels} at {self.hour:%Y-%m-%d %H}:00"
 
 
 class JobCurve(models.Model):

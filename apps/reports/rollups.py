@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,9 +38,18 @@ from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
 from apps.reports.items import job_items_refresh
 from apps.reports.metrics import redundancy_curve
-from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
+from apps.reports.models import (
+    JobCurve,
+    JobHour,
+    RollupState,
+    WorkerDay,
+    WorkerDayValue,
+    WorkerHour,
+    WorkerHourValue,
+)
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 # Labels younger than this stay above the watermark (read again by the next run): a
 # transaction that holds an older id commits within it.
 LAG = timedelta(minutes=5)
@@ -165,28 +174,54 @@ def _roll_job_hours(job_id: int, hours: list[datetime]) -> int:
     values = [r for r in label_values(labels, ["worker_id", "hour"]) if r["hour"] in wanted]
     for table in (JobHour, WorkerHour, WorkerHourValue):
         table.objects.filter(job_id=job_id, hour__in=wanted).delete()
-    JobHour.objects.bulk_create(
-        [JobHour(job_id=job_id, by_rank=ranks.get(r["hour"], {}), **{**r}) for r in job_rows],
-        batch_size=2000,
+    _write(JobHour, job_id, [{**r, "by_rank": ranks.get(r["hour"], {})} for r in job_rows])
+    _write(WorkerHour, job_id, worker_rows)
+    _write(WorkerHourValue, job_id, values)
+    _roll_job_days(job_id, {day_of(hour) for hour in wanted})
+    return sum(r["labels"] for r in job_rows)
+
+
+def day_of(moment: datetime) -> datetime:
+    """The start of the moment's day in UTC (the rollups' days are UTC days)."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _roll_job_days(job_id: int, days: set[datetime]) -> None:
+    """Rewrite the job's WorkerDay and WorkerDayValue rows of these days as sums of their
+    hours' rows (the caller just rewrote those hours)."""
+    start, end = min(days), max(days) + DAY
+    hours = {"job_id": job_id, "hour__gte": start, "hour__lt": end}
+    per_day = TruncDay("hour", tzinfo=UTC)
+    worker_rows = (
+        WorkerHour.objects.filter(**hours)
+        .annotate(day=per_day)
+        .values("worker_id", "day")
+        .annotate(**{name: Sum(name) for name in FIGURES})
+        .order_by()
     )
-    WorkerHour.objects.bulk_create(
-        [WorkerHour(job_id=job_id, **r) for r in worker_rows],
-        batch_size=2000,
+    value_rows = (
+        WorkerHourValue.objects.filter(**hours)
+        .annotate(day=per_day)
+        .values("worker_id", "day", "value")
+        .annotate(n=Sum("labels"))
+        .order_by()
     )
-    WorkerHourValue.objects.bulk_create(
+    for table in (WorkerDay, WorkerDayValue):
+        table.objects.filter(job_id=job_id, day__in=days).delete()
+    _write(WorkerDay, job_id, [r for r in worker_rows if r["day"] in days])
+    _write(WorkerDayValue, job_id, [r for r in value_rows if r["day"] in days])
+
+
+def _write(table, job_id: int, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert rollup rows of one job (dicts of field values; a count named "n" goes to the
+    `labels` field)."""
+    table.objects.bulk_create(
         [
-            WorkerHourValue(
-                job_id=job_id,
-                worker_id=r["worker_id"],
-                hour=r["hour"],
-                value=r["value"],
-                labels=r["n"],
-            )
-            for r in values
+            table(job_id=job_id, **{("labels" if k == "n" else k): v for k, v in r.items()})
+            for r in rows
         ],
         batch_size=2000,
     )
-    return sum(r["labels"] for r in job_rows)
 
 
 def _roll(keys: Iterable[tuple[int, datetime]]) -> int:
@@ -307,7 +342,7 @@ def rollup_rebuild(*, job_id: int | None = None) -> RollupRun:
     jobs = Job.objects.all() if job_id is None else Job.objects.filter(pk=job_id)
     with transaction.atomic():
         _state_locked()
-        for table in (JobHour, WorkerHour, WorkerHourValue):
+        for table in (JobHour, WorkerHour, WorkerHourValue, WorkerDay, WorkerDayValue):
             table.objects.filter(job__in=jobs).delete()
         keys = set(
             Label.objects.filter(job__in=jobs)

@@ -28,11 +28,20 @@ from apps.reports.metrics import (
     wilson_bounds,
     worker_flags,
 )
-from apps.reports.models import JobCurve, JobHour, RollupState, WorkerHour, WorkerHourValue
+from apps.reports.models import (
+    JobCurve,
+    JobHour,
+    RollupState,
+    WorkerDay,
+    WorkerDayValue,
+    WorkerHour,
+    WorkerHourValue,
+)
 from apps.reports.rollups import (
     COUNTS,
     FIGURES,
     MONEY,
+    day_of,
     label_figures,
     label_ranks,
     label_values,
@@ -88,9 +97,19 @@ def _live_labels(scope: Q, window: Window, since: datetime | None = None) -> Que
     return labels.filter(job_id__in=window.live_jobs(), created_at__gte=window.boundary)
 
 
+def _summed(rows: QuerySet, keys: list[str]) -> list[dict]:
+    sums = {name: Sum(name) for name in FIGURES}
+    if not keys:  # (values() without fields would group by every column)
+        return [rows.aggregate(**sums)]
+    return list(rows.values(*keys).annotate(**sums).order_by())
+
+
 def _rollup_rows(
     table, scope: Q, window: Window, keys: list[str], since: datetime | None
 ) -> list[dict]:
+    """The rollup rows before the window's boundary, summed by `keys`. A worker's figures
+    over all time read the whole days from WorkerDay and the hours of the boundary's day
+    from WorkerHour."""
     if window.boundary is None:
         return []
     rows = table.objects.filter(scope, hour__lt=window.boundary)
@@ -98,10 +117,11 @@ def _rollup_rows(
         rows = rows.filter(hour__gte=since)
     if "day" in keys:
         rows = rows.annotate(day=TruncDay("hour"))
-    sums = {name: Sum(name) for name in FIGURES}
-    if not keys:  # (values() without fields would group by every column)
-        return [rows.aggregate(**sums)]
-    return list(rows.values(*keys).annotate(**sums).order_by())
+    if table is WorkerHour and since is None and "day" not in keys and "hour" not in keys:
+        today = day_of(window.boundary)
+        days = WorkerDay.objects.filter(scope, day__lt=today)
+        return _summed(days, keys) + _summed(rows.filter(hour__gte=today), keys)
+    return _summed(rows, keys)
 
 
 def figures(
@@ -176,11 +196,12 @@ def _cost(row: dict[str, Any], bonus: Decimal) -> dict[str, Any]:
 def _worker_ids_in(scope: Q, window: Window) -> set[int]:
     ids = set(_live_labels(scope, window).order_by().values_list("worker_id", flat=True).distinct())
     if window.boundary is not None:
-        ids |= set(
-            WorkerHour.objects.filter(scope, hour__lt=window.boundary)
-            .values_list("worker_id", flat=True)
-            .distinct()
-        )
+        today = day_of(window.boundary)
+        for rows in (
+            WorkerDay.objects.filter(scope, day__lt=today),
+            WorkerHour.objects.filter(scope, hour__gte=today, hour__lt=window.boundary),
+        ):
+            ids |= set(rows.order_by().values_list("worker_id", flat=True).distinct())
     return ids
 
 
@@ -189,12 +210,12 @@ def _value_counts(scope: Q, window: Window) -> dict[int, dict[str, int]]:
     out: dict[int, dict[str, int]] = defaultdict(dict)
     rows = label_values(_live_labels(scope, window), ["worker_id"])
     if window.boundary is not None:
-        rows += list(
-            WorkerHourValue.objects.filter(scope, hour__lt=window.boundary)
-            .values("worker_id", "value")
-            .annotate(n=Sum("labels"))
-            .order_by()
-        )
+        today = day_of(window.boundary)
+        for kept in (
+            WorkerDayValue.objects.filter(scope, day__lt=today),
+            WorkerHourValue.objects.filter(scope, hour__gte=today, hour__lt=window.boundary),
+        ):
+            rows += list(kept.values("worker_id", "value").annotate(n=Sum("labels")).order_by())
     for row in rows:
         counts = out[row["worker_id"]]
         counts[row["value"]] = counts.get(row["value"], 0) + row["n"]

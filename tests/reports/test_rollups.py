@@ -19,6 +19,8 @@ from apps.reports.models import (
     JobHour,
     JobItems,
     RollupState,
+    WorkerDay,
+    WorkerDayValue,
     WorkerHour,
     WorkerHourValue,
 )
@@ -36,7 +38,7 @@ def _label(job, item, worker, value, at, duration_ms):
 @pytest.fixture
 def fixed_job(client_actor, make_actor):
     """Two regular items (i1, i2, settled) and two gold items (g1, g2, truth "a"), three
-    workers, eight labels at 0.50 in two hours three and two hours ago, a 1.25 bonus:
+    workers, eight labels at 0.50 in two hours two days ago, a 1.25 bonus:
 
     hour H1: i1 w1 a 1000 ms, i1 w2 a 2000 ms, g1 w2 b 3000 ms, g1 w1 a 1000 ms
     hour H2: i1 w3 b  500 ms, i2 w1 b 1000 ms, g2 w3 a (no time), g2 w1 a 1000 ms
@@ -59,7 +61,8 @@ def fixed_job(client_actor, make_actor):
         ]
     )
     w1, w2, w3 = (Worker.objects.get(user=make_actor("annotator").user) for _ in range(3))
-    h1 = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    # Two days back, so that a worker's all-time figures come from the day rows.
+    h1 = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=2, hours=3)
     h2 = h1 + timedelta(hours=1)
     at1, at2 = h1 + timedelta(minutes=10), h2 + timedelta(minutes=10)
     for item, worker, value, at, ms in [
@@ -125,7 +128,25 @@ def test_a_run_writes_the_hand_computed_rows(fixed_job):
         WorkerHourValue.objects.filter(job=job, worker=w1, hour=h2).values_list("value", "labels")
     ) == {("a", 1), ("b", 1)}
     assert WorkerHour.objects.filter(job=job).count() == 4  # w1, w2 in H1; w1, w3 in H2
-    assert RollupState.objects.get().covered_until == h2 + timedelta(hours=2)
+    assert RollupState.objects.get().covered_until == h2 + timedelta(days=2, hours=2)
+    # w1's day: i1 a, g1 a (H1), i2 b, g2 a (H2); 4 labels, 2 gold both right, 4 x 0.50.
+    day = WorkerDay.objects.filter(job=job, worker=w1).values(
+        "labels", "gold_answers", "gold_correct", "paid_crowd", "paid_gold", "duration_ms_sum"
+    )
+    assert {k: sum(r[k] for r in day) for k in day[0]} == {
+        "labels": 4,
+        "gold_answers": 2,
+        "gold_correct": 2,
+        "paid_crowd": Decimal("1.0"),
+        "paid_gold": Decimal("1.0"),
+        "duration_ms_sum": 4000,
+    }
+    answered: dict[str, int] = {}
+    for value, n in WorkerDayValue.objects.filter(job=job, worker=w1).values_list(
+        "value", "labels"
+    ):
+        answered[value] = answered.get(value, 0) + n
+    assert answered == {"a": 3, "b": 1}
 
 
 def test_figures_from_the_rollups_equal_the_figures_from_the_labels(
