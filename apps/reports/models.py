@@ -184,8 +184,8 @@ class RollupState(models.Model):
     covered_until = models.DateTimeField(
         null=True,
         blank=True,
-        help_text="Hours before this one are complete in the rollups; dashboards count the "
-        "labels from it on directly (an indexed range).",
+        help_text="When the last run started: the rollups hold the labels made before it, "
+        "dashboards count those from it on directly (an indexed range).",
     )
     ran_at = models.DateTimeField(null=True, blank=True)
 

@@ -15,16 +15,17 @@ How a run stays correct with labels that arrive late or out of order:
   item's hours through `rollup_item`, queued by the service that made the change.
 - Every writer takes the state row's lock first: runs never interleave.
 
-Dashboards read the rows of the hours before `RollupState.covered_until` (the hour the
-last run started in) and count the labels from there on directly, through the
-(job, created_at) index, so what they show is never older than the last label.
+A run rolls only the labels made before its start, which becomes `RollupState.covered_until`:
+dashboards read the rollup rows (the current hour's partial row included) and count the
+labels made from that moment on directly, through the (job, created_at) index (a minute's
+worth when beat runs), so what they show is never older than the last label.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -158,12 +159,13 @@ def _state_locked() -> RollupState:
     return RollupState.objects.select_for_update().get(pk=1)
 
 
-def _roll_job_hours(job_id: int, hours: list[datetime]) -> int:
-    """Replace the rows of these hours of one job by sums of their labels; returns the
-    labels read. The caller holds the state lock, in a transaction."""
+def _roll_job_hours(job_id: int, hours: list[datetime], until: datetime) -> int:
+    """Replace the rows of these hours of one job by sums of their labels made before
+    `until` (the boundary the pages count live labels from); returns the labels read. The
+    caller holds the state lock, in a transaction."""
     wanted = set(hours)
     labels = Label.objects.filter(
-        job_id=job_id, created_at__gte=hours[0], created_at__lt=hours[-1] + HOUR
+        job_id=job_id, created_at__gte=hours[0], created_at__lt=min(hours[-1] + HOUR, until)
     )
     job_rows = [r for r in label_figures(labels, ["hour"]) if r["hour"] in wanted]
     worker_rows = [r for r in label_figures(labels, ["worker_id", "hour"]) if r["hour"] in wanted]
@@ -224,14 +226,14 @@ def _write(table, job_id: int, rows: Iterable[dict[str, Any]]) -> None:
     )
 
 
-def _roll(keys: Iterable[tuple[int, datetime]]) -> int:
+def _roll(keys: Iterable[tuple[int, datetime]], until: datetime) -> int:
     by_job: dict[int, set[datetime]] = defaultdict(set)
     for job_id, hour in keys:
         by_job[job_id].add(hour)
     read = 0
     for job_id, hours in sorted(by_job.items()):
         for cluster in _clusters(hours):
-            read += _roll_job_hours(job_id, cluster)
+            read += _roll_job_hours(job_id, cluster, until)
     return read
 
 
@@ -256,7 +258,7 @@ def job_curve_refresh(*, job_id: int, now: datetime | None = None) -> JobCurve:
     curve, _ = JobCurve.objects.update_or_create(
         job_id=job_id,
         defaults={
-            "points": [{"k": p.k, "items": p.items, "accuracy": p.accuracy} for p in points],
+            "points": [asdict(p) for p in points],
             "computed_at": now or timezone.now(),
         },
     )
@@ -291,7 +293,7 @@ def rollup_run(*, now: datetime | None = None) -> RollupRun:
             .order_by()
         )
         keys = {(job_id, hour) for job_id, hour, *_ in rows}
-        read = _roll(keys)
+        read = _roll(keys, now)
         gold_jobs = sorted({job_id for job_id, _, _, _, gold in rows if gold})
         for job_id in gold_jobs:
             job_curve_refresh(job_id=job_id, now=now)
@@ -308,7 +310,7 @@ def rollup_run(*, now: datetime | None = None) -> RollupRun:
             state.watermark = min(recent) - 1
         elif rows:
             state.watermark = max(r[2] for r in rows)
-        state.covered_until = now.replace(minute=0, second=0, microsecond=0)
+        state.covered_until = now
         state.ran_at = now
         state.save(update_fields=["watermark", "covered_until", "ran_at"])
     return RollupRun(
@@ -324,14 +326,15 @@ def rollup_item(*, item_id: int) -> int:
     if item is None:
         return 0
     with transaction.atomic():
-        _state_locked()
+        state = _state_locked()
         keys = set(
             Label.objects.filter(item_id=item_id)
             .annotate(hour=TruncHour("created_at"))
             .values_list("job_id", "hour")
             .distinct()
         )
-        _roll(keys)
+        # Only up to the pages' boundary: the labels after it are counted live.
+        _roll(keys, state.covered_until or timezone.now())
         if item["gold_label"] is not None:
             job_curve_refresh(job_id=item["job_id"])
     return len(keys)
@@ -341,7 +344,7 @@ def rollup_rebuild(*, job_id: int | None = None) -> RollupRun:
     """Drop the rollups (of one job, or all) and roll every hour again from the labels."""
     jobs = Job.objects.all() if job_id is None else Job.objects.filter(pk=job_id)
     with transaction.atomic():
-        _state_locked()
+        state = _state_locked()
         for table in (JobHour, WorkerHour, WorkerHourValue, WorkerDay, WorkerDayValue):
             table.objects.filter(job__in=jobs).delete()
         keys = set(
@@ -350,7 +353,7 @@ def rollup_rebuild(*, job_id: int | None = None) -> RollupRun:
             .values_list("job_id", "hour")
             .distinct()
         )
-        read = _roll(keys)
+        read = _roll(keys, state.covered_until or timezone.now())
         gold_jobs = sorted(
             set(
                 Label.objects.filter(job__in=jobs, is_gold=True)

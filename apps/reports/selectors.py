@@ -58,9 +58,9 @@ FORECAST_HOURS = 3
 
 
 class Window:
-    """Where the rollups stop, read once per page: the hours before `boundary` come from
-    the rollup rows, the labels from it on are counted directly (all of them before the
-    first rollup run, when `boundary` is None)."""
+    """Where the rollups stop, read once per page: the labels made before `boundary` (the
+    last run's start) come from the rollup rows, those from it on are counted directly (all
+    of them before the first rollup run, when `boundary` is None)."""
 
     def __init__(self) -> None:
         self.boundary: datetime | None = (
@@ -69,11 +69,13 @@ class Window:
         self._live_jobs: list[int] | None = None
 
     def live_jobs(self) -> list[int]:
-        """The jobs that may have labels since the boundary: those the last run saw there,
-        and the running ones (one query, the first time it is asked)."""
+        """The jobs that may have labels since the boundary: those with labels shortly before
+        it, and the running ones (one query, the first time it is asked)."""
         if self._live_jobs is None:
+            # Jobs that had labels up to two hours before the boundary may still get some
+            # (a lease submitted after a pause), running ones surely.
             self._live_jobs = list(
-                JobHour.objects.filter(hour__gte=self.boundary)
+                JobHour.objects.filter(hour__gte=self.boundary - timedelta(hours=2))
                 .order_by()
                 .values_list("job_id", flat=True)
                 .union(
@@ -643,7 +645,7 @@ def job_curve(*, job: Job) -> list[CurvePoint]:
     stored = JobCurve.objects.filter(job=job).values_list("points", flat=True).first()
     if stored is None:
         return []
-    return [CurvePoint(k=p["k"], items=p["items"], accuracy=p["accuracy"]) for p in stored]
+    return [CurvePoint(**point) for point in stored]
 
 
 def job_cost_breakdown(

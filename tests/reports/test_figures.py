@@ -100,18 +100,19 @@ def test_the_redundancy_curve_on_gold_items():
 
     curve = redundancy_curve(answers, max_k=5)
 
+    # Each step also on the same items with one answer fewer: g1..g4 at 1 answer: 2/4.
     assert curve == [
         CurvePoint(k=1, items=5, accuracy=3 / 5),
-        CurvePoint(k=2, items=4, accuracy=2 / 4),
-        CurvePoint(k=3, items=4, accuracy=3 / 4),
+        CurvePoint(k=2, items=4, accuracy=2 / 4, before=2 / 4),
+        CurvePoint(k=3, items=4, accuracy=3 / 4, before=2 / 4),
     ]
 
 
 def test_the_marginal_cost_of_the_last_accuracy_point():
     curve = [
         CurvePoint(k=1, items=40, accuracy=0.70),
-        CurvePoint(k=2, items=40, accuracy=0.80),
-        CurvePoint(k=3, items=40, accuracy=0.85),
+        CurvePoint(k=2, items=40, accuracy=0.80, before=0.70),
+        CurvePoint(k=3, items=30, accuracy=0.85, before=0.80),
     ]
 
     # 3.2 labels per item -> the step from 2 to 3 labels: +5 points for one 0.05 label per
@@ -124,7 +125,7 @@ def test_the_marginal_cost_of_the_last_accuracy_point():
         curve=curve, labels_per_item=7, label_price=Decimal("0.05"), items=1000
     )
     flat = marginal_accuracy_cost(
-        curve=[CurvePoint(1, 9, 0.8), CurvePoint(2, 9, 0.8)],
+        curve=[CurvePoint(1, 9, 0.8), CurvePoint(2, 9, 0.8, before=0.8)],
         labels_per_item=2,
         label_price=Decimal("0.05"),
         items=10,

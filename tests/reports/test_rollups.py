@@ -98,7 +98,8 @@ def _row(model, **filters):
 def test_a_run_writes_the_hand_computed_rows(fixed_job):
     job, (w1, w2, w3), (h1, h2), _ = fixed_job
 
-    run = rollup_run()
+    now = timezone.now()
+    run = rollup_run(now=now)
 
     assert (run.hours, run.labels_read, run.curves) == (2, 8, 1)
     assert _row(JobHour, job=job, hour=h1) == {
@@ -128,7 +129,7 @@ def test_a_run_writes_the_hand_computed_rows(fixed_job):
         WorkerHourValue.objects.filter(job=job, worker=w1, hour=h2).values_list("value", "labels")
     ) == {("a", 1), ("b", 1)}
     assert WorkerHour.objects.filter(job=job).count() == 4  # w1, w2 in H1; w1, w3 in H2
-    assert RollupState.objects.get().covered_until == h2 + timedelta(days=2, hours=2)
+    assert RollupState.objects.get().covered_until == now
     # w1's day: i1 a, g1 a (H1), i2 b, g2 a (H2); 4 labels, 2 gold both right, 4 x 0.50.
     day = WorkerDay.objects.filter(job=job, worker=w1).values(
         "labels", "gold_answers", "gold_correct", "paid_crowd", "paid_gold", "duration_ms_sum"
@@ -222,6 +223,23 @@ def test_labels_of_the_current_hour_are_counted_before_the_next_run(fixed_job, m
     assert metrics["series"][-1]["labels"] == 1
 
 
+def test_the_current_hour_splits_at_the_run_and_nothing_is_counted_twice(fixed_job, make_actor):
+    job, (w1, *_), _, (_, i2, _, _) = fixed_job
+    worker = Worker.objects.get(user=make_actor("annotator").user)
+    _label(job, i2, worker, "a", timezone.now() - timedelta(seconds=30), 900)
+    rollup_run()
+    other = Worker.objects.get(user=make_actor("annotator").user)
+    _label(job, i2, other, "b", None, 800)  # after the run
+
+    rolled = job_metrics(job=job, worker_vendor_ids=[w1.organization_id])
+    RollupState.objects.all().delete()  # no rollups: every label counted directly
+    direct = job_metrics(job=job, worker_vendor_ids=[w1.organization_id])
+
+    assert rolled["throughput"]["labels_total"] == 10
+    for key in ("throughput", "series", "cost", "error_rates", "worker_count", "workers"):
+        assert rolled[key] == direct[key], key
+
+
 def test_qc_rescoring_a_gold_item_rerolls_its_hours(fixed_job):
     job, _, (h1, _), (_, _, g1, _) = fixed_job
     rollup_run()
@@ -250,8 +268,8 @@ def test_the_marginal_cost_of_the_last_accuracy_point_in_the_metrics(fixed_job, 
     # labels on 2 regular items, 2 per item: the last step is 1 -> 2 labels, one 0.50 label
     # per item for 25 points, 0.02 per item per point, 0.04 over its 2 accepted items.
     assert JobCurve.objects.get(job=job).points == [
-        {"k": 1, "items": 2, "accuracy": 0.5},
-        {"k": 2, "items": 2, "accuracy": 0.75},
+        {"k": 1, "items": 2, "accuracy": 0.5, "before": None},
+        {"k": 2, "items": 2, "accuracy": 0.75, "before": 0.5},
     ]
     assert point == {
         "k": 2,
