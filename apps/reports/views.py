@@ -479,19 +479,31 @@ def pool_page(request: HttpRequest, pool_id: int) -> HttpResponse:
     rows = pool_member_rows(pool=pool)
     if _wants_csv(request):
         return _csv(f"pool-{pool.pk}-members.csv", WORKER_COLUMNS, _worker_rows_for_csv(rows))
+    # A big pool's page shows the flagged members, then the busiest (the CSV has them all).
+    shown = sorted(rows, key=lambda r: (not r["flags"], -r["labels"], r["worker_id"]))
+    shown = shown[:POOL_MEMBERS_SHOWN]
     charts = {
         "accuracy": {
-            "labels": [r["username"] for r in rows],
-            "values": [r["gold_accuracy"] for r in rows],
-            "low": [r["gold_low"] for r in rows],
-            "high": [r["gold_high"] for r in rows],
+            "labels": [r["username"] for r in shown],
+            "values": [r["gold_accuracy"] for r in shown],
+            "low": [r["gold_low"] for r in shown],
+            "high": [r["gold_high"] for r in shown],
         }
     }
     return render(
         request,
         "reports/pool.html",
-        {"pool": pool, "rows": rows, "jobs": pool.jobs.all(), "charts": charts},
+        {
+            "pool": pool,
+            "rows": shown,
+            "members": len(rows),
+            "jobs": pool.jobs.all(),
+            "charts": charts,
+        },
     )
+
+
+POOL_MEMBERS_SHOWN = 100
 
 
 def _confusion_rows(job_quality: dict) -> list[dict]:
