@@ -76,8 +76,12 @@ class WorkerHour(_LabelFigures):
         constraints = [
             models.UniqueConstraint(fields=["job", "worker", "hour"], name="workerhour_unique")
         ]
-        # The worker's own pages read their rows across jobs.
-        indexes = [models.Index(fields=["worker", "hour"], name="workerhour_worker_idx")]
+        indexes = [
+            # The worker's own pages read their rows across jobs.
+            models.Index(fields=["worker", "hour"], name="workerhour_worker_idx"),
+            # All-time figures read today's hours (the days before come from WorkerDay).
+            models.Index(fields=["hour"], name="workerhour_hour_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"worker {self.worker_id} in job {self.job_id} at {self.hour:%Y-%m-%d %H}:00"
@@ -144,7 +148,10 @@ class WorkerHourValue(_AnswerCount):
                 fields=["job", "worker", "hour", "value"], name="workerhourvalue_unique"
             )
         ]
-        indexes = [models.Index(fields=["worker", "hour"], name="workerhourvalue_worker_idx")]
+        indexes = [
+            models.Index(fields=["worker", "hour"], name="workerhourvalue_worker_idx"),
+            models.Index(fields=["hour"], name="workerhourvalue_hour_idx"),
+        ]
 
 
 class JobCurve(models.Model):
