@@ -60,6 +60,8 @@ class JobHour(_LabelFigures):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "hour"], name="jobhour_unique")]
+        # The pages ask which jobs had labels in the last hours (Window.live_jobs).
+        indexes = [models.Index(fields=["hour"], name="jobhour_hour_idx")]
 
     def __str__(self) -> str:
         return f"job {self.job_id} at {self.hour:%Y-%m-%d %H}:00"
