@@ -19,6 +19,7 @@ from apps.common.bulk import bulk_update_rows
 from apps.common.instances import copied, loaded
 from apps.common.prepared import Prepared
 from apps.jobs.models import Item, Job
+from apps.reports.models import JobCurve, JobHour
 from apps.reviews.models import Review
 from apps.workforce.models import Worker
 from tests.workforce.factories import JobFactory, make_items, make_worker
@@ -109,6 +110,7 @@ def test_beat_schedule_names_only_registered_tasks():
         "concord.reviews.reprioritize",
         "concord.reviews.expert_timeouts",
         "routing.check_jobs",
+        "concord.reports.rollup",
     } <= {entry["task"] for entry in schedule.values()}
     for entry in schedule.values():
         assert entry["task"] in app.tasks, entry["task"]
@@ -130,6 +132,9 @@ def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
     assert Review.objects.filter(job=job, status="open").exists()
     assert Worker.objects.filter(user__username__startswith="sim-spammer").exists()
     assert job.routing["mode"] == "model"
+    # The dashboards' rollups and the redundancy curve are there without a beat.
+    assert JobHour.objects.filter(job=job).exists()
+    assert JobCurve.objects.filter(job=job).exists()
     # Nothing an annotator is shown tells a gold item from another.
     assert not Item.objects.filter(job=job, payload__has_key="truth").exists()
     assert not Item.objects.filter(job=job, external_id__startswith="gold").exists()

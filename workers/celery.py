@@ -17,6 +17,7 @@ app.conf.imports = (
     "workers.tasks_routing",
     "workers.tasks_reviews",
     "workers.tasks_webhooks",
+    "workers.tasks_reports",
 )
 # `celery -A workers beat` runs these; every task is safe to run twice or concurrently.
 app.conf.beat_schedule = {
@@ -34,6 +35,12 @@ app.conf.beat_schedule = {
     "routing-check-jobs": {"task": "routing.check_jobs", "schedule": 300.0},
     # Webhook deliveries whose enqueue or retry timer was lost (broker down, killed worker).
     "webhooks-dispatch-due": {"task": "concord.webhooks.dispatch_due", "schedule": 60.0},
+    # The dashboards' hourly rollups: the hours of the labels that came since the last run
+    # (late ones included) are rolled again (apps.reports.rollups).
+    "reports-rollup": {
+        "task": "concord.reports.rollup",
+        "schedule": float(os.environ.get("ROLLUP_EVERY_SECONDS", "60")),
+    },
     # Newly settled items, batched into item.finalized for the endpoints that opted in.
     "webhooks-items-finalized": {
         "task": "concord.webhooks.items_finalized",

@@ -42,6 +42,7 @@ from apps.jobs.specs import (
     PricingSerializer,
     RoutingSerializer,
 )
+from apps.reports.items import job_items_forget
 
 
 class JobOutputSerializer(serializers.ModelSerializer):
@@ -417,6 +418,8 @@ class JobItemsApi(generics.ListAPIView):
             report = services.item_ingest(job=job, stream=stream, fmt=fmt)
         except UploadFormatError as exc:
             raise ApplicationError(str(exc), code=ErrorCode.PARSE_ERROR) from exc
+        # The dashboards' kept item counts are out of date: they count again until the rollup.
+        job_items_forget(job_id=job.pk)
         code = status.HTTP_201_CREATED if report.created else status.HTTP_200_OK
         return Response(report.as_dict(), status=code)
 

@@ -21,7 +21,11 @@ class JobMetricsApi(APIView):
             "series (per hour: labels, gold answers and errors, reviews opened, QC decisions "
             "and overrides), backlog (labels left, pace, hours left, cost left), cost (labels, "
             "bonuses, per settled item, forecast total; money summed exactly), error_rates "
-            "(gold accuracy, review share), worker_count; for "
+            "(gold accuracy, review share), worker_count, cost_of_quality (base labels, extra "
+            "redundancy, gold overhead, expert labels, bonuses, rework, per accepted item, and "
+            "marginal_accuracy_point: from k-1 to k crowd labels per item on the redundancy "
+            "curve of gold items, the accuracy gained and its cost per item and per job, null "
+            "until gold items have two answers); for "
             "vendor staff also `workers`, a summary of their own vendor's workers (clients "
             "never see worker identities or pay)"
         )

@@ -39,7 +39,9 @@ from apps.jobs.services import (
     job_resume,
 )
 from apps.quality.selectors import worker_quality
+from apps.reports.items import job_items_forget
 from apps.reports.selectors import (
+    Window,
     job_cost_estimate,
     job_metrics,
     overview_metrics,
@@ -178,9 +180,14 @@ def _worker_rows_for_csv(rows: list[dict]) -> list[dict]:
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     _require_reader(request)
-    rows = overview_metrics(jobs=job_list_for_user(user=request.user))
+    window = Window()  # where the rollups stop, read once for the page
+    rows = overview_metrics(jobs=job_list_for_user(user=request.user), window=window)
     ops_vendor_ids = ops_organization_ids(user=request.user)
-    workers = worker_list_metrics(vendor_ids=ops_vendor_ids, limit=50) if ops_vendor_ids else []
+    workers = (
+        worker_list_metrics(vendor_ids=ops_vendor_ids, limit=50, window=window)
+        if ops_vendor_ids
+        else []
+    )
     if _wants_csv(request):
         table = request.GET.get("table")
         if table == "workers":
@@ -236,7 +243,13 @@ def job_dashboard(request: HttpRequest, job_id: int) -> HttpResponse:
     if _wants_csv(request):
         if request.GET.get("table") == "cost":
             cost = metrics["cost_of_quality"]
-            rows = [{"part": k, "value": v} for k, v in cost.items()]
+            rows = [
+                {"part": f"{k}.{sub}", "value": v2}
+                for k, v in cost.items()
+                if isinstance(v, dict)
+                for sub, v2 in v.items()
+            ]
+            rows[:0] = [{"part": k, "value": v} for k, v in cost.items() if not isinstance(v, dict)]
             return _csv(f"job-{job.pk}-cost.csv", [("part", "part"), ("value", "value")], rows)
         if request.GET.get("table") == "workers" and "workers" in metrics:
             return _csv(
@@ -299,7 +312,9 @@ def _render_job(
             job=job, worker_vendor_ids=job_vendor_ids_for_user(user=request.user, job=job)
         )
         charts = _job_charts(metrics)
-    estimate = job_cost_estimate(job=job)
+    estimate = job_cost_estimate(
+        job=job, n_items=metrics["items"]["total"] - metrics["items"]["gold"]
+    )
     return render(
         request,
         "reports/job.html",
@@ -363,6 +378,7 @@ def job_upload(request: HttpRequest, job_id: int) -> HttpResponse:
         return _render_job(request, job, error=message, status=400)
     try:
         report = item_ingest(job=job, stream=upload, fmt=fmt)
+        job_items_forget(job_id=job.pk)
     except UploadFormatError as exc:
         return _render_job(request, job, error=str(exc), status=400)
     except ApplicationError as exc:
@@ -463,19 +479,31 @@ def pool_page(request: HttpRequest, pool_id: int) -> HttpResponse:
     rows = pool_member_rows(pool=pool)
     if _wants_csv(request):
         return _csv(f"pool-{pool.pk}-members.csv", WORKER_COLUMNS, _worker_rows_for_csv(rows))
+    # A big pool's page shows the flagged members, then the busiest (the CSV has them all).
+    shown = sorted(rows, key=lambda r: (not r["flags"], -r["labels"], r["worker_id"]))
+    shown = shown[:POOL_MEMBERS_SHOWN]
     charts = {
         "accuracy": {
-            "labels": [r["username"] for r in rows],
-            "values": [r["gold_accuracy"] for r in rows],
-            "low": [r["gold_low"] for r in rows],
-            "high": [r["gold_high"] for r in rows],
+            "labels": [r["username"] for r in shown],
+            "values": [r["gold_accuracy"] for r in shown],
+            "low": [r["gold_low"] for r in shown],
+            "high": [r["gold_high"] for r in shown],
         }
     }
     return render(
         request,
         "reports/pool.html",
-        {"pool": pool, "rows": rows, "jobs": pool.jobs.all(), "charts": charts},
+        {
+            "pool": pool,
+            "rows": shown,
+            "members": len(rows),
+            "jobs": pool.jobs.all(),
+            "charts": charts,
+        },
     )
+
+
+POOL_MEMBERS_SHOWN = 100
 
 
 def _confusion_rows(job_quality: dict) -> list[dict]:

@@ -21,6 +21,7 @@ from apps.assignments.models import Assignment, Label
 from apps.assignments.records import job_complete_if_done
 from apps.common.bulk import bulk_update_rows
 from apps.common.errors import ApplicationError, ErrorCode
+from apps.common.tasks import enqueue_on_commit
 from apps.jobs.kinds import answer_shown, answer_stored
 from apps.jobs.models import Item, Job
 from apps.jobs.selectors import job_list_for_vendors
@@ -681,6 +682,8 @@ def review_resolve(
             right = [pk for pk, ok in correct.items() if ok]
             Label.objects.filter(item_id=item.pk, pk__in=right).update(is_correct=True)
             Label.objects.filter(item_id=item.pk).exclude(pk__in=right).update(is_correct=False)
+            # The dashboards' rollups counted the old scores: roll the item's hours again.
+            enqueue_on_commit("concord.reports.rollup_item", item.pk)
         ReviewOutcome.objects.bulk_create(
             [
                 ReviewOutcome(

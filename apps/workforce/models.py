@@ -141,7 +141,13 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ["-id"]
         verbose_name_plural = "ledger entries"
-        indexes = [models.Index(fields=["worker", "job", "kind"])]
+        indexes = [
+            models.Index(fields=["worker", "job", "kind"]),
+            # A job's bonuses, summed by the dashboards (its label credits are in the rollups).
+            models.Index(
+                fields=["job"], condition=models.Q(kind="bonus"), name="ledger_bonus_job_idx"
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["idempotency_key"], name="ledger_unique_idempotency_key"

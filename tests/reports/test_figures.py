@@ -7,9 +7,12 @@ from decimal import Decimal
 import pytest
 
 from apps.reports.metrics import (
+    CurvePoint,
     WorkerFigures,
     backlog_forecast,
     cost_estimate,
+    marginal_accuracy_cost,
+    redundancy_curve,
     wilson_bounds,
     worker_flags,
 )
@@ -80,5 +83,61 @@ def test_cost_estimate_before_launch():
     assert (estimate.low, estimate.high) == (Decimal("16.70"), Decimal("27.80"))
     assert (
         cost_estimate(n_items=1, min_labels=1, max_labels=1, gold_rate=1.0, crowd_price=Decimal(1))
+        is None
+    )
+
+
+def test_the_redundancy_curve_on_gold_items():
+    # Truth "a". First 1, 2, 3 answers -> majority right (1), tie (1/2) or wrong (0):
+    #   g1 a b a: 1, 1/2, 1   g2 b a a: 0, 1/2, 1   g3 a a b: 1, 1, 1   g4 b b a: 0, 0, 0
+    answers = [
+        ("a", ["a", "b", "a"]),
+        ("a", ["b", "a", "a"]),
+        ("a", ["a", "a", "b"]),
+        ("a", ["b", "b", "a"]),
+        ("a", ["a"]),  # counts at k = 1 only
+    ]
+
+    curve = redundancy_curve(answers, max_k=5)
+
+    # Each step also on the same items with one answer fewer: g1..g4 at 1 answer: 2/4.
+    assert curve == [
+        CurvePoint(k=1, items=5, accuracy=3 / 5),
+        CurvePoint(k=2, items=4, accuracy=2 / 4, before=2 / 4),
+        CurvePoint(k=3, items=4, accuracy=3 / 4, before=2 / 4),
+    ]
+
+
+def test_the_marginal_cost_of_the_last_accuracy_point():
+    curve = [
+        CurvePoint(k=1, items=40, accuracy=0.70),
+        CurvePoint(k=2, items=40, accuracy=0.80, before=0.70),
+        CurvePoint(k=3, items=30, accuracy=0.85, before=0.80),
+    ]
+
+    # 3.2 labels per item -> the step from 2 to 3 labels: +5 points for one 0.05 label per
+    # item, 0.01 per item per point, 10.00 over 1,000 items.
+    at_three = marginal_accuracy_cost(
+        curve=curve, labels_per_item=3.2, label_price=Decimal("0.05"), items=1000
+    )
+    # 7 labels per item: no point beyond k = 3, so the last step the curve has.
+    deep = marginal_accuracy_cost(
+        curve=curve, labels_per_item=7, label_price=Decimal("0.05"), items=1000
+    )
+    flat = marginal_accuracy_cost(
+        curve=[CurvePoint(1, 9, 0.8), CurvePoint(2, 9, 0.8, before=0.8)],
+        labels_per_item=2,
+        label_price=Decimal("0.05"),
+        items=10,
+    )
+
+    assert (at_three.k, at_three.gain_points) == (3, 5.0)
+    assert (at_three.accuracy_before, at_three.accuracy) == (0.8, 0.85)
+    assert at_three.per_item_per_point == Decimal("0.0100")
+    assert at_three.per_point == Decimal("10.00")
+    assert deep == at_three.__class__(**{**at_three.__dict__, "labels_per_item": 7})
+    assert (flat.gain_points, flat.per_item_per_point, flat.per_point) == (0.0, None, None)
+    assert (
+        marginal_accuracy_cost(curve=curve[:1], labels_per_item=3, label_price=Decimal(1), items=1)
         is None
     )

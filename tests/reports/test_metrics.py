@@ -11,9 +11,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from apps.assignments.models import Assignment, Label
+from apps.assignments.models import Label
 from apps.jobs.models import Item, Job
 from apps.workforce.models import LedgerEntry, Pool, Worker
+from tests.reports.labels import paid_label
 
 
 @pytest.fixture
@@ -35,7 +36,6 @@ def labeled_job(client_actor, make_actor):
     )
     Item.objects.filter(pk=items[2].pk).update(state="review")
     workers = [Worker.objects.get(user=make_actor("annotator").user) for _ in range(2)]
-    now = timezone.now()
     answers = [
         (items[0], workers[0], "a"),
         (items[0], workers[1], "a"),
@@ -44,34 +44,7 @@ def labeled_job(client_actor, make_actor):
         (items[4], workers[1], "b"),
     ]
     for item, worker, value in answers:
-        a = Assignment.objects.create(
-            item=item,
-            job=job,
-            worker=worker,
-            state="submitted",
-            is_gold=item.is_gold,
-            leased_at=now - timedelta(minutes=1),
-            expires_at=now + timedelta(minutes=9),
-        )
-        label = Label.objects.create(
-            assignment=a,
-            item=item,
-            job=job,
-            worker=worker,
-            value=value,
-            tier="crowd",
-            duration_ms=1000,
-            is_gold=item.is_gold,
-            is_correct=(value == item.gold_label) if item.is_gold else None,
-        )
-        LedgerEntry.objects.create(
-            worker=worker,
-            job=job,
-            label=label,
-            kind="label",
-            amount=Decimal("0.5"),
-            idempotency_key=f"label:{label.pk}",
-        )
+        paid_label(job, item, worker, value)
     LedgerEntry.objects.create(
         worker=workers[0], job=job, kind="bonus", amount=Decimal("1.25"), idempotency_key="b1"
     )

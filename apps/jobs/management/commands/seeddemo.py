@@ -18,6 +18,7 @@ from apps.accounts.models import Membership, Organization, Role
 from apps.accounts.services import contract_set, membership_ensure, token_create
 from apps.jobs.models import Item, Job
 from apps.jobs.services import item_ingest, job_create, job_launch, job_update
+from apps.reports.rollups import rollup_run
 from apps.reviews.models import Reason, Review
 from apps.reviews.services import review_client_dispute
 from apps.routing.services import job_retrain
@@ -165,6 +166,10 @@ class Command(BaseCommand):
             self.stdout.write(f"routing: {result.reason} {result.routing}")
             job.refresh_from_db()
         self._dispute_one(job, client_org)
+        # What Celery beat does every minute in a deployment (`make run` runs no beat): the
+        # dashboards' hourly rollups and the redundancy curve behind the marginal cost.
+        rolled = rollup_run()
+        self.stdout.write(f"dashboards: {rolled.labels_read} labels rolled up")
         self.stdout.write("")
         self.stdout.write(f"Demo job {job.pk} ({job.name!r}) is {job.status}.")
         self.stdout.write("Sign in at http://127.0.0.1:8000/login/ with one of these API tokens:")
