@@ -155,7 +155,6 @@ class AssignmentNextApi(APIView):
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField(help_text="The assignment (lease) id.")
         job = serializers.IntegerField()
-        item = serializers.IntegerField()
         payload = serializers.JSONField(
             help_text="The item's payload without its private (underscore) fields."
         )
@@ -217,14 +216,15 @@ class AssignmentNextApi(APIView):
                 response["Retry-After"] = str(result.retry_after)
             return response
         # Built by hand on the hot path (the serializer documents the shape; same output).
-        # No external_id and no private payload field: a client's ids and hidden columns
-        # ("gold-012", a truth column) would tell the worker which items are gold.
+        # No item id, no external_id and no private payload field: a client's ids, the
+        # order items were uploaded in (gold uploaded apart gets ids of its own) and hidden
+        # columns ("gold-012", a truth column) would tell the worker which items are gold.
+        # The assignment id is the worker's handle on the item.
         return _with_path(
             Response(
                 {
                     "id": result.id,
                     "job": result.job,
-                    "item": result.item,
                     "payload": payload_for_worker(result.payload),
                     "classes": result.classes,
                     "label_schema": result.label_schema or {},
@@ -238,7 +238,6 @@ class AssignmentNextApi(APIView):
 
 class LabelOutputSerializer(serializers.Serializer):
     assignment = serializers.IntegerField(source="assignment_id")
-    item = serializers.IntegerField(source="item_id")
     job = serializers.IntegerField(source="job_id")
     label = AnswerField(help_text="The answer as stored (a class, or the kind's JSON answer).")
     duration_ms = serializers.IntegerField(allow_null=True)
@@ -289,7 +288,6 @@ class AssignmentSubmitApi(APIView):
             Response(
                 {
                     "assignment": label.assignment_id,
-                    "item": label.item_id,
                     "job": label.job_id,
                     "label": result.answer,
                     "duration_ms": label.duration_ms,

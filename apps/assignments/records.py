@@ -155,12 +155,13 @@ def submittable(
     stored = answer_stored(label_schema=job.label_schema, value=label)
     if job.kind == SINGLE_CHOICE and stored not in job.classes:
         # A fractional, NaN or unknown label ("1.5", "nan", "Cat") is no class name: 400,
-        # naming the item it was for.
+        # naming the assignment it was for (the worker's handle on the item: an item id
+        # would tell gold apart, see AssignmentNextApi).
         raise ApplicationError(
-            f"{label!r} is not one of the job's classes (item {assignment.item_id}).",
+            f"{label!r} is not one of the job's classes (assignment {assignment.pk}).",
             details={
                 "label": [f"Choose one of: {', '.join(job.classes)}."],
-                "item": assignment.item_id,
+                "assignment": assignment.pk,
             },
         )
     return None

@@ -22,7 +22,7 @@ def job():
     [b'{"label": 1.5}', b'{"label": "NaN"}', b'{"label": "Cat"}', b'{"label": 0}'],
     ids=["fractional", "nan-string", "unknown-name", "class-index"],
 )
-def test_submit_of_a_label_that_is_no_class_is_400_naming_the_item(make_actor, job, raw):
+def test_submit_of_a_label_that_is_no_class_is_400_naming_the_assignment(make_actor, job, raw):
     actor, _ = _annotator(make_actor, job)
     task = actor.client.post(NEXT).json()
 
@@ -33,8 +33,8 @@ def test_submit_of_a_label_that_is_no_class_is_400_naming_the_item(make_actor, j
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert error["code"] == "invalid"
-    assert error["details"]["item"] == task["item"]
-    assert f"item {task['item']}" in error["message"]
+    assert error["details"]["assignment"] == task["id"]
+    assert f"assignment {task['id']}" in error["message"]
     assert Label.objects.count() == 0
 
 

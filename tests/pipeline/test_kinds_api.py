@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 
-from apps.assignments.models import Label
+from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item, Job
 from apps.quality.aggregation import job_aggregate
 from apps.workforce.models import Worker
@@ -424,7 +424,7 @@ def test_a_numeric_job_run_learns_a_biased_worker_and_rewrites_results(client_ac
     for _ in range(len(truth)):
         for w, actor in enumerate(annotators):
             task = actor.client.post(NEXT, {}, format="json").json()
-            n = Item.objects.get(pk=task["item"]).payload["n"]
+            n = Assignment.objects.get(pk=task["id"]).item.payload["n"]
             answer = truth[n] + (careless[n % 6] if w == 2 else noise[(n + w) % 5])
             actor.client.post(
                 f"/api/v1/assignments/{task['id']}/submit/", {"label": answer}, format="json"
@@ -666,7 +666,7 @@ def test_a_numeric_job_run_widens_intervals_by_the_error_its_gold_shows(client_a
     for w, actor in enumerate(_annotators(make_actor, job_id)):
         for n in range(len(truth)):
             task = actor.client.post(NEXT, {}, format="json").json()
-            external_id = Item.objects.get(pk=task["item"]).payload["e"]
+            external_id = Assignment.objects.get(pk=task["id"]).item.payload["e"]
             answer = truth[external_id] + 8 + noise[(n + w) % 7]
             actor.client.post(
                 f"/api/v1/assignments/{task['id']}/submit/", {"label": answer}, format="json"
