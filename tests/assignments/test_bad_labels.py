@@ -1,4 +1,5 @@
-"""Labels that are no class name (fractional, NaN, unknown) are a 400 naming the item."""
+"""Labels that are no class name (fractional, NaN, unknown) are a 400 naming the assignment
+(the annotator's handle on the item; item ids are not sent to annotators)."""
 
 from __future__ import annotations
 
