@@ -31,7 +31,7 @@ from apps.jobs.kinds import answer_text, answer_value, schema_kind
 from apps.jobs.models import Job
 from apps.jobs.policy import Policy
 from apps.quality.algorithms.kinds import BoxKind, LabelKind, gold_item_variance
-from apps.quality.algorithms.kinds.bbox import DROPPED, KEPT, REVIEW
+from apps.quality.algorithms.kinds.bbox import KEPT, REVIEW
 from apps.quality.algorithms.kinds.ordinal import ordered_confusions
 from apps.workforce.models import Worker
 
@@ -340,13 +340,8 @@ class Bbox(AnswerKind):
         kept = r.obj_status == KEPT
         agreement = r.obj_agreement[kept]
         agreement = agreement[np.isfinite(agreement)]
+        # The kernel caps it by the share of submissions that drew no dropped box.
         confidence = float(r.confidence[0])
-        dropped = r.obj_status[r.box_object] == DROPPED
-        if dropped.any() and math.isfinite(confidence):
-            # A box one worker drew and the others did not is dropped, but the item is only
-            # as sure of the result as the share of submissions that drew no such box.
-            strays = np.unique(boxes.owner[dropped]).size
-            confidence = min(confidence, 1.0 - strays / n)
         return ItemOutcome(
             label=answer_text(_boxes_json(kind, r.obj_box[kept], r.obj_class[kept])),
             confidence=_finite(confidence),

@@ -312,6 +312,59 @@ def test_ordinal_model_reads_through_a_worker_who_rates_one_level_high():
     assert np.mean(result.level == truth) >= 0.99
 
 
+def _ordinal_em_by_loops(tasks, workers, y, k, n_iter, prior_answers=2.0, min_spread=0.25):
+    """The ordinal EM of the module docstring written answer by answer, as a reference."""
+    n_t, n_w = tasks.max() + 1, workers.max() + 1
+    q = np.full((n_t, k), 1e-3)
+    for t, a in zip(tasks, y, strict=True):
+        q[t, a] += 1.0
+    q /= q.sum(axis=1, keepdims=True)
+    bias, spread, spam = np.zeros(n_w), np.ones(n_w), np.full(n_w, 0.1)
+    for _ in range(n_iter):
+        counts = np.zeros((n_w, k, k))
+        for t, j, a in zip(tasks, workers, y, strict=True):
+            counts[j, :, a] += q[t]
+        conf = ordered_confusions(bias, spread, spam, k)
+        new_bias, new_spread, new_spam = bias.copy(), spread.copy(), spam.copy()
+        for j in range(n_w):
+            spam_share = spam[j] / k / conf[j]
+            w = counts[j] * (1.0 - spam_share)
+            resid = np.arange(k)[None, :] - np.arange(k)[:, None]
+            new_spam[j] = ((counts[j] * spam_share).sum() + 1.0) / (counts[j].sum() + 2.0)
+            new_bias[j] = (w * resid).sum() / (w.sum() + prior_answers)
+            var = ((w * (resid - new_bias[j]) ** 2).sum() + prior_answers) / (
+                w.sum() + prior_answers
+            )
+            new_spread[j] = math.sqrt(max(var + 1.0 / 12.0, min_spread**2))
+        bias, spread, spam = new_bias, new_spread, new_spam
+        prior = (q.sum(axis=0) + 1.0) / (n_t + k)
+        log_conf = np.log(ordered_confusions(bias, spread, spam, k))
+        log_post = np.tile(np.log(prior), (n_t, 1))
+        for t, j, a in zip(tasks, workers, y, strict=True):
+            log_post[t] += log_conf[j, :, a]
+        q = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+        q /= q.sum(axis=1, keepdims=True)
+    return q, bias, spread, spam
+
+
+def test_ordinal_em_equals_the_answer_by_answer_reference():
+    # A small crowd with uneven items (1 to 4 answers) and workers, shuffled answer order.
+    rng = np.random.default_rng(5)
+    tasks = np.repeat(np.arange(30), rng.integers(1, 5, 30))
+    workers = rng.integers(0, 6, tasks.size)
+    y = np.clip(rng.integers(0, 4, 30)[tasks] + rng.integers(-1, 2, tasks.size), 0, 3)
+    shuffle = rng.permutation(tasks.size)
+    tasks, workers, y = tasks[shuffle], workers[shuffle], y[shuffle]
+
+    result = ordinal_em(tasks, workers, y, 4, n_iter=7, tol=0.0)
+    q, bias, spread, spam = _ordinal_em_by_loops(tasks, workers, y, 4, n_iter=7)
+
+    assert result.posterior == pytest.approx(q, abs=1e-12)
+    assert result.bias == pytest.approx(bias, abs=1e-12)
+    assert result.spread == pytest.approx(spread, abs=1e-12)
+    assert result.spam == pytest.approx(spam, abs=1e-12)
+
+
 def test_ordinal_confusion_rows_are_distributions_and_put_near_misses_above_far_ones():
     conf = ordered_confusions(np.array([0.0]), np.array([0.8]), np.array([0.1]), 5)[0]
 
@@ -428,8 +481,33 @@ def test_three_workers_boxes_make_one_object_and_a_lone_stray_box_is_dropped():
     assert result.obj_box[0] == pytest.approx([32 / 3, 32 / 3, 152 / 3, 152 / 3], abs=0.2)
     plain = aggregate_boxes(np.zeros(3, dtype=int), np.arange(3), answers, weighted=False)
     assert plain.obj_box[0] == pytest.approx([32 / 3, 32 / 3, 152 / 3, 152 / 3])
-    assert result.confidence[0] == pytest.approx(result.obj_agreement[0])
+    # One of three submissions drew a box nobody backed: the item is at most 2/3 sure.
+    assert result.obj_agreement[0] > 0.9
+    assert result.confidence[0] == pytest.approx(2 / 3)
     assert result.box_object.tolist() == [0, 1, 0, 0]
+
+
+def test_an_item_whose_every_box_was_dropped_is_not_confident():
+    # Item 0: three workers, three boxes far apart, each drawn once, so each is dropped.
+    # Item 1, in the same run: three workers agree on one box and nothing else.
+    same = [(10, 10, 50, 50, 0)]
+    answers = Boxes.from_lists(
+        [
+            [(10, 10, 50, 50, 0)],
+            [(200, 200, 260, 260, 0)],
+            [(400, 10, 480, 90, 0)],
+            same,
+            same,
+            same,
+        ]
+    )
+    tasks = np.array([0, 0, 0, 1, 1, 1])
+
+    result = BOXES.aggregate(tasks, np.array([0, 1, 2, 0, 1, 2]), answers)
+
+    assert result.obj_status[result.obj_task == 0].tolist() == [DROPPED] * 3
+    assert result.confidence.tolist() == [0.0, pytest.approx(1.0)]
+    assert BOXES.is_confident(result, target=0.5).tolist() == [False, True]
 
 
 def test_an_object_two_of_five_workers_saw_goes_to_review():
