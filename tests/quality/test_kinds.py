@@ -402,7 +402,8 @@ def test_numeric_recovers_worker_bias_and_noise_and_keeps_an_honest_interval():
     sd = np.where(np.arange(20) % 5 == 1, 12.0, 3.0)
     x = truth[tasks] + bias[workers] + rng.normal(0, 1, tasks.size) * sd[workers]
 
-    result = numeric_em(tasks, workers, x, level=0.9)
+    # No shared error in this crowd: the consensus interval (item_var 0) is the truth's.
+    result = numeric_em(tasks, workers, x, level=0.9, item_var=0.0)
 
     assert result.bias[[0, 2, 3, 4]] == pytest.approx([8.0, 8.0, -8.0, -8.0], abs=0.6)
     assert result.noise[1] > 3 * result.noise[0]
@@ -444,6 +445,75 @@ def test_numeric_on_the_emotion_crowd_stays_near_the_mean_and_gold_widens_the_in
     assert np.all((widened.value >= -100) & (widened.value <= 100))
 
 
+def test_the_noise_prior_makes_alike_workers_one_worker_and_the_value_the_mean():
+    # Thirty workers of the same noise (sd 10, no bias), five answers per item.
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0, 100, 600)
+    tasks = np.repeat(np.arange(600), 5)
+    workers = np.argsort(rng.random((600, 30)), axis=1)[:, :5].ravel()
+    x = truth[tasks] + rng.normal(0, 10, tasks.size)
+
+    result = numeric_em(tasks, workers, x, robust=False)
+
+    # Their noise estimates would spread by chance (about +-25% from 100 answers); the
+    # prior pulls them all to the pooled one, biases to 0, and the value is the plain mean.
+    assert result.noise.max() / result.noise.min() < 1.01
+    assert np.abs(result.bias).max() == pytest.approx(0.0, abs=1e-9)
+    assert result.value == pytest.approx(np.bincount(tasks, x) / 5, abs=1e-3)
+
+
+def test_the_noise_prior_keeps_a_worker_who_really_is_noisier():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0, 100, 600)
+    tasks = np.repeat(np.arange(600), 5)
+    workers = np.argsort(rng.random((600, 30)), axis=1)[:, :5].ravel()
+    sd = np.where(np.arange(30) == 7, 30.0, 10.0)
+    x = truth[tasks] + rng.normal(0, 1, tasks.size) * sd[workers]
+
+    result = numeric_em(tasks, workers, x, robust=False)
+
+    assert result.noise[7] > 2.5 * np.median(result.noise)
+
+
+def test_gold_measures_a_shared_error_and_the_interval_covers_at_the_nominal_rate():
+    # Every worker shares an error per item, N(0, 6^2), on top of their own noise (sd 8):
+    # no number of answers shows it, the gold items (10%) do.
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(0, 100, 1500)
+    tasks = np.repeat(np.arange(1500), 6)
+    workers = np.argsort(rng.random((1500, 30)), axis=1)[:, :6].ravel()
+    x = truth[tasks] + rng.normal(0, 6, 1500)[tasks] + rng.normal(0, 8, tasks.size)
+    gold = rng.permutation(1500)[:150]
+    rest = np.setdiff1d(np.arange(1500), gold)
+    kind = NumericKind()
+
+    with_gold = kind.aggregate_with_gold(tasks, workers, x, gold_tasks=gold, gold=truth[gold])
+    consensus = numeric_em(tasks, workers, x, item_var=0.0)
+
+    def covered(result):
+        return np.mean(((truth >= result.low) & (truth <= result.high))[rest])
+
+    assert with_gold.item_var == pytest.approx(36, rel=0.35)
+    assert 0.86 <= covered(with_gold) <= 0.94
+    assert covered(consensus) < 0.7
+
+
+@pytest.mark.parametrize(
+    ("noise", "chosen"), [("student_t2", 2.0), ("gaussian", math.inf)], ids=["heavy", "gaussian"]
+)
+def test_cutoff_chosen_by_leave_one_answer_out_error(noise, chosen):
+    rng = np.random.default_rng(6)
+    truth = rng.uniform(0, 100, 800)
+    tasks = np.repeat(np.arange(800), 5)
+    workers = np.argsort(rng.random((800, 30)), axis=1)[:, :5].ravel()
+    e = 5 * rng.standard_t(2, tasks.size) if noise == "student_t2" else rng.normal(0, 5, tasks.size)
+    x = truth[tasks] + e
+
+    auto = numeric_em(tasks, workers, x, cutoff=None)
+
+    assert np.array_equal(auto.value, numeric_em(tasks, workers, x, cutoff=chosen).value)
+
+
 def test_numeric_gold_score_is_one_within_tolerance_falling_to_zero_at_twice_it():
     scores = NUMBER.gold_score(np.array([10, 12, 13, 14, 20]), np.full(5, 10), tolerance=2)
 
@@ -454,11 +524,18 @@ def test_numeric_stops_when_the_interval_is_within_the_tolerance():
     # Item 0: three answers within one unit; item 1: two answers 40 apart.
     tasks, workers = np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 0, 1])
 
-    result = NUMBER.aggregate(tasks, workers, np.array([10.0, 10.5, 9.5, 20.0, 60.0]))
+    answers = np.array([10.0, 10.5, 9.5, 20.0, 60.0])
+
+    # With a measured shared error of 0 (gold said the crowd is right on average).
+    result = NUMBER.aggregate(tasks, workers, answers, item_var=0.0)
+    # Without gold, the assumed shared error widens every interval by the same amount.
+    assumed = NUMBER.aggregate(tasks, workers, answers)
 
     assert result.half_width[0] < result.half_width[1]
     assert NUMBER.is_confident(result, target=6.0).tolist() == [True, False]
     assert NUMBER.is_confident(result, target=100.0).tolist() == [True, True]
+    assert assumed.item_var > 0
+    assert np.all(assumed.half_width > result.half_width)
 
 
 # ------------------------------------------------------------------------------------ bbox
