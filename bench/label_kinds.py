@@ -20,7 +20,7 @@ count (simulated coverage was 0.967); the numeric model's per-item difficulty an
 weights were dropped for plain worker noise and a Huber fallback (both raised the emotion
 MAE to 13.3-14.7); and the multi_choice / ordinal EM stop at a posterior change of 1e-3
 within 50 iterations, for the 1M timing (labels stop changing after about 40). The numeric
-kernel's constants (Huber cutoff 2, a floor of 3 pseudo-answers on the variance prior, the
+kernel's constants (Huber cutoff 3, a floor of 3 pseudo-answers on the variance prior, the
 no-gold shared-error ratio 0.3) were chosen by
 bench/numeric_lodo.py on bench/numeric_family.py's eight crowds, not here; the numeric
 figures below call the production kind (`NumericKind`, its defaults, the job wiring's
