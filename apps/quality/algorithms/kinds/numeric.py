@@ -290,25 +290,32 @@ def numeric_em(
         zeros = np.zeros(n_workers)
         return _unwidened(n_i, zeros, nan_t, nan_t, nan_t, zeros, np.full(n_workers, np.nan), level)
     has = n_i > 0
-    options = {
-        "robust": robust,
-        "bias": bias,
-        "prior_answers": prior_answers,
-        "min_prior_answers": min_prior_answers,
-        "bias_prior_answers": bias_prior_answers,
-        "n_iter": n_iter,
-    }
+
+    def fit(c: float):
+        return _fit(
+            x,
+            tasks,
+            workers,
+            n_i,
+            n_j,
+            cutoff=c,
+            robust=robust,
+            bias=bias,
+            prior_answers=prior_answers,
+            min_prior_answers=min_prior_answers,
+            bias_prior_answers=bias_prior_answers,
+            n_iter=n_iter,
+        )
+
     if cutoff is None:
         # The Huber cutoff chosen on the answers themselves: each candidate's fit is scored
         # by leave-one-answer-out error and the better one kept (heavy tails want a low
         # cutoff, Gaussian answers lose a little efficiency to it).
-        fits = [
-            (c, _fit(x, tasks, workers, n_i, n_j, cutoff=c, **options)) for c in CUTOFF_CANDIDATES
-        ]
-        scores = [_loo_error(x, tasks, workers, n_i, *f[:3], c) for c, f in fits]
+        fits = [(c, fit(c)) for c in CUTOFF_CANDIDATES]
+        scores = [_loo_error(x, tasks, workers, n_i, f[0], f[1], f[2], c) for c, f in fits]
         cutoff, (t, b, s2, d0, n_inf) = fits[int(np.argmin(scores))]
     else:
-        t, b, s2, d0, n_inf = _fit(x, tasks, workers, n_i, n_j, cutoff=cutoff, **options)
+        t, b, s2, d0, n_inf = fit(cutoff)
     floor = (1e-3 * max(float(np.std(x)), 1e-12)) ** 2
     s2 = np.maximum(s2, floor)
     s2_item = s2[workers]

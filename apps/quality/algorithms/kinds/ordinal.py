@@ -107,8 +107,10 @@ def ordinal_em(
     n_cells = n_workers * k
     cell = workers * k + y  # (worker, answered level) of each answer
     # qt[c, i]: the posterior that item i's true level is c; uniform where unanswered.
-    qt = np.stack([np.bincount(tasks, weights=(y == c), minlength=n_tasks) for c in range(k)])
-    qt = np.where(has[None, :], qt + 1e-3, 1.0)
+    answered = np.stack(
+        [np.bincount(tasks, weights=(y == c), minlength=n_tasks) for c in range(k)]
+    ).astype(np.float64)
+    qt = np.where(has[None, :], answered + 1e-3, 1.0)
     qt /= qt.sum(axis=0)
     bias = np.zeros(n_workers)
     spread = np.ones(n_workers)
