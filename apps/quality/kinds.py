@@ -30,8 +30,8 @@ from apps.assignments.models import Label
 from apps.jobs.kinds import answer_text, answer_value, schema_kind
 from apps.jobs.models import Job
 from apps.jobs.policy import Policy
-from apps.quality.algorithms.kinds import BoxKind, LabelKind, gold_item_variance
-from apps.quality.algorithms.kinds.bbox import DROPPED, KEPT, REVIEW
+from apps.quality.algorithms.kinds import BoxKind, LabelKind
+from apps.quality.algorithms.kinds.bbox import KEPT, REVIEW
 from apps.quality.algorithms.kinds.ordinal import ordered_confusions
 from apps.workforce.models import Worker
 
@@ -282,16 +282,21 @@ class Numeric(AnswerKind):
     def job_results(self, *, kind, schema, tasks, workers, answers, n_tasks, n_workers, gold):
         x = kind.encode(answers)
         tolerance = float(schema["tolerance"])
-        options = {"n_tasks": n_tasks, "n_workers": n_workers, "tolerance": tolerance}
-        r = kind.aggregate(tasks, workers, x, **options)
-        item_var = 0.0
-        if gold:
-            # The crowd's shared error beyond the worker model, measured on the gold items,
-            # widens every interval so that it covers the truth, not only the consensus.
-            gold_tasks = np.fromiter(gold, dtype=np.int64, count=len(gold))
-            truths = np.array([float(gold[t]) for t in gold_tasks.tolist()])
-            item_var = gold_item_variance(r, gold_tasks, truths)
-            r = kind.aggregate(tasks, workers, x, item_var=item_var, **options)
+        # With gold items, the crowd's shared error beyond the worker model is measured on
+        # them and widens every interval so that it covers the truth, not only the
+        # consensus; without, the kernel's assumed share (numeric.SHARED_RATIO).
+        gold_tasks = np.fromiter(gold, dtype=np.int64, count=len(gold))
+        r = kind.aggregate_with_gold(
+            tasks,
+            workers,
+            x,
+            gold_tasks=gold_tasks,
+            gold=np.array([float(gold[t]) for t in gold_tasks.tolist()]),
+            n_tasks=n_tasks,
+            n_workers=n_workers,
+            tolerance=tolerance,
+        )
+        item_var = r.item_var
         return [
             (
                 answer_text(_finite(r.value[i])) if r.n_answers[i] else None,
@@ -340,13 +345,8 @@ class Bbox(AnswerKind):
         kept = r.obj_status == KEPT
         agreement = r.obj_agreement[kept]
         agreement = agreement[np.isfinite(agreement)]
+        # The kernel caps it by the share of submissions that drew no dropped box.
         confidence = float(r.confidence[0])
-        dropped = r.obj_status[r.box_object] == DROPPED
-        if dropped.any() and math.isfinite(confidence):
-            # A box one worker drew and the others did not is dropped, but the item is only
-            # as sure of the result as the share of submissions that drew no such box.
-            strays = np.unique(boxes.owner[dropped]).size
-            confidence = min(confidence, 1.0 - strays / n)
         return ItemOutcome(
             label=answer_text(_boxes_json(kind, r.obj_box[kept], r.obj_class[kept])),
             confidence=_finite(confidence),

@@ -73,9 +73,10 @@ class Boxes:
 class BoxResult(KindResult):
     """The objects found, per item summaries, and the object of every input box.
 
-    `confidence` per item: the lowest agreement among its kept objects, 0 if an object
-    waits for review or the item has a single submission, 1 if two or more submissions
-    agree there is nothing; NaN without submissions.
+    `confidence` per item: the lowest agreement among its kept objects, capped by the share
+    of its submissions that drew no dropped box; 0 if an object waits for review, if every
+    box was dropped (each drawn by one worker only) or the item has a single submission; 1
+    if two or more submissions agree there is nothing; NaN without submissions.
     """
 
     obj_task: np.ndarray  # (n_objects,)
@@ -211,6 +212,14 @@ def aggregate_boxes(
     np.minimum.at(worst, o_task[kept], np.nan_to_num(agreement[kept], nan=0.0))
     review = np.zeros(n_tasks, dtype=bool)
     review[o_task[status == REVIEW]] = True
+    # A dropped box is one worker's claim the others did not back: the item is only as sure
+    # as the share of its submissions that drew no such box (0 when every box was dropped,
+    # each drawn by one worker; not 1, as "no kept object disagrees" would say).
+    dropped_box = status[obj] == DROPPED if n_obj else np.zeros(0, dtype=bool)
+    stray_sub = np.zeros(tasks.size, dtype=bool)
+    stray_sub[owner[dropped_box]] = True
+    strays = group_sum(tasks, stray_sub.astype(np.float64), n_tasks)
+    worst = np.minimum(worst, 1.0 - strays / np.maximum(n_sub, 1.0))
     conf = np.where(review, 0.0, worst)
     conf = np.where(n_sub == 1, 0.0, conf)
     conf = np.where(n_sub == 0, np.nan, conf)

@@ -4,37 +4,60 @@ Model: worker j answering item i reports x = t_i + b_j + e with e ~ N(0, s_j^2) 
 al., "Learning From Crowds", JMLR 2010, section 4; Welinder & Perona 2010 for per-worker
 bias). An EM-style alternation estimates t, b and s jointly: t_i is the precision-weighted
 mean of the bias-corrected answers, b_j the worker's mean residual, s_j^2 the worker's mean
-squared residual. Biases are centred (the precision-weighted average answer is unbiased: otherwise t and b
-are not identifiable) and shrunk towards 0 by James-Stein; variances are shrunk towards the
-pooled variance with a prior whose strength is estimated from the spread of the workers'
-variances (Smyth 2004, limma's moderated variances). Both priors are estimated from the
-answers, so no constant is tuned on a data set.
+squared residual. Biases are centred (the precision-weighted average answer is unbiased:
+otherwise t and b are not identifiable) and shrunk towards 0 by James-Stein (plus
+`bias_prior_answers` pseudo-answers of no bias); variances are shrunk towards the pooled
+variance by a scaled inverse-chi^2 prior (an inverse-gamma on s_j^2) whose strength d0, in
+pseudo-answers, is estimated from the spread of the workers' variances (Smyth 2004, limma's
+moderated variances) and never below `min_prior_answers`: when workers look alike, every
+s_j is the pooled one and the value is the plain mean.
 
-The robust fallback is a Huber M-step (Huber 1964): an answer more than `cutoff` (3)
-standard deviations of its worker from the item's value gets weight cutoff / |z|, so a typo
-or a pasted wrong number moves nothing much, while ordinary answers keep full weight; an
-outlier *worker* gets a large s_j and so a small weight. The cutoff of 3 is the textbook
-three-sigma line, chosen before any data was scored.
+Robustness is a Huber M-step (Huber 1964): an answer more than `cutoff` standard deviations
+of its worker from the item's value gets weight cutoff / |z|, so a typo moves nothing much;
+an outlier *worker* gets a large s_j and so a small weight. The default cutoff is 3 (the
+leave-one-crowd-out choice: 2 gains on heavy-tailed crowds but is worse than the plain
+mean on Gaussian ones). With `cutoff=None` the kernel fits each of `CUTOFF_CANDIDATES` (2
+and no cutoff) and keeps the one of lower leave-one-answer-out absolute error
+(`_loo_error`); it was a candidate, not chosen.
 
 The interval for t_i is t_i +- q * sqrt(se_i^2 + item_var), se_i^2 = 1 / sum_j u w_j, with
 q a Student-t quantile whose degrees of freedom are those of the item's least-answering
-worker's variance (their answers plus the prior's pseudo-answers): s_j is an estimate too. The
-worker model alone says how well the consensus is pinned down; `item_var`, the crowd's
-shared error beyond it, is measured on gold items by `gold_item_variance`.
+worker's variance (their answers plus the prior's pseudo-answers): s_j is an estimate too.
+The worker model alone says how well the consensus is pinned down; `item_var` is the
+crowd's shared error beyond it (an error every worker makes on the item), measured on gold
+items by `gold_item_variance` (`NumericKind.aggregate_with_gold`). Without gold it is not
+identifiable from the answers (a shared error looks like the truth), so the kernel assumes
+`SHARED_RATIO` times the typical answer's noise variance; on crowds without shared error
+that over-covers, on crowds with a large one it under-covers (bench/numeric_lodo.py's
+figures). An optional per-item over-dispersion factor (`item_prior_answers`) is off.
+
+Constants (`CUTOFF`, `MIN_PRIOR_ANSWERS`, `BIAS_PRIOR_ANSWERS`, `ITEM_PRIOR_ANSWERS`,
+`SHARED_RATIO`) were chosen by leaving one crowd out over the eight simulated crowds of
+bench/numeric_family.py (bench/numeric_lodo.py), never on `emotion` or the bench's crowd.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from .base import AnswerError, KindResult, alpha_interval, group_sum, sizes
+from .base import AnswerError, KindResult, alpha_interval, group_sum, sizes, within_item_pairs
 
 NAME = "numeric"
+
+# Constants chosen by leaving one crowd out over bench/numeric_family.py (bench/numeric_lodo.py);
+# never on `emotion` nor on the bench's own crowd. See the module docstring.
+CUTOFF: float | None = 3.0
+# With `cutoff=None` the kernel picks one of these by leave-one-answer-out error.
+CUTOFF_CANDIDATES = (2.0, math.inf)
+MIN_PRIOR_ANSWERS = 3.0
+BIAS_PRIOR_ANSWERS = 0.0
+ITEM_PRIOR_ANSWERS = math.inf
+SHARED_RATIO = 0.3
 
 
 @dataclass(frozen=True)
@@ -52,9 +75,11 @@ class NumericResult(KindResult):
     high: np.ndarray
     half_width: np.ndarray
     se: np.ndarray  # standard error of `value` under the worker model alone
+    df: np.ndarray  # degrees of freedom of the interval's t quantile
     bias: np.ndarray  # (n_workers,)
     noise: np.ndarray  # (n_workers,) the estimated s_j
     level: float
+    item_var: float = 0.0  # the shared per-item error variance the interval includes
 
 
 def _t_quantile(p: float, df: np.ndarray) -> np.ndarray:
@@ -74,8 +99,9 @@ def _t_quantile(p: float, df: np.ndarray) -> np.ndarray:
 
 def _huber(z: np.ndarray, cutoff: float) -> np.ndarray:
     """Huber weights: 1 within `cutoff` standard deviations, cutoff / |z| beyond."""
-    az = np.abs(z)
-    return np.where(az <= cutoff, 1.0, cutoff / np.maximum(az, 1e-300))
+    if not math.isfinite(cutoff):
+        return np.ones_like(z)
+    return cutoff / np.maximum(np.abs(z), cutoff)
 
 
 def _prior_dof(raw_s2: np.ndarray, n_j: np.ndarray) -> float:
@@ -106,44 +132,32 @@ def _bias_shrinkage(raw: np.ndarray, sampling_var: np.ndarray, ok: np.ndarray) -
     return np.where(ok, tau2 / (tau2 + sampling_var + 1e-300), 0.0)
 
 
-def numeric_em(
+def interval_half_width(
+    se: np.ndarray, df: np.ndarray, item_var: float, level: float
+) -> np.ndarray:
+    """Half-width of the interval at `level`: q_t(df) * sqrt(se^2 + item_var)."""
+    df = np.asarray(df, dtype=np.float64)
+    q = _t_quantile(0.5 + level / 2.0, np.where(np.isfinite(df), df, 1e6))
+    return q * np.sqrt(np.asarray(se) ** 2 + item_var)
+
+
+def _fit(
+    x: np.ndarray,
     tasks: np.ndarray,
     workers: np.ndarray,
-    values: np.ndarray,
+    n_i: np.ndarray,
+    n_j: np.ndarray,
     *,
-    n_tasks: int | None = None,
-    n_workers: int | None = None,
-    level: float = 0.9,
-    tolerance: float = float("inf"),
-    cutoff: float = 3.0,
-    prior_answers: float | None = None,
-    n_iter: int = 50,
-    robust: bool = True,
-    bias: bool = True,
-    item_var: float = 0.0,
-    lower: float = -math.inf,
-    upper: float = math.inf,
-) -> NumericResult:
-    """Joint estimate of item values, worker biases and noise (see the module docstring)."""
-    tasks, workers, n_tasks, n_workers = sizes(tasks, workers, n_tasks, n_workers)
-    x = np.asarray(values, dtype=np.float64)
-    n_i = np.bincount(tasks, minlength=n_tasks).astype(np.float64)
-    n_j = np.bincount(workers, minlength=n_workers).astype(np.float64)
-    nan_t = np.full(n_tasks, np.nan)
-    if x.size == 0:
-        return NumericResult(
-            n_answers=n_i,
-            confidence=nan_t,
-            worker_weight=np.zeros(n_workers),
-            value=nan_t,
-            low=nan_t,
-            high=nan_t,
-            half_width=nan_t,
-            se=nan_t,
-            bias=np.zeros(n_workers),
-            noise=np.full(n_workers, np.nan),
-            level=level,
-        )
+    cutoff: float,
+    robust: bool,
+    bias: bool,
+    prior_answers: float | None,
+    min_prior_answers: float,
+    bias_prior_answers: float,
+    n_iter: int,
+):
+    """The EM alternation of the module docstring: (t, b, s2, d0, n_inf) at convergence."""
+    n_tasks, n_workers = n_i.size, n_j.size
     has = n_i > 0
     # Start from the per-item median and one pooled scale (the MAD of the residuals).
     order = np.lexsort((x, tasks))
@@ -183,6 +197,7 @@ def numeric_em(
             )
             raw -= np.average(raw[workers], weights=w)
             b = raw * _bias_shrinkage(raw, s2 / np.maximum(n_j, 1.0), n_j > 0)
+            b *= n_j / np.maximum(n_j + bias_prior_answers, 1e-300)
         r = x - b[workers] - t_new[tasks]
         # Leverage: an answer pulls its item's value towards itself by h = w / sum w, so
         # its residual underestimates its worker's noise by a factor 1 - h (h = 1 for an
@@ -194,44 +209,192 @@ def numeric_em(
         n_inf = group_sum(workers, informative, n_workers)
         pooled = max(float(np.sum(rr) / informative.sum()), floor) if informative.any() else pooled
         raw_s2 = group_sum(workers, rr, n_workers) / np.maximum(n_inf, 1.0)
-        d0 = prior_answers if prior_answers is not None else _prior_dof(raw_s2, n_inf)
+        d0 = (
+            prior_answers
+            if prior_answers is not None
+            else max(_prior_dof(raw_s2, n_inf), min_prior_answers)
+        )
         s2 = (n_inf * raw_s2 + d0 * pooled) / (n_inf + d0)
         s2 = np.maximum(s2, floor)
         moved = np.max(np.abs(t_new - t)) if n_tasks else 0.0
         t = t_new
         if moved < 1e-6 * scale:
             break
+    return t, b, s2, d0, n_inf
+
+
+def _loo_error(x, tasks, workers, n_i, t, b, s2, cutoff, n_steps: int = 5) -> float:
+    """Mean |answer - its item's value refitted without it|, bias-corrected, pairable items.
+
+    An answer's own error e is independent of the other answers; for e symmetric about 0,
+    E |e + d| grows with the distance d of the others' value from the truth, so the fit
+    with the lower score estimates the values better (leave-one-answer-out cross-
+    validation). The absolute error, unlike the squared one, does not let one wild answer's
+    own error decide the score. The value without an answer is refitted from the item's
+    other answers alone (their Huber weights too: `n_steps` reweightings from the fit's
+    value), so the left-out answer cannot pull the weights its way; the workers' biases and
+    noise are the fit's.
+    """
+    xb = x - b[workers]
+    v = s2[workers]
+    left, right = within_item_pairs(tasks)
+    out = np.concatenate([left, right])  # the answer left out
+    other = np.concatenate([right, left])  # one of the others on its item
+    m = x.size
+    w_o, x_o = 1.0 / v[other], xb[other]
+    if math.isfinite(cutoff):
+        sd_o = np.sqrt(v[other])
+        value = t[tasks]
+        for _ in range(n_steps):
+            u = _huber((x_o - value[out]) / sd_o, cutoff)
+            value = group_sum(out, u * w_o * x_o, m) / np.maximum(
+                group_sum(out, u * w_o, m), 1e-300
+            )
+    else:
+        value = group_sum(out, w_o * x_o, m) / np.maximum(group_sum(out, w_o, m), 1e-300)
+    ok = n_i[tasks] >= 2
+    if not ok.any():
+        return 0.0
+    return float(np.mean(np.abs(xb[ok] - value[ok])))
+
+
+def numeric_em(
+    tasks: np.ndarray,
+    workers: np.ndarray,
+    values: np.ndarray,
+    *,
+    n_tasks: int | None = None,
+    n_workers: int | None = None,
+    level: float = 0.9,
+    tolerance: float = float("inf"),
+    cutoff: float | None = CUTOFF,
+    prior_answers: float | None = None,
+    min_prior_answers: float = MIN_PRIOR_ANSWERS,
+    bias_prior_answers: float = BIAS_PRIOR_ANSWERS,
+    item_prior_answers: float = ITEM_PRIOR_ANSWERS,
+    shared_ratio: float = SHARED_RATIO,
+    n_iter: int = 50,
+    robust: bool = True,
+    bias: bool = True,
+    item_var: float | None = None,
+    lower: float = -math.inf,
+    upper: float = math.inf,
+) -> NumericResult:
+    """Joint estimate of item values, worker biases and noise (see the module docstring)."""
+    tasks, workers, n_tasks, n_workers = sizes(tasks, workers, n_tasks, n_workers)
+    x = np.asarray(values, dtype=np.float64)
+    n_i = np.bincount(tasks, minlength=n_tasks).astype(np.float64)
+    n_j = np.bincount(workers, minlength=n_workers).astype(np.float64)
+    nan_t = np.full(n_tasks, np.nan)
+    if x.size == 0:
+        zeros = np.zeros(n_workers)
+        return _unwidened(n_i, zeros, nan_t, nan_t, nan_t, zeros, np.full(n_workers, np.nan), level)
+    has = n_i > 0
+
+    def fit(c: float):
+        return _fit(
+            x,
+            tasks,
+            workers,
+            n_i,
+            n_j,
+            cutoff=c,
+            robust=robust,
+            bias=bias,
+            prior_answers=prior_answers,
+            min_prior_answers=min_prior_answers,
+            bias_prior_answers=bias_prior_answers,
+            n_iter=n_iter,
+        )
+
+    if cutoff is None:
+        # The Huber cutoff chosen on the answers themselves: each candidate's fit is scored
+        # by leave-one-answer-out error and the better one kept (heavy tails want a low
+        # cutoff, Gaussian answers lose a little efficiency to it).
+        fits = [(c, fit(c)) for c in CUTOFF_CANDIDATES]
+        scores = [_loo_error(x, tasks, workers, n_i, f[0], f[1], f[2], c) for c, f in fits]
+        cutoff, (t, b, s2, d0, n_inf) = fits[int(np.argmin(scores))]
+    else:
+        t, b, s2, d0, n_inf = fit(cutoff)
+    floor = (1e-3 * max(float(np.std(x)), 1e-12)) ** 2
+    s2 = np.maximum(s2, floor)
     s2_item = s2[workers]
-    if robust:
-        r = x - b[workers] - t[tasks]
-        u = _huber(r / np.sqrt(s2_item), cutoff)
+    r = x - b[workers] - t[tasks]
+    u = _huber(r / np.sqrt(s2_item), cutoff) if robust else np.ones_like(x)
     info = group_sum(tasks, u / s2_item, n_tasks)
-    se = np.where(has, np.sqrt(1.0 / np.maximum(info, 1e-300)), np.nan)
+    # Over-dispersion per item: sum_j u r^2 / s_j^2 has about n_i - 1 degrees of freedom
+    # when the worker model fits; a hard item (every answer further off than its worker's
+    # noise says) inflates its own standard error by the ratio, shrunk towards 1 by
+    # `item_prior_answers` pseudo-answers (inf: off).
+    q_i = group_sum(tasks, u * r * r / s2_item, n_tasks)
+    dof_i = np.maximum(n_i - 1.0, 0.0)
+    if math.isfinite(item_prior_answers):
+        phi = (q_i + item_prior_answers) / (dof_i + item_prior_answers)
+        item_df = dof_i + item_prior_answers
+    else:
+        phi, item_df = np.ones(n_tasks), np.full(n_tasks, np.inf)
+    se = np.where(has, np.sqrt(phi / np.maximum(info, 1e-300)), np.nan)
     # The standard error leans on the workers' variances, each estimated from their n_j
     # answers plus d0 prior pseudo-answers: the item's degrees of freedom are its least
-    # informed worker's, not its own answer count.
+    # informed worker's, not its own answer count (and its own when it is rescaled).
     df = np.full(n_tasks, np.inf)
     np.minimum.at(df, tasks, n_inf[workers] + d0 - 1.0)
-    q = _t_quantile(0.5 + level / 2.0, np.where(np.isfinite(df), df, 1.0))
-    half = np.where(has, q * np.sqrt(se * se + item_var), np.nan)
+    df = np.minimum(df, item_df)
+    if item_var is None:
+        # No gold: the crowd's shared error is not identifiable from the answers (an error
+        # every worker makes looks like the truth); assume a share of the typical answer's
+        # noise variance, a constant chosen across simulated crowds (see SHARED_RATIO).
+        item_var = shared_ratio * float(np.median(s2_item))
     value = np.where(has, np.clip(t, lower, upper), np.nan)
-    low = np.clip(value - half, lower, upper)
-    high = np.clip(value + half, lower, upper)
     with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.where(has, np.clip(1.0 - half / tolerance, 0.0, 1.0), np.nan)
         weight = np.where(n_j > 0, np.min(s2[n_j > 0]) / s2, 0.0) if n_workers else np.zeros(0)
+    result = _unwidened(n_i, weight, value, se, df, b, np.sqrt(s2), level)
+    return with_item_var(result, item_var, lower=lower, upper=upper, tolerance=tolerance)
+
+
+def _unwidened(n_i, weight, value, se, df, b, noise, level) -> NumericResult:
+    """A result before `with_item_var` gives it its intervals and confidence (NaN here)."""
+    nan_t = np.full(n_i.size, np.nan)
     return NumericResult(
         n_answers=n_i,
-        confidence=conf,
+        confidence=nan_t,
         worker_weight=weight,
         value=value,
-        low=low,
-        high=high,
-        half_width=half,
+        low=nan_t,
+        high=nan_t,
+        half_width=nan_t,
         se=se,
+        df=df,
         bias=b,
-        noise=np.sqrt(s2),
+        noise=noise,
         level=level,
+    )
+
+
+def with_item_var(
+    result: NumericResult,
+    item_var: float,
+    *,
+    lower: float = -math.inf,
+    upper: float = math.inf,
+    tolerance: float = math.inf,
+) -> NumericResult:
+    """The result with its intervals (and confidence) for a shared per-item error variance.
+
+    The values and standard errors do not depend on it, so gold's measure of it
+    (`gold_item_variance`) widens a result without refitting.
+    """
+    has = np.isfinite(result.value)
+    half = np.where(has, interval_half_width(result.se, result.df, item_var, result.level), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.where(has, np.clip(1.0 - half / tolerance, 0.0, 1.0), np.nan)
+    return replace(
+        result,
+        half_width=half,
+        low=np.clip(result.value - half, lower, upper),
+        high=np.clip(result.value + half, lower, upper),
+        confidence=conf,
+        item_var=float(item_var),
     )
 
 
@@ -293,9 +456,10 @@ class NumericKind:
         n_tasks: int | None = None,
         n_workers: int | None = None,
         tolerance: float = float("inf"),
-        item_var: float = 0.0,
+        item_var: float | None = None,
     ) -> NumericResult:
-        """`item_var` is the crowd's shared error measured on gold (`gold_item_variance`)."""
+        """`item_var` is the crowd's shared error measured on gold (`gold_item_variance`);
+        None without gold (the kernel's assumed share, `SHARED_RATIO`)."""
         return numeric_em(
             tasks,
             workers,
@@ -307,6 +471,33 @@ class NumericKind:
             item_var=item_var,
             lower=self.minimum,
             upper=self.maximum,
+        )
+
+    def aggregate_with_gold(
+        self,
+        tasks: np.ndarray,
+        workers: np.ndarray,
+        answers: np.ndarray,
+        *,
+        gold_tasks: np.ndarray,
+        gold: np.ndarray,
+        n_tasks: int | None = None,
+        n_workers: int | None = None,
+        tolerance: float = float("inf"),
+    ) -> NumericResult:
+        """`aggregate`, its intervals widened by the shared error measured on the gold items
+        (`gold_item_variance`); without gold items, the kernel's no-gold assumption."""
+        r = self.aggregate(
+            tasks, workers, answers, n_tasks=n_tasks, n_workers=n_workers, tolerance=tolerance
+        )
+        if len(gold_tasks) == 0:
+            return r
+        return with_item_var(
+            r,
+            gold_item_variance(r, gold_tasks, gold),
+            lower=self.minimum,
+            upper=self.maximum,
+            tolerance=tolerance,
         )
 
     def agreement(self, tasks: np.ndarray, answers: np.ndarray) -> float:
