@@ -32,6 +32,7 @@ from apps.jobs.models import Job
 from apps.jobs.policy import Policy
 from apps.quality.algorithms.kinds import BoxKind, LabelKind
 from apps.quality.algorithms.kinds.bbox import KEPT, REVIEW
+from apps.quality.algorithms.kinds.numeric import interval_half_width
 from apps.quality.algorithms.kinds.ordinal import ordered_confusions
 from apps.workforce.models import Worker
 
@@ -259,6 +260,12 @@ class Numeric(AnswerKind):
         )
         span = kind.maximum - kind.minimum
         half = float(r.half_width[0])
+        # The item stops once the consensus is pinned down within the tolerance: more
+        # answers shrink the worker model's error, never the crowd's shared error, which the
+        # reported interval (and confidence) still include. Stopping on the whole interval
+        # would send every item whose assumed shared error nearly fills the tolerance to
+        # max_labels for nothing.
+        consensus = float(interval_half_width(r.se[:1], r.df[:1], 0.0, kind.level)[0])
         return ItemOutcome(
             label=answer_text(_finite(r.value[0])),
             confidence=_finite(r.confidence[0]),
@@ -268,12 +275,13 @@ class Numeric(AnswerKind):
                 else None
             ),
             # One answer says nothing of the answers' spread: never confident alone.
-            confident=n >= 2 and math.isfinite(half) and half <= tolerance,
+            confident=n >= 2 and math.isfinite(consensus) and consensus <= tolerance,
             extra={
                 "method": "numeric",
                 "interval": [_finite(r.low[0]), _finite(r.high[0])],
                 "level": kind.level,
                 "half_width": _finite(half),
+                "consensus_half_width": _finite(consensus),
                 "tolerance": tolerance,
                 "unit": kind.unit,
             },
