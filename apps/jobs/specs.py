@@ -63,7 +63,8 @@ class LabelSchemaSerializer(serializers.Serializer):
         required=False,
         min_value=0,
         max_value=1e15,
-        help_text="numeric: an item settles once its interval's half-width is at most this.",
+        help_text="numeric: an item settles once its consensus is known within this "
+        "(the interval's half-width without the crowd's shared error).",
     )
     width = FiniteFloatField(
         required=False, min_value=1, max_value=100_000, help_text="bbox: image width in pixels."

@@ -407,7 +407,20 @@ def _form_errors(errors, prefix: str = "") -> list[str]:
 JOB_FORM_DEFAULTS = {
     "name": "",
     "instructions": "",
+    "kind": "single_choice",
     "classes": "",
+    "tags": "",
+    "min_tags": "",
+    "max_tags": "",
+    "levels": "",
+    "minimum": "",
+    "maximum": "",
+    "tolerance": "",
+    "unit": "",
+    "level": "",
+    "width": "",
+    "height": "",
+    "target_iou": "",
     "min_labels": "3",
     "max_labels": "5",
     "target_confidence": "0.95",
@@ -420,14 +433,54 @@ JOB_FORM_DEFAULTS = {
 }
 
 
+KIND_CHOICES = (
+    ("single_choice", "one class per item"),
+    ("multi_choice", "a set of tags per item"),
+    ("ordinal", "one level of an ordered scale"),
+    ("numeric", "a number in a range"),
+    ("bbox", "boxes around objects in an image"),
+)
+# The form's fields of each answer kind: (field, is a list); a list is one name per line (or
+# separated by commas), a blank optional field is left out (the kind's default).
+KIND_FORM_FIELDS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "single_choice": (("classes", True),),
+    "multi_choice": (("tags", True), ("min_tags", False), ("max_tags", False)),
+    "ordinal": (("levels", True),),
+    "numeric": (
+        ("minimum", False),
+        ("maximum", False),
+        ("tolerance", False),
+        ("unit", False),
+        ("level", False),
+    ),
+    "bbox": (("classes", True), ("width", False), ("height", False), ("target_iou", False)),
+}
+
+
+def _names(text: str) -> list[str]:
+    return [c.strip() for c in text.replace(",", "\n").splitlines() if c.strip()]
+
+
+def _label_schema(form: dict[str, str]) -> dict:
+    """The answer kind's part of the form as the API's `label_schema` (an unknown kind goes
+    as it is, for the serializer to refuse by name)."""
+    kind = form["kind"].strip() or "single_choice"
+    schema: dict = {"kind": kind}
+    for key, is_list in KIND_FORM_FIELDS.get(kind, ()):
+        if is_list:
+            schema[key] = _names(form[key])
+        elif form[key].strip():
+            schema[key] = form[key].strip()
+    return schema
+
+
 def _job_body(form: dict[str, str]) -> dict:
     """The form's fields as the body the API's job creation takes (validated by its
     serializer, so the page and the API refuse the same things with the same words)."""
-    classes = [c.strip() for c in form["classes"].replace(",", "\n").splitlines() if c.strip()]
     body = {
         "name": form["name"].strip(),
         "instructions": form["instructions"],
-        "label_schema": {"kind": "single_choice", "classes": classes},
+        "label_schema": _label_schema(form),
         "policy": {
             k: form[k]
             for k in ("min_labels", "max_labels", "target_confidence", "gold_rate", "lease_seconds")
@@ -443,8 +496,8 @@ def _job_body(form: dict[str, str]) -> dict:
 @login_required
 @require_http_methods(["GET", "POST"])
 def job_new(request: HttpRequest) -> HttpResponse:
-    """A client creates a job: a form for the name, instructions, classes, policy, prices
-    and routing; the job starts as a draft (upload, then launch, on its page)."""
+    """A client creates a job: a form for the name, instructions, the answer kind and its
+    parameters, policy, prices and routing; the job starts as a draft (upload, then launch, on its page)."""
     if Role.CLIENT not in user_roles(user=request.user):
         raise PermissionDenied
     form = {k: request.POST.get(k, v) for k, v in JOB_FORM_DEFAULTS.items()}
@@ -467,7 +520,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "reports/job_new.html",
-        {"form": form, "errors": errors},
+        {"form": form, "errors": errors, "kinds": KIND_CHOICES},
         status=400 if errors else 200,
     )
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from apps.jobs.models import Job
 from apps.workforce.models import Pool
 from tests.reviews.factories import label_items, review_job
-from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors
+from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors, signed_in_page
 
 
 @pytest.mark.browser
@@ -65,13 +66,7 @@ def test_a_client_creates_uploads_and_launches_a_job(live_server, make_actor, tm
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(15000)
-            errors = _console_errors(page)
-            page.goto(f"{live_server.url}/login/")
-            page.keyboard.type(client.token)
-            with page.expect_navigation():
-                page.keyboard.press("Enter")
+            page, errors = signed_in_page(browser, live_server.url, client.token)
             with page.expect_navigation():
                 page.click("#new-job")
             page.fill("#name", "Pets")
@@ -93,3 +88,55 @@ def test_a_client_creates_uploads_and_launches_a_job(live_server, make_actor, tm
             assert errors == []
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_client_makes_an_ordinal_job_by_keyboard_and_sees_only_its_fields(
+    live_server, make_actor
+):
+    playwright = pytest.importorskip("playwright.sync_api")
+    client = make_actor("client", username="alice")
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page, errors = signed_in_page(browser, live_server.url, client.token)
+            page.goto(f"{live_server.url}/dashboard/jobs/new/")
+            assert page.is_visible("#classes")
+            assert not page.is_visible("#levels")
+            page.keyboard.type("Relevance")  # the name field has the focus
+            page.focus("#kind")
+            page.keyboard.press("ArrowDown")  # multi_choice
+            page.keyboard.press("ArrowDown")  # ordinal
+            assert page.input_value("#kind") == "ordinal"
+            assert page.is_visible("#levels")
+            assert not page.is_visible("#classes")
+            assert not page.is_visible("#tolerance")
+            page.keyboard.press("Tab")
+            page.keyboard.type("bad\nfair\ngood")
+            with page.expect_navigation():
+                page.click("#create")
+            assert page.text_content("#job-status") == "draft"
+            # A bad numeric job comes back with the API's words, the chosen kind's fields shown.
+            page.goto(f"{live_server.url}/dashboard/jobs/new/")
+            page.fill("#name", "Ages")
+            page.select_option("#kind", "numeric")
+            page.fill("#minimum", "90")
+            page.fill("#maximum", "10")
+            page.fill("#tolerance", "2")
+            with page.expect_navigation():
+                page.click("#create")
+            assert "minimum must be below maximum" in page.text_content("#errors")
+            assert page.is_visible("#minimum")
+            assert page.input_value("#minimum") == "90"
+            assert not page.is_visible("#levels")
+            # The one console message is the refused post's 400.
+            assert len(errors) <= 1
+            assert all("400" in e for e in errors)
+        finally:
+            browser.close()
+
+    job = Job.objects.get()
+    assert job.name == "Relevance"
+    assert job.label_schema == {"kind": "ordinal", "levels": ["bad", "fair", "good"]}

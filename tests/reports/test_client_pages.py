@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from apps.jobs.kinds import KIND_NAMES
 from apps.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -99,3 +100,97 @@ def test_only_clients_create_jobs_from_the_page_and_qc_cannot_change_one(
     )
     job.refresh_from_db()
     assert job.status == "draft"
+
+
+KIND_FORMS = {
+    "multi_choice": (
+        {"tags": "indoor, outdoor\nnight", "min_tags": "1", "max_tags": ""},
+        {"kind": "multi_choice", "tags": ["indoor", "outdoor", "night"], "min_tags": 1},
+    ),
+    "ordinal": (
+        {"levels": "bad\nfair\ngood\ngreat"},
+        {"kind": "ordinal", "levels": ["bad", "fair", "good", "great"]},
+    ),
+    "numeric": (
+        {"minimum": "0", "maximum": "100", "tolerance": "5", "unit": "years", "level": ""},
+        {"kind": "numeric", "minimum": 0.0, "maximum": 100.0, "tolerance": 5.0, "unit": "years"},
+    ),
+    "bbox": (
+        {"classes": "car, person", "width": "640", "height": "480", "target_iou": "0.75"},
+        {
+            "kind": "bbox",
+            "classes": ["car", "person"],
+            "width": 640.0,
+            "height": 480.0,
+            "target_iou": 0.75,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_FORMS))
+def test_the_job_form_makes_each_answer_kind_with_its_parameters(client_actor, kind):
+    fields, schema = KIND_FORMS[kind]
+    # Another kind's fields in the same post are not read.
+    response = _page(client_actor).post(
+        "/dashboard/jobs/new/", {**FORM, "kind": kind, "levels": "x", **fields}
+    )
+
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert job.label_schema == schema
+
+
+def test_the_job_form_offers_every_kind_the_api_takes(client_actor):
+    html = _page(client_actor).get("/dashboard/jobs/new/").content.decode()
+
+    for name in KIND_NAMES:
+        assert f'<option value="{name}"' in html
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "kept"),
+    [
+        (
+            {"kind": "numeric", "minimum": "10", "maximum": "1", "tolerance": "2"},
+            "label_schema.maximum: minimum must be below maximum",
+            'value="10"',
+        ),
+        (
+            {"kind": "numeric", "minimum": "0", "maximum": "ten", "tolerance": "2"},
+            "label_schema.maximum: A valid number is required.",
+            'value="ten"',
+        ),
+        (
+            {"kind": "numeric", "minimum": "0", "maximum": "10"},
+            "label_schema.tolerance: required for kind &#x27;numeric&#x27;",
+            'value="10"',
+        ),
+        (
+            {"kind": "ordinal", "levels": "only"},
+            "label_schema.levels:",
+            ">only</textarea>",
+        ),
+        (
+            {"kind": "multi_choice", "tags": "a, b", "min_tags": "3"},
+            "label_schema.min_tags: must be at most the number of tags",
+            'value="3"',
+        ),
+        (
+            {"kind": "bbox", "classes": "car", "width": "0", "height": "480"},
+            "label_schema.width:",
+            'value="480"',
+        ),
+        ({"kind": "essay"}, "label_schema.kind:", 'value="Pets from the page"'),
+    ],
+)
+def test_a_bad_kind_parameter_is_named_as_the_api_names_it_and_the_input_kept(
+    client_actor, fields, error, kept
+):
+    response = _page(client_actor).post("/dashboard/jobs/new/", {**FORM, **fields})
+
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert error in html
+    assert kept in html
+    assert not Job.objects.exists()

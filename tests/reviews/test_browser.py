@@ -95,6 +95,19 @@ def _console_errors(page) -> list[str]:
     return errors
 
 
+def signed_in_page(browser, base_url: str, token: str):
+    """A new page signed in with `token` on the login page (by keyboard), and the list its
+    console errors go to."""
+    page = browser.new_page()
+    page.set_default_timeout(15000)
+    errors = _console_errors(page)
+    page.goto(f"{base_url}/login/")
+    page.keyboard.type(token)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    return page, errors
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_qc_keeps_a_decision_and_its_note_across_an_expired_session(live_server, make_actor):
