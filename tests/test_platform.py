@@ -119,12 +119,25 @@ def test_beat_schedule_names_only_registered_tasks():
 @pytest.mark.django_db
 def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
     out = StringIO()
-    call_command("seeddemo", items=40, gold=5, workers=6, seconds=1.0, stdout=out)
-    call_command("seeddemo", items=40, gold=5, workers=6, seconds=0, stdout=StringIO())
+    # Short runs (about 130 labels a second here): the crowd leaves work for the annotator.
+    call_command("seeddemo", items=40, gold=5, workers=6, seconds=0.5, kind_seconds=0.3, stdout=out)
+    call_command(
+        "seeddemo", items=40, gold=5, workers=6, seconds=0, kind_seconds=0, stdout=StringIO()
+    )
 
     job = Job.objects.get(name="Demo: animal photos")
     assert job.status == Job.Status.RUNNING
-    assert Job.objects.count() == 1
+    # And one small job of each other answer kind, labeled a little, its gold hidden too.
+    kinds = {j.label_schema["kind"]: j for j in Job.objects.exclude(pk=job.pk)}
+    assert set(kinds) == {"multi_choice", "ordinal", "numeric", "bbox"}
+    for other in kinds.values():
+        assert other.items.count() == 30
+        assert other.items.filter(gold_label__isnull=False).count() == 3
+        assert other.items.filter(n_labels__gt=0).exists()
+        assert not other.items.filter(payload__has_key="truth").exists()
+        assert invariant_violations(job_id=other.pk) == []
+    image = kinds["bbox"].items.first().payload["image"]
+    assert image.startswith("data:image/svg+xml;base64,")
     assert Item.objects.filter(job=job).count() == 45
     assert Item.objects.filter(job=job, n_labels__gt=0).exists()
     assert invariant_violations(job_id=job.pk) == []
@@ -151,7 +164,15 @@ def test_seeddemo_creates_a_live_job_and_prints_working_tokens(client):
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Token {tokens['demo-annotator']}",
     )
-    assert response.status_code == 200, response.content
+    assert response.status_code == 200, (response.content, dict(response.headers))
+    response = client.post(
+        "/api/v1/assignments/next/",
+        {"job": kinds["bbox"].pk},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {tokens['demo-annotator']}",
+    )
+    assert response.status_code == 200, (response.content, dict(response.headers))
+    assert response.json()["label_schema"]["kind"] == "bbox"
 
 
 def test_the_web_process_does_not_import_torch_until_it_trains():

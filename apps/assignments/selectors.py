@@ -9,6 +9,7 @@ from django.db.models import Count, Q, Sum
 from django.http import Http404
 
 from apps.assignments.models import Assignment, Label
+from apps.jobs.kinds import SINGLE_CHOICE, schema_kind_name
 from apps.jobs.models import Item, Job
 from apps.workforce.models import LedgerEntry, Worker
 from apps.workforce.services import CENT, label_price
@@ -26,7 +27,7 @@ def invariant_violations(*, job_id: int | None = None) -> list[str]:
     """Every broken engine invariant, as one human-readable line each ([] when all hold).
 
     Checks: label budgets, one assignment and one label per (item, worker), lease and label
-    counters against the rows they count, no live lease on a job that is not running, one
+    counters against the rows they count (single_choice votes too), no live lease on a job that is not running, one
     submitted assignment per label, and a ledger equal to labels times prices.
     """
     items = Item.objects.all()
@@ -68,8 +69,15 @@ def invariant_violations(*, job_id: int | None = None) -> list[str]:
         .values_list("item_id", "n")
     )
     counted = dict(labels.values("item_id").annotate(n=Count("id")).values_list("item_id", "n"))
-    for item_id, n_leases, n_labels, votes in items.values_list(
-        "id", "n_leases", "n_labels", "vote_counts"
+    # Votes per class are kept for single_choice only; another kind's answers are JSON, read
+    # from the labels, and its items keep no votes.
+    other_kinds = {
+        pk
+        for pk, schema in Job.objects.values_list("id", "label_schema")
+        if schema_kind_name(schema) != SINGLE_CHOICE
+    }
+    for item_id, job, n_leases, n_labels, votes in items.values_list(
+        "id", "job_id", "n_leases", "n_labels", "vote_counts"
     ).iterator(chunk_size=5000):
         if n_leases != live.get(item_id, 0):
             problems.append(
@@ -79,7 +87,10 @@ def invariant_violations(*, job_id: int | None = None) -> list[str]:
             problems.append(
                 f"item {item_id}: n_labels={n_labels} but {counted.get(item_id, 0)} labels"
             )
-        if sum((votes or {}).values()) != n_labels:
+        if job in other_kinds:
+            if votes:
+                problems.append(f"item {item_id}: votes {votes} kept for an answer kind")
+        elif sum((votes or {}).values()) != n_labels:
             problems.append(f"item {item_id}: votes {votes} do not sum to n_labels={n_labels}")
 
     stale = (

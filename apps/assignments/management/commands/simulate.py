@@ -1,11 +1,20 @@
-"""simulate: drive a crowd of simulated annotators through a running job, printing progress."""
+"""simulate: drive a crowd of simulated annotators through a running job, printing progress.
+
+Every answer kind is simulated from each item's truth (its gold answer, a truth the caller
+passes, a payload "truth", else a seeded draw) by workers of three profiles: a class or level
+right with the profile's accuracy (a wrong level mostly one off), tags each flipped with the
+profile's error, a number with the worker's bias and noise, boxes jittered in proportion to
+their size, sometimes missed, sometimes with a stray one; spammers answer at random.
+"""
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
@@ -13,9 +22,11 @@ from apps.accounts.models import Organization
 from apps.assignments.leasing import Idle, IdleReason
 from apps.assignments.records import assignment_skip
 from apps.common.errors import ApplicationError
+from apps.jobs.kinds import SINGLE_CHOICE, answer_value, schema_kind_name
 from apps.jobs.models import Item, Job
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
+from apps.quality.algorithms.kinds.bbox import iou
 from apps.workforce.models import Pool, Worker
 from apps.workforce.services import pool_job_open, worker_create
 
@@ -29,6 +40,9 @@ class SimWorker:
     worker: Worker
     profile: str
     confusion: list[list[float]]  # row: true class, column: answered class
+    accuracy: float | None = None  # None: a spammer
+    bias: float = 0.0  # numbers: the worker's offset, in tolerances
+    rng: random.Random = field(default_factory=random.Random)
 
 
 def _confusion(rng: random.Random, n: int, accuracy: float | None) -> list[list[float]]:
@@ -47,6 +61,129 @@ def _confusion(rng: random.Random, n: int, accuracy: float | None) -> list[list[
             [accuracy if k == true else (1 - accuracy) * w / total for k, w in enumerate(weights)]
         )
     return rows
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    """Intersection over union of two [x, y, w, h] boxes (the box kernel's `iou`)."""
+    corners = np.array([[x, y, x + w, y + h] for x, y, w, h in (a, b)], dtype=np.float64)
+    return float(iou(corners[0], corners[1]))
+
+
+class Answers:
+    """A job's simulated truths and answers, by its kind (`label_schema`)."""
+
+    def __init__(self, label_schema: dict) -> None:
+        self.schema = label_schema
+        self.kind = schema_kind_name(label_schema)
+
+    def truth(self, rng: random.Random) -> Any:
+        s = self.schema
+        if self.kind == "multi_choice":
+            tags = s["tags"]
+            low = max(1, s.get("min_tags", 0))
+            high = min(len(tags), s.get("max_tags") or len(tags), max(low, 2))
+            return sorted(rng.sample(tags, rng.randint(low, high)), key=tags.index)
+        if self.kind == "ordinal":
+            return rng.choice(s["levels"])
+        if self.kind == "numeric":
+            return round(rng.uniform(float(s["minimum"]), float(s["maximum"])), 1)
+        if self.kind == "bbox":
+            return [self._box(rng) for _ in range(rng.randint(1, 2))]
+        return rng.choice(s["classes"])
+
+    def stored(self, text: str | None) -> Any:
+        """An answer as stored (a class name; another kind's canonical JSON text) as a value."""
+        if text is None or self.kind == SINGLE_CHOICE:
+            return text
+        return answer_value(text)
+
+    def known(self, value: Any) -> Any:
+        """A truth given as a value, if it is one of this kind's; else None."""
+        if self.kind == SINGLE_CHOICE and value not in self.schema["classes"]:
+            return None
+        if self.kind == "ordinal" and value not in self.schema["levels"]:
+            return None
+        return value
+
+    def answer(self, sim: SimWorker, true: Any) -> Any:
+        rng, a = sim.rng, sim.accuracy
+        s = self.schema
+        if self.kind == SINGLE_CHOICE:
+            row = sim.confusion[s["classes"].index(true)]
+            return rng.choices(s["classes"], weights=row)[0]
+        if self.kind == "ordinal":
+            levels = s["levels"]
+            if a is None:
+                return rng.choice(levels)
+            if rng.random() < a:
+                return true
+            i = levels.index(true) + rng.choice((-1, 1)) * (1 if rng.random() < 0.8 else 2)
+            return levels[min(max(i, 0), len(levels) - 1)]
+        if self.kind == "multi_choice":
+            tags = s["tags"]
+            if a is None:
+                chosen = [t for t in tags if rng.random() < 0.5]
+            else:
+                flip = (1.0 - a) / 2
+                chosen = [t for t in tags if (t in true) != (rng.random() < flip)]
+            low, high = s.get("min_tags", 0), s.get("max_tags") or len(tags)
+            while len(chosen) < low:
+                chosen.append(rng.choice([t for t in tags if t not in chosen]))
+            return sorted(chosen[:high], key=tags.index)
+        if self.kind == "numeric":
+            low, high = float(s["minimum"]), float(s["maximum"])
+            if a is None:
+                return round(rng.uniform(low, high), 1)
+            tolerance = float(s["tolerance"])
+            # A good worker's noise is three quarters of the tolerance, a mediocre one's 1.3x.
+            noise = tolerance * (0.5 + 3.0 * (1.0 - a))
+            value = true + sim.bias * tolerance + rng.gauss(0.0, noise)
+            return round(_clip(value, low, high), 1)
+        if self.kind == "bbox":
+            if a is None:
+                return [self._box(rng) for _ in range(rng.randint(0, 2))]
+            boxes = []
+            for b in true:
+                if rng.random() < (1.0 - a) / 2:
+                    continue  # missed
+                boxes.append(self._jitter(b, (1.0 - a) * 0.5, rng))
+            if rng.random() < (1.0 - a) / 3:
+                boxes.append(self._box(rng))  # a stray box
+            return boxes
+        raise ValueError(f"cannot simulate kind {self.kind!r}")
+
+    def right(self, answer: Any, true: Any) -> bool:
+        """The answer counted right for the progress line: a number within the tolerance,
+        boxes one for one with the truth's (same class, IoU at least 0.5)."""
+        if self.kind == "numeric":
+            return abs(answer - true) <= float(self.schema["tolerance"])
+        if self.kind == "bbox":
+            return len(answer) == len(true) and all(
+                any(b["class"] == t["class"] and _iou(b["box"], t["box"]) >= 0.5 for b in answer)
+                for t in true
+            )
+        return answer == true
+
+    def _box(self, rng: random.Random) -> dict:
+        width, height = float(self.schema["width"]), float(self.schema["height"])
+        w = rng.uniform(0.1, 0.4) * width
+        h = rng.uniform(0.1, 0.4) * height
+        x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        box = [round(x, 1), round(y, 1), round(w, 1), round(h, 1)]
+        return {"box": box, "class": rng.choice(self.schema["classes"])}
+
+    def _jitter(self, b: dict, spread: float, rng: random.Random) -> dict:
+        width, height = float(self.schema["width"]), float(self.schema["height"])
+        x, y, w, h = b["box"]
+        x = _clip(x + rng.gauss(0, spread * w / 2 + 1), 0, width - 2)
+        y = _clip(y + rng.gauss(0, spread * h / 2 + 1), 0, height - 2)
+        w = _clip(w * (1 + rng.gauss(0, spread / 2)), 1, width - x)
+        h = _clip(h * (1 + rng.gauss(0, spread / 2)), 1, height - y)
+        return {"box": [round(x, 1), round(y, 1), round(w, 1), round(h, 1)], "class": b["class"]}
 
 
 class Command(BaseCommand):
@@ -76,14 +213,13 @@ class Command(BaseCommand):
             raise CommandError(f"No job {options['job']}.")
         if job.status != Job.Status.RUNNING:
             raise CommandError(f"Job {job.pk} is {job.status}; launch it first.")
-        classes = job.classes
-        if not classes:
+        answers = Answers(job.label_schema or {})
+        if answers.kind == SINGLE_CHOICE and not job.classes:
             raise CommandError(f"Job {job.pk} has no classes in its label schema.")
         seed = options["seed"]
         rng = random.Random(seed)
         crowd = self._crowd(job, options, rng)
-        truth = self._truth(job, classes, seed, known=options.get("truth") or {})
-        index = {c: i for i, c in enumerate(classes)}
+        truth = self._truth(job, answers, seed, known=options.get("truth") or {})
         deadline = time.monotonic() + options["seconds"]
         started = time.monotonic()
         last_report = started
@@ -109,10 +245,9 @@ class Command(BaseCommand):
                 continue
             true = truth.get(result.item)
             if true is None:
-                true = truth[result.item] = rng.choice(classes)
-            row = sim.confusion[index[true]]
-            answer = rng.choices(classes, weights=row)[0]
-            correct += answer == true
+                true = truth[result.item] = answers.truth(rng)
+            answer = answers.answer(sim, true)
+            correct += answers.right(answer, true)
             assignment_submit(
                 worker=sim.worker,
                 assignment_id=result.id,
@@ -122,9 +257,11 @@ class Command(BaseCommand):
             submitted += 1
             if time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
-                self._report(job, truth, submitted, skipped, idle, correct, last_report - started)
+                elapsed = last_report - started
+                self._report(job, answers, truth, submitted, skipped, idle, correct, elapsed)
 
-        self._report(job, truth, submitted, skipped, idle, correct, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self._report(job, answers, truth, submitted, skipped, idle, correct, elapsed)
         job.refresh_from_db(fields=["status"])
         self.stdout.write(f"done: job {job.pk} is {job.status}")
 
@@ -147,7 +284,7 @@ class Command(BaseCommand):
         n_experts = (
             options["experts"] if options["experts"] is not None else options["workers"] // 10
         )
-        n = len(job.classes)
+        n = len(job.classes) or 1
         crowd: list[SimWorker] = []
         plan = [("expert", EXPERT_ACCURACY)] * n_experts
         for i in range(options["workers"]):
@@ -166,7 +303,16 @@ class Command(BaseCommand):
             if worker is None:
                 worker, _ = worker_create(organization=vendor, username=username, tier=tier)
             pool.members.add(worker)
-            crowd.append(SimWorker(worker, profile, _confusion(rng, n, accuracy)))
+            crowd.append(
+                SimWorker(
+                    worker,
+                    profile,
+                    _confusion(rng, n, accuracy),
+                    accuracy=accuracy,
+                    bias=rng.gauss(0.0, 0.5) if profile == "mediocre" else 0.0,
+                    rng=random.Random(rng.random()),
+                )
+            )
         counts = {
             p: sum(1 for s in crowd if s.profile == p)
             for p in ("good", "mediocre", "spammer", "expert")
@@ -174,26 +320,26 @@ class Command(BaseCommand):
         self.stdout.write(f"crowd: {counts} in pool {pool.name!r}")
         return crowd
 
-    def _truth(
-        self, job: Job, classes: list[str], seed: int, known: dict[str, str]
-    ) -> dict[int, str]:
-        """Each item's true class: gold label, else the caller's `known` class for its
+    def _truth(self, job: Job, answers: Answers, seed: int, known: dict[str, Any]) -> dict:
+        """Each item's true answer: gold label, else the caller's `known` answer for its
         external id, else payload "truth", else a seeded draw."""
-        truth: dict[int, str] = {}
+        truth: dict[int, Any] = {}
         for item_id, external_id, gold, payload in (
             Item.objects.filter(job=job)
             .values_list("id", "external_id", "gold_label", "payload")
             .iterator(chunk_size=5000)
         ):
-            value = gold or known.get(external_id)
+            value = answers.stored(gold)
+            if value is None:
+                value = answers.known(known.get(external_id))
             if value is None and isinstance(payload, dict):
-                value = payload.get("truth")
-            if value not in classes:
-                value = random.Random(seed * 1_000_003 + item_id).choice(classes)
+                value = answers.known(payload.get("truth"))
+            if value is None:
+                value = answers.truth(random.Random(seed * 1_000_003 + item_id))
             truth[item_id] = value
         return truth
 
-    def _report(self, job, truth, submitted, skipped, idle, correct, elapsed) -> None:
+    def _report(self, job, answers, truth, submitted, skipped, idle, correct, elapsed) -> None:
         states = dict(
             Item.objects.filter(job=job, gold_label__isnull=True)
             .values("state")
@@ -204,11 +350,12 @@ class Command(BaseCommand):
         right = sum(
             1
             for item_id, label in settled.values_list("id", "label")
-            if truth.get(item_id) == label
+            if label is not None and answers.right(answers.stored(label), truth[item_id])
         )
         n_settled = states.get("settled", 0)
         accuracy = f"{right / n_settled:.3f}" if n_settled else "-"
         label_accuracy = f"{correct / submitted:.3f}" if submitted else "-"
+        # Right: the class, tag set or level; a number within the tolerance; as many boxes.
         total = sum(states.values())
         self.stdout.write(
             f"[{elapsed:6.1f}s] labels {submitted} ({submitted / max(elapsed, 1e-9):.0f}/s, "

@@ -1,4 +1,5 @@
-"""seeddemo: a first run that shows something — users with tokens, a live demo job, a crowd.
+"""seeddemo: a first run that shows something — users with tokens, a live demo job, a crowd,
+and a small demo job of each other answer kind (tags, levels, numbers, boxes).
 
 Idempotent: users, organizations and the demo job are created only when missing; every run
 prints fresh API tokens (tokens are stored hashed, so old ones cannot be shown again) and, if
@@ -7,6 +8,7 @@ the demo job still has open items, lets the simulated crowd label for a few more
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -99,6 +101,124 @@ def demo_rows(n_items: int, n_gold: int, seed: int) -> tuple[list[dict], dict[st
     return rows, {f"photo-{i:04d}": CLASSES[t] for i, t in enumerate(truth)}
 
 
+# One small demo job of each other answer kind, so every page shows every kind:
+# (name, instructions, label_schema).
+KIND_JOBS = {
+    "multi_choice": (
+        "Demo: scene tags",
+        "Tick every tag that applies to the scene.",
+        {"kind": "multi_choice", "tags": ["indoor", "outdoor", "people", "animal", "vehicle"]},
+    ),
+    "ordinal": (
+        "Demo: search relevance",
+        "How well does the result answer the query?",
+        {"kind": "ordinal", "levels": ["irrelevant", "marginal", "relevant", "perfect"]},
+    ),
+    "numeric": (
+        "Demo: thermometer readings",
+        "Read the temperature the description gives, in degrees Celsius.",
+        {"kind": "numeric", "minimum": 0, "maximum": 40, "unit": "°C", "tolerance": 1.5},
+    ),
+    "bbox": (
+        "Demo: cars and people",
+        "Draw a box around every car (wide, blue) and every person (tall, red).",
+        {"kind": "bbox", "classes": ["car", "person"], "width": 320, "height": 240},
+    ),
+}
+SCENE = {
+    "indoor": "inside a room",
+    "outdoor": "out in the open air",
+    "people": "a few people chatting",
+    "animal": "a dog at their feet",
+    "vehicle": "a parked car",
+}
+# (query, result, how relevant); the demo items cycle through them.
+SEARCHES = [
+    ("cheap flights to Lisbon", "Lisbon flights from 29 EUR: compare airlines", "perfect"),
+    ("cheap flights to Lisbon", "Lisbon travel guide: ten things to see", "marginal"),
+    ("cheap flights to Lisbon", "How to make Portuguese custard tarts", "irrelevant"),
+    ("cheap flights to Lisbon", "Budget airlines flying from your city", "relevant"),
+    ("how to repot a cactus", "Repotting cacti without getting pricked, step by step", "perfect"),
+    ("how to repot a cactus", "Choosing soil for succulents", "relevant"),
+    ("how to repot a cactus", "Desert landscapes of Arizona", "marginal"),
+    ("how to repot a cactus", "Cheap flights to Phoenix", "irrelevant"),
+]
+COLOURS = {"car": "#2563eb", "person": "#dc2626"}
+
+
+def _scene_tags(rng: np.random.Generator) -> list[str]:
+    tags = KIND_JOBS["multi_choice"][2]["tags"]
+    chosen = {str(rng.choice(["indoor", "outdoor"]))}
+    chosen |= {t for t in ("people", "animal", "vehicle") if rng.random() < 0.45}
+    return [t for t in tags if t in chosen]
+
+
+def _reading(value: float) -> str:
+    low = int(value // 5 * 5)
+    closer = "lower" if value - low < 2.5 else "upper"
+    return (
+        f"The mercury sits between the {low} and {low + 5} marks, closer to the {closer} one "
+        f"({value - low:.1f} above {low}, if you read it closely)."
+    )
+
+
+def _boxes(rng: np.random.Generator) -> list[dict]:
+    boxes = []
+    for _ in range(int(rng.integers(1, 3))):
+        name = str(rng.choice(["car", "person"]))
+        w, h = (float(rng.uniform(70, 110)), float(rng.uniform(35, 55)))
+        if name == "person":
+            w, h = h * 0.6, w
+        x, y = float(rng.uniform(0, 320 - w)), float(rng.uniform(0, 240 - h))
+        boxes.append({"box": [round(x, 1), round(y, 1), round(w, 1), round(h, 1)], "class": name})
+    return boxes
+
+
+def _picture(boxes: list[dict]) -> str:
+    """The boxes drawn as an SVG picture (a data URL: the demo needs no image files)."""
+    shapes = "".join(
+        f'<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{COLOURS[b["class"]]}"/>'
+        for b in boxes
+        for x, y, w, h in [b["box"]]
+    )
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="320" height="240">'
+        f'<rect width="320" height="240" fill="#e5e7eb"/>{shapes}</svg>'
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+
+
+def kind_demo_rows(
+    kind: str, n_items: int, n_gold: int, seed: int
+) -> tuple[list[dict], dict[str, object]]:
+    """A kind's demo items (the truth shown in the payload's words or picture, a few of
+    them gold) and each item's true answer by external id, for the simulated crowd."""
+    rng = np.random.default_rng(seed + len(kind))
+    gold = set(rng.choice(n_items, size=n_gold, replace=False).tolist())
+    rows, truth = [], {}
+    for i in range(n_items):
+        external_id = f"{kind}-{i:03d}"
+        payload: dict
+        if kind == "multi_choice":
+            true: object = _scene_tags(rng)
+            payload = {"text": "A photo " + ", ".join(SCENE[t] for t in true) + "."}
+        elif kind == "ordinal":
+            query, result, true = SEARCHES[i % len(SEARCHES)]
+            payload = {"text": result, "query": query}
+        elif kind == "numeric":
+            true = round(float(rng.uniform(2, 38)), 1)
+            payload = {"text": _reading(float(true))}
+        else:
+            true = _boxes(rng)
+            payload = {"text": "Box every car and every person.", "image": _picture(true)}
+        row = {"external_id": external_id, "payload": payload}
+        if i in gold:
+            row["gold_label"] = true
+        rows.append(row)
+        truth[external_id] = true
+    return rows, truth
+
+
 class Command(BaseCommand):
     help = "Seed demo users (printing their API tokens) and a live demo job labeled by a crowd."
 
@@ -110,6 +230,13 @@ class Command(BaseCommand):
             "--seconds", type=float, default=5.0, help="How long the simulated crowd labels."
         )
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--kind-seconds",
+            type=float,
+            default=0.6,
+            help="How long the simulated crowd labels each demo job of another answer kind "
+            "(a short while: some items stay open for the demo annotator).",
+        )
 
     def handle(self, *args, **options) -> None:
         tokens: dict[str, str] = {}
@@ -127,22 +254,15 @@ class Command(BaseCommand):
             tokens[username] = token_create(user=membership.user, name="seeddemo")
 
         rows, truth = demo_rows(options["items"], options["gold"], options["seed"])
-        job = Job.objects.filter(organization=client_org, name=JOB_NAME).first()
-        if job is None:
-            job = job_create(
-                organization=client_org,
-                created_by=None,
-                name=JOB_NAME,
-                instructions="Which animal is in the photo? Pick the main subject.",
-                label_schema={"kind": "single_choice", "classes": CLASSES},
-                # A share of settled items is audited by QC, so the QC queue has work.
-                policy={"min_labels": 3, "max_labels": 5, "gold_rate": 0.1, "audit_rate": 0.05},
-                pricing={"crowd_label": 0.05, "expert_label": 0.5},
-            )
-            body = json.dumps(rows)
-            report = item_ingest(job=job, stream=io.BytesIO(body.encode()), fmt="json")
-            self.stdout.write(f"job {job.pk}: {report.created} items uploaded")
-            job = job_launch(job=job)
+        job = self._job(
+            client_org,
+            JOB_NAME,
+            "Which animal is in the photo? Pick the main subject.",
+            {"kind": "single_choice", "classes": CLASSES},
+            rows,
+            # A share of settled items is audited by QC, so the QC queue has work.
+            audit_rate=0.05,
+        )
         # The demo vendor serves the demo client: its ops and QC see the job, its pool works on it.
         contract_set(client_name=CLIENT_ORG, vendor_name=VENDOR_ORG, active=True)
         vendor = Organization.objects.get(name=VENDOR_ORG)
@@ -166,6 +286,8 @@ class Command(BaseCommand):
             self.stdout.write(f"routing: {result.reason} {result.routing}")
             job.refresh_from_db()
         self._dispute_one(job, client_org)
+        for kind in KIND_JOBS:
+            self._kind_job(kind, client_org, pool, options)
         # What Celery beat does every minute in a deployment (`make run` runs no beat): the
         # dashboards' hourly rollups and the redundancy curve behind the marginal cost.
         rolled = rollup_run()
@@ -180,7 +302,44 @@ class Command(BaseCommand):
             f"http://127.0.0.1:8000/api/v1/jobs/{job.pk}/"
         )
 
-    def _simulate(self, job: Job, options: dict, truth: dict[str, str], seconds: float) -> None:
+    def _job(
+        self,
+        client_org: Organization,
+        name: str,
+        instructions: str,
+        schema: dict,
+        rows: list[dict],
+        **policy: float,
+    ) -> Job:
+        """The client's demo job of this name; when missing, created, uploaded, launched."""
+        job = Job.objects.filter(organization=client_org, name=name).first()
+        if job is not None:
+            return job
+        job = job_create(
+            organization=client_org,
+            created_by=None,
+            name=name,
+            instructions=instructions,
+            label_schema=schema,
+            policy={"min_labels": 3, "max_labels": 5, "gold_rate": 0.1, **policy},
+            pricing={"crowd_label": 0.05, "expert_label": 0.5},
+        )
+        report = item_ingest(job=job, stream=io.BytesIO(json.dumps(rows).encode()), fmt="json")
+        self.stdout.write(f"job {job.pk} ({schema['kind']}): {report.created} items uploaded")
+        return job_launch(job=job)
+
+    def _kind_job(self, kind: str, client_org: Organization, pool: Pool, options: dict) -> None:
+        """The demo job of an answer kind: created, uploaded and launched when missing, then
+        labeled by the simulated crowd while it has open items."""
+        name, instructions, schema = KIND_JOBS[kind]
+        rows, truth = kind_demo_rows(kind, 30, 3, options["seed"])
+        job = self._job(client_org, name, instructions, schema, rows)
+        pool_job_open(pool=pool, job=job)
+        open_items = Item.objects.filter(job=job).exclude(state=Item.State.SETTLED).count()
+        if job.status == Job.Status.RUNNING and open_items and options["kind_seconds"] > 0:
+            self._simulate(job, options, truth, seconds=options["kind_seconds"])
+
+    def _simulate(self, job: Job, options: dict, truth: dict, seconds: float) -> None:
         call_command(
             "simulate",
             str(job.pk),
