@@ -198,6 +198,9 @@ def decide_by_posterior(
         prior=evidence.prior,
         statuses=evidence.statuses,
         inactive_weight=policy.suspended_label_weight,
+        # A routed job stops, trains and certifies on these posteriors: the crowd counts at
+        # its aggregation's calibration there, as in the routing policy's loop.
+        crowd_weight=routing_policy.crowd_weight(policy) if evidence.routing is not None else 1.0,
     )
     top = int(np.argmax(posterior))
     confidence = float(posterior[top])

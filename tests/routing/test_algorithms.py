@@ -506,6 +506,25 @@ def test_model_crowd_posterior_vectorized_matches_per_item_loop():
         np.testing.assert_allclose(post[i], p / p.sum(), rtol=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("answer_weight", "expected_b"),
+    [(1.0, 0.81 / 0.82), (0.5, 0.9), ([1.0, 0.0], 0.9), (0.0, 0.5)],
+    ids=["independent", "tempered-by-half", "second-dropped", "dropped"],
+)
+def test_answer_weight_tempers_each_labels_log_likelihood(answer_weight, expected_b):
+    # Given two workers at 0.9 (one-coin, two classes) who both say b, a uniform prior
+    conf = one_coin_confusions(np.array([0.9, 0.9]), 2)
+
+    # When their labels count at `answer_weight`
+    post = model_crowd_posterior(
+        None, [0, 0], [0, 1], [1, 1], conf, n_items=1, answer_weight=answer_weight
+    )
+
+    # Then P(b) = 0.9^(w1+w2) / (0.9^(w1+w2) + 0.1^(w1+w2)): two independent labels give
+    # 0.81/0.82, two at half weight count as one label (0.9), none leaves the prior
+    assert post[0, 1] == pytest.approx(expected_b)
+
+
 def test_crowd_only_posterior_uses_the_class_prior():
     conf = one_coin_confusions(np.array([0.9]), 2)
 

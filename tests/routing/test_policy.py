@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from apps.jobs.policy import Policy, Pricing, Routing
+from apps.quality.algorithms.default import DEFAULTS
 from apps.routing import algorithms
 from apps.routing.policy import (
     ASK,
     Audits,
     RoutingLoop,
+    crowd_weight,
     model_vote,
     round_size,
     seed_size,
@@ -202,6 +204,51 @@ class _PerfectCrowd:
 
     def ask_expert(self, items):
         return self.truth[np.asarray(items, int)]
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "expected"),
+    [("default", 1.0 / DEFAULTS.temperature), ("ds", 1.0), ("mv", 1.0)],
+    ids=["default-calibrated", "ds-uncalibrated", "mv"],
+)
+def test_a_routed_job_counts_the_crowd_at_its_aggregations_calibration(aggregation, expected):
+    assert crowd_weight(Policy(aggregation=aggregation)) == pytest.approx(expected)
+    # The default's calibration softens: a crowd answer counts for less than one.
+    assert crowd_weight(Policy()) < 1.0
+
+
+class _OneWorkerCrowd:
+    """One worker (index 0) who answers the truth."""
+
+    def __init__(self, truth):
+        self.truth = np.asarray(truth)
+
+    def ask(self, items):
+        items = np.asarray(items, int)
+        return items, np.zeros(len(items), int), self.truth[items]
+
+    def ask_expert(self, items):
+        return self.truth[np.asarray(items, int)]
+
+
+def test_the_loops_posteriors_temper_crowd_answers_but_not_the_expert():
+    # Given a loop with one item answered b by a crowd worker and b by an expert, the
+    # worker's matrix at the new-worker accuracy (0.7: no answers on shared items yet)
+    loop = RoutingLoop(x=np.zeros((1, 1)), classes=["a", "b"], crowd=_OneWorkerCrowd([1]))
+    loop._ask(np.array([0]))
+    loop.expert[0] = 1
+    w = crowd_weight(loop.policy)
+
+    # When the loop is routing (run() sets the weight) and when it is not
+    plain, _ = loop._posteriors(np.array([0]))
+    loop.crowd_weight = w
+    tempered, _ = loop._posteriors(np.array([0]))
+
+    # Then only the crowd answer's log-likelihood is scaled: odds (0.7/0.3)^w x (0.95/0.05)
+    odds = (0.7 / 0.3) ** w * (0.95 / 0.05)
+    assert tempered[0, 1] == pytest.approx(odds / (1 + odds))
+    odds_plain = (0.7 / 0.3) * (0.95 / 0.05)
+    assert plain[0, 1] == pytest.approx(odds_plain / (1 + odds_plain))
 
 
 def test_the_loop_settles_every_item_and_names_each_route():
