@@ -224,6 +224,16 @@ class ThresholdState:
     n_audited: int
 
 
+def _best_cut(choice: algorithms.ThresholdChoice) -> str:
+    """Where the best lower bound was found: its cut and held-out count, when there is one."""
+    if choice.best_n == 0:
+        return ""
+    return (
+        f" (accuracy {choice.accuracy:.4f} on {choice.best_n} held-out items at confidence "
+        f">= {choice.best_cut:.4f})"
+    )
+
+
 def threshold_with_memory(
     *,
     choice: algorithms.ThresholdChoice,
@@ -296,8 +306,8 @@ def threshold_with_memory(
             threshold=previous,
             reason=(
                 f"held the last qualifying threshold {previous:.4f}: this round's best lower "
-                f"bound {choice.lower_bound:.4f} < {cfg.target_accuracy}, and audits "
-                f"({audits.n}) do not contradict it"
+                f"bound {choice.lower_bound:.4f}{_best_cut(choice)} < {cfg.target_accuracy}, "
+                f"and audits ({audits.n}) do not contradict it"
             ),
             qualified_now=False,
             floor=floor,
@@ -308,8 +318,8 @@ def threshold_with_memory(
     return ThresholdState(
         threshold=None,
         reason=(
-            f"no threshold qualifies yet: best lower bound {choice.lower_bound:.4f} < "
-            f"{cfg.target_accuracy}"
+            f"no threshold qualifies yet: best lower bound {choice.lower_bound:.4f}"
+            f"{_best_cut(choice)} < {cfg.target_accuracy}"
         ),
         qualified_now=False,
         floor=floor,

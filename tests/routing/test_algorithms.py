@@ -308,6 +308,25 @@ def test_no_threshold_qualifies_returns_inf():
     assert choice.n_accepted == 0
 
 
+def test_an_unqualified_choice_reports_the_best_cut_not_the_top_item():
+    # Given 40 held-out items: the most confident one wrong, the next 30 right, 9 more wrong
+    conf = np.linspace(0.99, 0.6, 40)
+    correct = np.r_[0.0, np.ones(30), np.zeros(9)]
+
+    # When no cut reaches 0.99
+    choice = choose_threshold(conf, correct, target_accuracy=0.99, level=0.9)
+
+    # Then the reported bound is that of the best cut (the top 31 items, 30 right), not of
+    # the single top item (0 of 1, bound 0)
+    expected = float(wilson_lower_bound(np.array(30), np.array(31), level=0.9))
+    assert not choice.qualified
+    assert choice.best_n == 31
+    assert choice.best_cut == pytest.approx(conf[30])
+    assert choice.accuracy == pytest.approx(30 / 31)
+    assert choice.lower_bound == pytest.approx(expected)
+    assert expected > 0.85
+
+
 def test_threshold_on_held_out_digits_holds_on_fresh_data(digits):
     # Given a model, a calibration split and an untouched test split
     x_tr, x_rest, y_tr, y_rest = digits

@@ -53,6 +53,22 @@ def _choice(threshold: float | None, lower: float = 0.96) -> algorithms.Threshol
     )
 
 
+def test_the_reason_names_the_best_cut_and_its_held_out_count():
+    choice = dataclasses.replace(
+        _choice(None, lower=0.9123), accuracy=0.97, best_cut=0.985, best_n=35, n_accepted=0
+    )
+
+    state = threshold_with_memory(
+        choice=choice, previous=None, previous_claim=None, audits=Audits(), cfg=Routing()
+    )
+
+    assert state.threshold is None
+    assert state.reason == (
+        "no threshold qualifies yet: best lower bound 0.9123 (accuracy 0.9700 on 35 "
+        "held-out items at confidence >= 0.9850) < 0.95"
+    )
+
+
 def test_a_failing_round_holds_the_last_qualifying_threshold_and_says_why():
     state = threshold_with_memory(
         choice=_choice(None, lower=0.93),
