@@ -68,6 +68,20 @@ def crowd_weight(policy: Policy) -> float:
     return 1.0
 
 
+def reference_confidence(*, routing: Routing, policy: Policy) -> float:
+    """The confidence at which people settle a routed job's reference items (the seed set
+    and audits: where the model did not vote), which train the model and certify its
+    threshold.
+
+    A held-out accuracy is measured against these labels and cannot show more than they
+    are worth: against references settled at the 0.95 the threshold must certify, even a
+    perfect model scores about 0.95 and no lower bound reaches the target. So a reference
+    spends at most half the target's error budget, 1 - (1 - target_accuracy) / 2, or the
+    policy's target confidence if that is higher.
+    """
+    return max(policy.target_confidence, 1.0 - (1.0 - routing.target_accuracy) / 2.0)
+
+
 # --------------------------------------------------------------------------- sizes
 
 
@@ -445,14 +459,27 @@ def routed_actions(
     )
 
 
-def dynamic_actions(*, posterior: np.ndarray, n_labels: np.ndarray, policy: Policy) -> np.ndarray:
+def dynamic_actions(
+    *,
+    posterior: np.ndarray,
+    n_labels: np.ndarray,
+    policy: Policy,
+    target: float | None = None,
+) -> np.ndarray:
     """Dynamic redundancy without a model (apps.pipeline.decide's posterior rule): at least
-    min_labels, settle at the target confidence, ask up to max_labels, then review."""
+    min_labels, settle at the target confidence (the policy's, or `target`: a routed job's
+    reference items use `reference_confidence`), ask up to max_labels, then review. An item
+    at max_labels that reached the policy's own target settles: a higher `target` buys crowd
+    labels, never an expert's."""
     n = np.broadcast_to(np.asarray(n_labels), (len(posterior),))
     max_labels = max(policy.max_labels, policy.min_labels)
+    goal = policy.target_confidence if target is None else target
+    confidence = posterior.max(axis=1)
     action = np.full(len(posterior), ASK, dtype=object)
-    action[(posterior.max(axis=1) >= policy.target_confidence)] = SETTLE
-    action[(action == ASK) & (n >= max_labels)] = REVIEW
+    action[confidence >= goal] = SETTLE
+    at_cap = (action == ASK) & (n >= max_labels)
+    action[at_cap & (confidence >= policy.target_confidence)] = SETTLE
+    action[at_cap & (confidence < policy.target_confidence)] = REVIEW
     action[n < policy.min_labels] = ASK
     return action
 
@@ -525,6 +552,8 @@ class RoutingLoop:
         # Routing-off runs (run_without_model) count every crowd answer as the aggregation's
         # matrices say; run() tempers them by the aggregation's calibration (crowd_weight).
         self.crowd_weight = 1.0
+        # ... and run() settles its people-only items at reference_confidence.
+        self.reference_target: float | None = None
         self.out = Delivered(
             label=np.full(n, -1),
             confidence=np.zeros(n),
@@ -619,7 +648,12 @@ class RoutingLoop:
                     pricing=self.pricing,
                 ).action
             else:
-                acts = dynamic_actions(posterior=post, n_labels=n_labels, policy=self.policy)
+                acts = dynamic_actions(
+                    posterior=post,
+                    n_labels=n_labels,
+                    policy=self.policy,
+                    target=self.reference_target,
+                )
             review = pending[acts == REVIEW]
             if len(review):
                 for i, label in zip(
@@ -682,6 +716,7 @@ class RoutingLoop:
         n = len(self.x)
         cfg = self.routing
         self.crowd_weight = crowd_weight(self.policy)
+        self.reference_target = reference_confidence(routing=cfg, policy=self.policy)
         rng = np.random.default_rng(self.seed)
         seed_rows = rng.choice(n, seed_size(n_items=n, cfg=cfg), replace=False)
         self.people_only[seed_rows] = True

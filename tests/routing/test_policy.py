@@ -18,6 +18,8 @@ from apps.routing.policy import (
     Audits,
     RoutingLoop,
     crowd_weight,
+    dynamic_actions,
+    reference_confidence,
     model_vote,
     round_size,
     seed_size,
@@ -231,6 +233,44 @@ def test_a_routed_job_counts_the_crowd_at_its_aggregations_calibration(aggregati
     assert crowd_weight(Policy(aggregation=aggregation)) == pytest.approx(expected)
     # The default's calibration softens: a crowd answer counts for less than one.
     assert crowd_weight(Policy()) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("target_accuracy", "target_confidence", "expected"),
+    [(0.95, 0.95, 0.975), (0.99, 0.95, 0.995), (0.9, 0.95, 0.95), (0.95, 0.99, 0.99)],
+    ids=["defaults", "strict-target", "policy-above-half-budget", "policy-higher"],
+)
+def test_reference_items_spend_half_the_targets_error_budget(
+    target_accuracy, target_confidence, expected
+):
+    routing = Routing(target_accuracy=target_accuracy)
+    policy = Policy(target_confidence=target_confidence)
+
+    assert reference_confidence(routing=routing, policy=policy) == pytest.approx(expected)
+
+
+def test_people_only_actions_settle_at_the_target_given():
+    post = np.array([[0.96, 0.04], [0.98, 0.02]])
+
+    at_policy = dynamic_actions(posterior=post, n_labels=np.array([3, 3]), policy=Policy())
+    at_reference = dynamic_actions(
+        posterior=post, n_labels=np.array([3, 3]), policy=Policy(), target=0.975
+    )
+
+    assert at_policy.tolist() == ["settle", "settle"]
+    assert at_reference.tolist() == ["ask", "settle"]
+
+
+def test_a_reference_item_at_max_labels_above_the_policy_target_settles_not_reviews():
+    post = np.array([[0.96, 0.04], [0.94, 0.06], [0.98, 0.02]])
+
+    actions = dynamic_actions(
+        posterior=post, n_labels=np.array([5, 5, 5]), policy=Policy(), target=0.975
+    )
+
+    # 0.96 misses the reference but meets the policy's 0.95: the cap settles it; 0.94
+    # meets neither: review (an expert), as without a reference target.
+    assert actions.tolist() == ["settle", "review", "settle"]
 
 
 class _OneWorkerCrowd:
