@@ -2,6 +2,10 @@
 
 Production and bench/routing.py run the same functions with a job's `Routing` settings:
 
+- `crowd_weight` / `reference_confidence`: a routed job counts each crowd answer at the
+  aggregation's calibration (1/T) and settles the items people label alone (seed set,
+  audits: they train the model and certify its threshold) at a confidence spending half the
+  target's error budget;
 - `seed_size` / `round_size`: how many items people settle alone before the first model, and
   per active-learning round, as a share of the job with bounds;
 - `fit_round`: the model on every human-settled item, with out-of-fold calibrated
@@ -514,8 +518,8 @@ class Delivered:
 class RoutingLoop:
     """The routing policy as rounds over a job of `n_items` with features `x`.
 
-    1. A random seed set (`seed_size`) is settled by people alone (dynamic redundancy at the
-       policy's target confidence).
+    1. A random seed set (`seed_size`) is settled by people alone (dynamic redundancy at
+       `reference_confidence`, crowd answers at `crowd_weight`, as every posterior of run()).
     2. Each round: `fit_round` on every human-settled item; `threshold_with_memory` from the
        candidate, the last threshold and this threshold's audits; `route_plan` accepts the
        confident untouched items and draws audits (people alone); the query strategy's
