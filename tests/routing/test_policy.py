@@ -404,3 +404,17 @@ def test_the_loop_stops_with_the_rule_the_pipeline_uses():
     assert "routing_policy.routed_actions(" in source
     assert "cost_aware_decision(" not in source
     assert ASK == "ask"
+
+
+def test_production_counts_the_first_answer_at_the_crowds_weight_as_the_loop_does():
+    # The vote weight is fitted on the first answer as a routed item's answers count: the
+    # loop tempers it (RoutingLoop._first_likelihood), and so does the retrain service.
+    services = (Path(__file__).resolve().parents[2] / "apps/routing/services.py").read_text()
+    loop = RoutingLoop(x=np.zeros((1, 1)), classes=["a", "b"], crowd=_OneWorkerCrowd([1]))
+    loop._ask(np.array([0]))
+    loop.crowd_weight = crowd_weight(loop.policy)
+
+    first = loop._first_likelihood(np.array([0]))
+
+    assert "first_likelihood ** policy.crowd_weight(job.spec.policy)" in services
+    np.testing.assert_allclose(first, [[0.3**loop.crowd_weight, 0.7**loop.crowd_weight]])
