@@ -198,6 +198,9 @@ def decide_by_posterior(
         prior=evidence.prior,
         statuses=evidence.statuses,
         inactive_weight=policy.suspended_label_weight,
+        # A routed job stops, trains and certifies on these posteriors: the crowd counts at
+        # its aggregation's calibration there, as in the routing policy's loop.
+        crowd_weight=routing_policy.crowd_weight(policy) if evidence.routing is not None else 1.0,
     )
     top = int(np.argmax(posterior))
     confidence = float(posterior[top])
@@ -346,8 +349,9 @@ def _decide_routed(
     the model and one worker agree on can stop at routing's min_labels (default 1).
 
     Where the model does not vote (an audit item, a job before its first model, a model
-    whose vote weight is 0) people settle the item alone at the policy's target confidence:
-    those items calibrate and audit the model, so the cost-aware shortcut is not for them.
+    whose vote weight is 0) people settle the item alone at the reference confidence
+    (routing_policy.reference_confidence, above the target the threshold certifies): those
+    items train, calibrate and audit the model, so the cost-aware shortcut is not for them.
     An item the rule sends to an expert, or still unsure at max_labels, goes to review and
     the escalation policy picks an expert or QC.
     """
@@ -362,11 +366,17 @@ def _decide_routed(
             **common["extra"],
             "stopping": "people_only",
             "route": "crowd",
-            "why": "the model did not vote: people settle it alone at the target confidence",
+            "why": (
+                "the model did not vote: people settle it alone at the reference confidence "
+                "(it trains and certifies the model)"
+            ),
         }
         common = {**common, "extra": extra}
         action = routing_policy.dynamic_actions(
-            posterior=posterior[None, :], n_labels=np.array([n_labels]), policy=policy
+            posterior=posterior[None, :],
+            n_labels=np.array([n_labels]),
+            policy=policy,
+            target=routing_policy.reference_confidence(routing=routing, policy=policy),
         )[0]
         crowd_value = None
     else:

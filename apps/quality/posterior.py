@@ -15,6 +15,7 @@ import numpy as np
 from apps.assignments.models import Label
 from apps.jobs.models import Job
 from apps.quality.matrices import INACTIVE, job_class_prior, worker_confusions
+from apps.workforce.models import Worker
 
 
 def item_posterior(
@@ -25,6 +26,7 @@ def item_posterior(
     prior: np.ndarray | list[float],
     statuses: dict[int, str] | None = None,
     inactive_weight: float = 0.0,
+    crowd_weight: float = 1.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Posterior of one item from its (worker_id, value, tier) answers, each worker's
     confusion matrix and a class prior (the routing model's calibrated vote, when it votes).
@@ -32,7 +34,9 @@ def item_posterior(
     Labels of suspended or banned workers count with `inactive_weight` (the policy's
     suspended_label_weight, 0 by default: dropped). Returns the posterior and the
     contributing workers with their weights (the log-odds a label of theirs moves toward the
-    class they chose). Pure: no database, no cache.
+    class they chose). `crowd_weight` tempers every non-expert label (a routed job counts the
+    crowd at its aggregation's calibration, apps.routing.policy.crowd_weight; 1 elsewhere).
+    Pure: no database, no cache.
     """
     index = {name: i for i, name in enumerate(classes)}
     statuses = statuses or {}
@@ -41,10 +45,12 @@ def item_posterior(
     k = len(classes)
     log_post = [math.log(max(float(p), 1e-12)) for p in prior]
     contributors = []
-    for worker_id, value, _tier in answers:
+    for worker_id, value, tier in answers:
         if value not in index:
             continue
         weight = inactive_weight if statuses.get(worker_id) in INACTIVE else 1.0
+        if tier != Worker.Tier.EXPERT:
+            weight *= crowd_weight
         rows = matrices[worker_id].tolist()
         j = index[value]
         if weight:

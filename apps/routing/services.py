@@ -343,6 +343,8 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         floor=memory.get("threshold_floor"),
     )
     people_only, first_likelihood = job_people_only_evidence(job=job, item_ids=data.ids[rows])
+    # The first answer counts as a routed item's answers do: at the crowd's weight.
+    first_likelihood = first_likelihood ** policy.crowd_weight(job.spec.policy)
     limit = np.inf if state.threshold is None else state.threshold
     vote = policy.vote_weight(
         probs=probs[people_only],

@@ -12,9 +12,10 @@ import pytest
 from django.db import connection
 
 from apps.jobs.models import Item, Job
-from apps.jobs.policy import Routing
+from apps.jobs.policy import Policy, Routing
 from apps.pipeline.decide import Evidence, Plan, decide_label, needs_evidence
 from apps.quality.matrices import one_coin_confusion
+from apps.routing import policy as routing_policy
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 CLASSES = ["cat", "dog", "bird"]
@@ -176,3 +177,30 @@ def test_a_routed_item_at_its_last_label_writes_valid_json():
 
     assert plan.decision.extra["crowd_value"] is None
     json.dumps(plan.updates.get("result_meta"), allow_nan=False)
+
+
+def test_a_routed_jobs_people_only_item_counts_the_crowd_tempered_and_settles_at_reference():
+    # Given three 0.9 workers saying cat and a fourth saying dog (3 classes, uniform prior)
+    answers = [(1, "cat", "crowd"), (2, "cat", "crowd"), (4, "cat", "crowd"), (3, "dog", "crowd")]
+    item = _item(n_labels=3, labels_needed=4, vote_counts={"cat": 3})
+    people_only = dataclasses.replace(
+        _evidence(answers), routing=Routing(mode="model"), model_voted=False
+    )
+
+    # When the job routes (the model did not vote on this item) and when it does not
+    routed = _decide(_job(), item, "dog", people_only)
+    plain = _decide(_job(), item, "dog", _evidence(answers))
+
+    # Then without routing the odds are 18^2 (cat:dog) and 18^3 (cat:bird): settled at 0.997.
+    assert plain.decision.state == "settled"
+    assert plain.decision.confidence == pytest.approx(1 / (1 + 18**-2 + 18**-3), abs=1e-6)
+    # Routed, each crowd label counts at 1/T (routing_policy.crowd_weight): cat at about
+    # 0.966, above the policy's 0.95 but below the reference confidence (1 - 0.05 / 2):
+    # one more label.
+    w = routing_policy.crowd_weight(Policy())
+    expected = 1 / (1 + 18 ** (-2 * w) + 18 ** (-3 * w))
+    assert routing_policy.reference_confidence(routing=Routing(), policy=Policy()) == 0.975
+    assert 0.95 < expected < 0.975
+    assert routed.decision.posterior[0] == pytest.approx(expected, abs=1e-6)
+    assert (routed.decision.state, routed.decision.labels_needed) == ("open", 5)
+    assert routed.decision.extra["stopping"] == "people_only"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from apps.quality.matrices import classes_key
 from apps.quality.models import WorkerJobQuality
-from apps.quality.posterior import item_posterior_from_labels
+from apps.quality.posterior import item_posterior, item_posterior_from_labels
 from tests.quality.factories import CLASSES, crowd_job, crowd_label
 from tests.workforce.factories import make_worker
 
@@ -66,3 +69,29 @@ def test_a_known_good_worker_is_trusted_from_history():
 
     assert trusted[2] == pytest.approx(0.99 / (0.99 + 0.01), abs=1e-9)
     assert unknown[2] == pytest.approx(0.7, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("crowd_weight", "expected_dog"),
+    [(1.0, 0.9**2 / (0.9**2 + 0.1**2)), (0.5, 0.9**1.5 / (0.9**1.5 + 0.1**1.5))],
+    ids=["independent", "crowd-tempered"],
+)
+def test_crowd_weight_tempers_crowd_labels_and_not_the_experts(crowd_weight, expected_dog):
+    # Given a crowd worker and an expert, both 0.9 one-coin over two classes, both "dog"
+    matrix = np.array([[0.9, 0.1], [0.1, 0.9]])
+
+    # When the crowd's labels count at `crowd_weight` (a routed job's calibration)
+    post, contributors = item_posterior(
+        classes=["dog", "cat"],
+        answers=[(1, "dog", "crowd"), (2, "dog", "expert")],
+        matrices={1: matrix, 2: matrix},
+        prior=[0.5, 0.5],
+        crowd_weight=crowd_weight,
+    )
+
+    # Then the crowd label moves the log-odds by w x log 9, the expert's by log 9
+    assert post[0] == pytest.approx(expected_dog)
+    assert [c["weight"] for c in contributors] == [
+        pytest.approx(round(crowd_weight * math.log(9), 4)),
+        pytest.approx(round(math.log(9), 4)),
+    ]

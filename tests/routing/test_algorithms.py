@@ -308,6 +308,25 @@ def test_no_threshold_qualifies_returns_inf():
     assert choice.n_accepted == 0
 
 
+def test_an_unqualified_choice_reports_the_best_cut_not_the_top_item():
+    # Given 40 held-out items: the most confident one wrong, the next 30 right, 9 more wrong
+    conf = np.linspace(0.99, 0.6, 40)
+    correct = np.r_[0.0, np.ones(30), np.zeros(9)]
+
+    # When no cut reaches 0.99
+    choice = choose_threshold(conf, correct, target_accuracy=0.99, level=0.9)
+
+    # Then the reported bound is that of the best cut (the top 31 items, 30 right), not of
+    # the single top item (0 of 1, bound 0)
+    expected = float(wilson_lower_bound(np.array(30), np.array(31), level=0.9))
+    assert not choice.qualified
+    assert choice.best_n == 31
+    assert choice.best_cut == pytest.approx(conf[30])
+    assert choice.accuracy == pytest.approx(30 / 31)
+    assert choice.lower_bound == pytest.approx(expected)
+    assert expected > 0.85
+
+
 def test_threshold_on_held_out_digits_holds_on_fresh_data(digits):
     # Given a model, a calibration split and an untouched test split
     x_tr, x_rest, y_tr, y_rest = digits
@@ -504,6 +523,25 @@ def test_model_crowd_posterior_vectorized_matches_per_item_loop():
             if it == i:
                 p *= conf[wk, :, lb]
         np.testing.assert_allclose(post[i], p / p.sum(), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("answer_weight", "expected_b"),
+    [(1.0, 0.81 / 0.82), (0.5, 0.9), ([1.0, 0.0], 0.9), (0.0, 0.5)],
+    ids=["independent", "tempered-by-half", "second-dropped", "dropped"],
+)
+def test_answer_weight_tempers_each_labels_log_likelihood(answer_weight, expected_b):
+    # Given two workers at 0.9 (one-coin, two classes) who both say b, a uniform prior
+    conf = one_coin_confusions(np.array([0.9, 0.9]), 2)
+
+    # When their labels count at `answer_weight`
+    post = model_crowd_posterior(
+        None, [0, 0], [0, 1], [1, 1], conf, n_items=1, answer_weight=answer_weight
+    )
+
+    # Then P(b) = 0.9^(w1+w2) / (0.9^(w1+w2) + 0.1^(w1+w2)): two independent labels give
+    # 0.81/0.82, two at half weight count as one label (0.9), none leaves the prior
+    assert post[0, 1] == pytest.approx(expected_b)
 
 
 def test_crowd_only_posterior_uses_the_class_prior():

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 
 from apps.jobs.policy import Policy, Pricing, Routing
+from apps.quality.algorithms.default import DEFAULTS
 from apps.routing import algorithms
 from apps.routing.policy import (
     ASK,
     Audits,
     RoutingLoop,
+    crowd_weight,
+    dynamic_actions,
     model_vote,
+    reference_confidence,
     round_size,
     seed_size,
     threshold_with_memory,
@@ -48,6 +52,22 @@ def _choice(threshold: float | None, lower: float = 0.96) -> algorithms.Threshol
         lower_bound=lower,
         n_accepted=100,
         qualified=threshold is not None,
+    )
+
+
+def test_the_reason_names_the_best_cut_and_its_held_out_count():
+    choice = dataclasses.replace(
+        _choice(None, lower=0.9123), accuracy=0.97, best_cut=0.985, best_n=35, n_accepted=0
+    )
+
+    state = threshold_with_memory(
+        choice=choice, previous=None, previous_claim=None, audits=Audits(), cfg=Routing()
+    )
+
+    assert state.threshold is None
+    assert state.reason == (
+        "no threshold qualifies yet: best lower bound 0.9123 (accuracy 0.9700 on 35 "
+        "held-out items at confidence >= 0.9850) < 0.95"
     )
 
 
@@ -204,6 +224,89 @@ class _PerfectCrowd:
         return self.truth[np.asarray(items, int)]
 
 
+@pytest.mark.parametrize(
+    ("aggregation", "expected"),
+    [("default", 1.0 / DEFAULTS.temperature), ("ds", 1.0), ("mv", 1.0)],
+    ids=["default-calibrated", "ds-uncalibrated", "mv"],
+)
+def test_a_routed_job_counts_the_crowd_at_its_aggregations_calibration(aggregation, expected):
+    assert crowd_weight(Policy(aggregation=aggregation)) == pytest.approx(expected)
+    # The default's calibration softens: a crowd answer counts for less than one.
+    assert crowd_weight(Policy()) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("target_accuracy", "target_confidence", "expected"),
+    [(0.95, 0.95, 0.975), (0.99, 0.95, 0.995), (0.9, 0.95, 0.95), (0.95, 0.99, 0.99)],
+    ids=["defaults", "strict-target", "policy-above-half-budget", "policy-higher"],
+)
+def test_reference_items_spend_half_the_targets_error_budget(
+    target_accuracy, target_confidence, expected
+):
+    routing = Routing(target_accuracy=target_accuracy)
+    policy = Policy(target_confidence=target_confidence)
+
+    assert reference_confidence(routing=routing, policy=policy) == pytest.approx(expected)
+
+
+def test_people_only_actions_settle_at_the_target_given():
+    post = np.array([[0.96, 0.04], [0.98, 0.02]])
+
+    at_policy = dynamic_actions(posterior=post, n_labels=np.array([3, 3]), policy=Policy())
+    at_reference = dynamic_actions(
+        posterior=post, n_labels=np.array([3, 3]), policy=Policy(), target=0.975
+    )
+
+    assert at_policy.tolist() == ["settle", "settle"]
+    assert at_reference.tolist() == ["ask", "settle"]
+
+
+def test_a_reference_item_at_max_labels_above_the_policy_target_settles_not_reviews():
+    post = np.array([[0.96, 0.04], [0.94, 0.06], [0.98, 0.02]])
+
+    actions = dynamic_actions(
+        posterior=post, n_labels=np.array([5, 5, 5]), policy=Policy(), target=0.975
+    )
+
+    # 0.96 misses the reference but meets the policy's 0.95: the cap settles it; 0.94
+    # meets neither: review (an expert), as without a reference target.
+    assert actions.tolist() == ["settle", "review", "settle"]
+
+
+class _OneWorkerCrowd:
+    """One worker (index 0) who answers the truth."""
+
+    def __init__(self, truth):
+        self.truth = np.asarray(truth)
+
+    def ask(self, items):
+        items = np.asarray(items, int)
+        return items, np.zeros(len(items), int), self.truth[items]
+
+    def ask_expert(self, items):
+        return self.truth[np.asarray(items, int)]
+
+
+def test_the_loops_posteriors_temper_crowd_answers_but_not_the_expert():
+    # Given a loop with one item answered b by a crowd worker and b by an expert, the
+    # worker's matrix at the new-worker accuracy (0.7: no answers on shared items yet)
+    loop = RoutingLoop(x=np.zeros((1, 1)), classes=["a", "b"], crowd=_OneWorkerCrowd([1]))
+    loop._ask(np.array([0]))
+    loop.expert[0] = 1
+    w = crowd_weight(loop.policy)
+
+    # When the loop is routing (run() sets the weight) and when it is not
+    plain, _ = loop._posteriors(np.array([0]))
+    loop.crowd_weight = w
+    tempered, _ = loop._posteriors(np.array([0]))
+
+    # Then only the crowd answer's log-likelihood is scaled: odds (0.7/0.3)^w x (0.95/0.05)
+    odds = (0.7 / 0.3) ** w * (0.95 / 0.05)
+    assert tempered[0, 1] == pytest.approx(odds / (1 + odds))
+    odds_plain = (0.7 / 0.3) * (0.95 / 0.05)
+    assert plain[0, 1] == pytest.approx(odds_plain / (1 + odds_plain))
+
+
 def test_the_loop_settles_every_item_and_names_each_route():
     rng = np.random.default_rng(0)
     truth = rng.integers(2, size=200)
@@ -301,3 +404,17 @@ def test_the_loop_stops_with_the_rule_the_pipeline_uses():
     assert "routing_policy.routed_actions(" in source
     assert "cost_aware_decision(" not in source
     assert ASK == "ask"
+
+
+def test_production_counts_the_first_answer_at_the_crowds_weight_as_the_loop_does():
+    # The vote weight is fitted on the first answer as a routed item's answers count: the
+    # loop tempers it (RoutingLoop._first_likelihood), and so does the retrain service.
+    services = (Path(__file__).resolve().parents[2] / "apps/routing/services.py").read_text()
+    loop = RoutingLoop(x=np.zeros((1, 1)), classes=["a", "b"], crowd=_OneWorkerCrowd([1]))
+    loop._ask(np.array([0]))
+    loop.crowd_weight = crowd_weight(loop.policy)
+
+    first = loop._first_likelihood(np.array([0]))
+
+    assert "first_likelihood ** policy.crowd_weight(job.spec.policy)" in services
+    np.testing.assert_allclose(first, [[0.3**loop.crowd_weight, 0.7**loop.crowd_weight]])

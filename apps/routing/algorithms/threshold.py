@@ -16,7 +16,8 @@ class ThresholdChoice:
     """Auto-accept items whose calibrated confidence is >= `threshold`.
 
     `threshold` is +inf (and `qualified` False) when no threshold meets the target;
-    `accuracy` and `lower_bound` are then those of the most confident candidate.
+    `accuracy` and `lower_bound` are then those of the cut with the highest lower bound
+    (`best_cut`, over `best_n` held-out items): how far the best the data allows falls short.
     `coverage` is the share of the pool (or of the held-out set) that would be accepted.
     """
 
@@ -26,6 +27,8 @@ class ThresholdChoice:
     lower_bound: float
     n_accepted: int
     qualified: bool
+    best_cut: float = float("nan")
+    best_n: int = 0
 
 
 def wilson_lower_bound(successes: np.ndarray, n: np.ndarray, *, level: float = 0.95) -> np.ndarray:
@@ -93,14 +96,19 @@ def choose_threshold(
     if not qualifies.any():
         if len(conf) == 0:
             return ThresholdChoice(float("inf"), 0.0, float("nan"), 0.0, 0, False)
-        top = int(np.flatnonzero(last_of_tie)[0])
+        # The best cut, not the single most confident item (whose bound, on one item, says
+        # nothing of what a larger held-out set shows); ties to the larger cut.
+        cuts = np.flatnonzero(last_of_tie)
+        best = int(cuts[np.flatnonzero(lower[cuts] == lower[cuts].max())[-1]])
         return ThresholdChoice(
             threshold=float("inf"),
             coverage=0.0,
-            accuracy=float(k_acc[top] / n_acc[top]),
-            lower_bound=float(lower[top]),
+            accuracy=float(k_acc[best] / n_acc[best]),
+            lower_bound=float(lower[best]),
             n_accepted=0,
             qualified=False,
+            best_cut=float(conf_sorted[best]),
+            best_n=int(n_acc[best]),
         )
     # Sorted by decreasing confidence, the last qualifying cut is the smallest threshold.
     i = int(np.flatnonzero(qualifies)[-1])
@@ -112,4 +120,6 @@ def choose_threshold(
         lower_bound=float(lower[i]),
         n_accepted=int(n_acc[i]),
         qualified=True,
+        best_cut=t,
+        best_n=int(n_acc[i]),
     )

@@ -18,14 +18,19 @@ def crowd_log_likelihood(
     confusions: np.ndarray,
     *,
     n_items: int,
+    answer_weight: float | np.ndarray = 1.0,
 ) -> np.ndarray:
     """Sum over each item's labels of log P(label | true class), shape (n_items, K).
 
     `confusions[w, true, observed]` is worker w's confusion matrix (rows sum to 1).
+    `answer_weight` (a scalar or one per label) tempers each label's log-likelihood: 1 counts
+    it as independent evidence, 1/T softens an aggregation its calibration found
+    overconfident by a temperature T, 0 drops it.
     """
     log_c = np.log(np.clip(np.asarray(confusions, dtype=np.float64), _EPS, 1.0))
     # Advanced indices around a slice put the label axis first: (n_labels, K_true).
     contrib = log_c[np.asarray(worker_index), :, np.asarray(labels)]
+    contrib = contrib * np.asarray(answer_weight, dtype=np.float64).reshape(-1, 1)
     out = np.zeros((n_items, log_c.shape[1]))
     np.add.at(out, np.asarray(item_index), contrib)
     return out
@@ -41,13 +46,15 @@ def model_crowd_posterior(
     n_items: int | None = None,
     class_prior: np.ndarray | None = None,
     model_weight: float = 1.0,
+    answer_weight: float | np.ndarray = 1.0,
 ) -> np.ndarray:
     """Posterior over true classes: p_model(y | x)^w * prod_labels P(label | y), normalized.
 
     The calibrated model probability already contains the class prior, so it replaces
     the prior in the usual Dawid–Skene item posterior; labels are assumed independent
     of the features given the true class. Without a model, `class_prior` (or uniform)
-    is used. `model_weight` < 1 tempers a model that is trusted less than calibrated.
+    is used. `model_weight` < 1 tempers a model that is trusted less than calibrated;
+    `answer_weight` tempers the labels (see `crowd_log_likelihood`).
     """
     k = np.asarray(confusions).shape[1]
     if model_probs is not None:
@@ -58,7 +65,7 @@ def model_crowd_posterior(
         prior = np.full(k, 1.0 / k) if class_prior is None else np.asarray(class_prior)
         log_post = np.tile(np.log(np.clip(prior, _EPS, 1.0)), (n, 1))
     log_post = log_post + crowd_log_likelihood(
-        item_index, worker_index, labels, confusions, n_items=n
+        item_index, worker_index, labels, confusions, n_items=n, answer_weight=answer_weight
     )
     log_post -= log_post.max(axis=1, keepdims=True)
     post = np.exp(log_post)
