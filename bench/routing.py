@@ -201,6 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    # Exploration runs on seeds outside the reported 0-9 (e.g. --seed-offset 10).
+    parser.add_argument("--seed-offset", type=int, default=0)
     args = parser.parse_args()
     pricing = Pricing()
     expert_ratio = pricing.expert_label / pricing.crowd_label
@@ -212,7 +214,7 @@ def main() -> None:
         k = int(y.max()) + 1
         x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-9)
         res: dict[str, list[Outcome]] = {p: [] for p in policies}
-        for seed in range(args.seeds):
+        for seed in range(args.seed_offset, args.seed_offset + args.seeds):
             # Items arrive in a random order (data sets are often sorted by class).
             perm = np.random.default_rng(seed).permutation(len(y))
             xs, ys = x[perm], y[perm]

@@ -59,7 +59,10 @@ class Evidence:
     `answers`: every (worker_id, value, tier) answer of the item, the new one included;
     `statuses`: those workers' current status; `matrices`: each one's confusion matrix;
     `prior`: the job's class prior, or the routing model's calibrated vote on the item
-    (`model_voted`); `routing`: the job's routing config when it routes by model, else None.
+    (`model_voted`); `routing`: the job's routing config when it routes by model, else None;
+    `model_probs`: where the model votes, its calibrated probabilities before the vote
+    weight (the prior of the confidence a routed item reports,
+    apps.routing.policy.reported_confidence).
     """
 
     answers: list[tuple[int, str, str]]
@@ -71,6 +74,7 @@ class Evidence:
     # Another kind than single_choice: each worker's accuracy on the job's gold, in the
     # kind's unit (apps.quality.kinds.kind_worker_accuracies), in place of matrices.
     accuracies: dict[int, float] = field(default_factory=dict)
+    model_probs: np.ndarray | list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,22 @@ def decide_by_posterior(
     if n_labels < labels_needed:
         return Decision(state=Item.State.OPEN, labels_needed=labels_needed, **common)
     if evidence.routing is not None:
+        reported = None
+        if evidence.model_voted and evidence.model_probs is not None:
+            # What a settled item reports (not what its stopping reads): the model's
+            # probabilities and the crowd undiscounted (routing_policy.reported_confidence).
+            reported, _ = item_posterior(
+                classes=classes,
+                answers=answers,
+                matrices=evidence.matrices,
+                prior=routing_policy.model_vote(
+                    np.asarray(evidence.model_probs, dtype=np.float64),
+                    routing_policy.REPORT_VOTE_WEIGHT,
+                ),
+                statuses=evidence.statuses,
+                inactive_weight=policy.suspended_label_weight,
+                crowd_weight=routing_policy.REPORT_CROWD_WEIGHT,
+            )
         return _decide_routed(
             job=job,
             policy=policy,
@@ -224,6 +244,7 @@ def decide_by_posterior(
             max_labels=max_labels,
             labels_needed=labels_needed,
             common=common,
+            reported=reported,
         )
     return _settle_or_ask(
         n_labels=n_labels,
@@ -341,6 +362,7 @@ def _decide_routed(
     max_labels: int,
     labels_needed: int,
     common: dict[str, Any],
+    reported: np.ndarray | None = None,
 ) -> Decision:
     """Model routing on: the routing policy's cost-aware stopping (apps.routing.policy
     .routed_actions, the rule the bench runs), where another crowd label is bought only
@@ -354,6 +376,12 @@ def _decide_routed(
     items train, calibrate and audit the model, so the cost-aware shortcut is not for them.
     An item the rule sends to an expert, or still unsure at max_labels, goes to review and
     the escalation policy picks an expert or QC.
+
+    Where the model voted, a settled item's confidence is the `reported` posterior's mass
+    on its label (routing_policy.reported_confidence), not the stopping posterior's: the
+    stopping posterior (the item's `posterior`, `why.posterior_confidence`) discounts the
+    vote and the crowd to stop safely and is underconfident as a claim. Only the
+    confidence differs; the label and the decision are the stopping posterior's.
     """
     routing = evidence.routing or Routing(mode="model")
     classes = job.classes
@@ -433,6 +461,9 @@ def _decide_routed(
             **common,
         )
     if action == routing_policy.SETTLE:
+        if evidence.model_voted and reported is not None:
+            confidence = routing_policy.reported_confidence(reported, top)
+            common["extra"]["why"]["reported_confidence"] = round(confidence, 6)
         return Decision(
             state=Item.State.SETTLED,
             labels_needed=labels_needed,

@@ -85,9 +85,10 @@ def label_evidence(
         answers=answers,
         statuses=statuses,
         matrices=matrices,
-        prior=prior if vote is None else vote,
+        prior=prior if vote is None else vote[0],
         model_voted=vote is not None,
         routing=routing,
+        model_probs=None if vote is None else vote[1],
     )
 
 

@@ -168,11 +168,13 @@ def model_version_active(*, job_id: int) -> ModelVersion | None:
     return ModelVersion.objects.filter(job_id=job_id, is_active=True).first()
 
 
-def item_model_vote(*, item_id: int, n_classes: int) -> np.ndarray | None:
+def item_model_vote(*, item_id: int, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The model's vote on the item: its calibrated probabilities tempered by the vote
-    weight of the version that scored it (apps.routing.policy.vote_weight); None for an
-    audit item (people judge it alone: the model must not vouch for itself there) and where
-    the weight is 0 (the model's errors go with the crowd's: it does not vote)."""
+    weight of the version that scored it (apps.routing.policy.vote_weight), and the
+    calibrated probabilities themselves (the reported posterior's prior,
+    apps.routing.policy.reported_confidence); None for an audit item (people judge it
+    alone: the model must not vouch for itself there) and where the weight is 0 (the
+    model's errors go with the crowd's: it does not vote)."""
     row = (
         ItemScore.objects.filter(item_id=item_id, audit=False)
         .values_list("probs", "model_version__card__vote_weight")
@@ -185,7 +187,7 @@ def item_model_vote(*, item_id: int, n_classes: int) -> np.ndarray | None:
     weight = 1.0 if row[1] is None else float(row[1])
     if probs is None or weight <= 0.0:
         return None
-    return model_vote(probs, weight)
+    return model_vote(probs, weight), probs
 
 
 def job_people_only_evidence(*, job: Job, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

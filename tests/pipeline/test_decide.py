@@ -48,6 +48,11 @@ def _evidence(answers, accuracy=0.9) -> Evidence:
     )
 
 
+def _people_only(answers) -> Evidence:
+    """A routed job's evidence on an item the model did not vote on (people settle it)."""
+    return dataclasses.replace(_evidence(answers), routing=Routing(mode="model"), model_voted=False)
+
+
 @pytest.fixture(autouse=True)
 def _no_database(monkeypatch):
     """Any query would fail the test: the decision reads nothing."""
@@ -183,9 +188,7 @@ def test_a_routed_jobs_people_only_item_counts_the_crowd_tempered_and_settles_at
     # Given three 0.9 workers saying cat and a fourth saying dog (3 classes, uniform prior)
     answers = [(1, "cat", "crowd"), (2, "cat", "crowd"), (4, "cat", "crowd"), (3, "dog", "crowd")]
     item = _item(n_labels=3, labels_needed=4, vote_counts={"cat": 3})
-    people_only = dataclasses.replace(
-        _evidence(answers), routing=Routing(mode="model"), model_voted=False
-    )
+    people_only = _people_only(answers)
 
     # When the job routes (the model did not vote on this item) and when it does not
     routed = _decide(_job(), item, "dog", people_only)
@@ -204,3 +207,56 @@ def test_a_routed_jobs_people_only_item_counts_the_crowd_tempered_and_settles_at
     assert routed.decision.posterior[0] == pytest.approx(expected, abs=1e-6)
     assert (routed.decision.state, routed.decision.labels_needed) == ("open", 5)
     assert routed.decision.extra["stopping"] == "people_only"
+
+
+def test_a_routed_item_the_model_voted_on_reports_the_undiscounted_posterior():
+    # Given a routed job, the model's calibrated probabilities (0.6, 0.3, 0.1) voting at
+    # weight 0.5, and two 0.9 workers (off-diagonal 0.05) saying cat
+    probs = np.array([0.6, 0.3, 0.1])
+    answers = [(1, "cat", "crowd"), (3, "cat", "crowd")]
+    item = _item(n_labels=1, labels_needed=2, vote_counts={"cat": 1})
+    voted = dataclasses.replace(
+        _evidence(answers),
+        prior=routing_policy.model_vote(probs, 0.5),
+        routing=Routing(mode="model"),
+        model_voted=True,
+    )
+
+    # When the evidence carries the model's probabilities and when it does not (as before)
+    plan = _decide(_job(), item, "cat", dataclasses.replace(voted, model_probs=probs))
+    before = _decide(_job(), item, "cat", voted)
+
+    # Then the stopping posterior is the discounted one: vote sqrt(p), crowd odds 18^(2/T)
+    w = routing_policy.crowd_weight(Policy())
+    stop = np.sqrt(probs) * np.array([0.9, 0.05, 0.05]) ** (2 * w)
+    stop /= stop.sum()
+    assert plan.decision.posterior[0] == pytest.approx(stop[0], abs=1e-6)
+    assert plan.decision.extra["why"]["posterior_confidence"] == pytest.approx(stop[0], abs=1e-6)
+    # ... while the reported confidence is 0.6 x 0.9^2 / (0.6 x 0.81 + 0.3 x 0.0025 + 0.1 x
+    # 0.0025) = 0.486 / 0.487 = 0.997947
+    reported = 0.6 * 0.81 / (0.6 * 0.81 + 0.4 * 0.0025)
+    assert reported == pytest.approx(0.997947, abs=1e-6)
+    assert plan.decision.confidence == pytest.approx(reported, abs=1e-6)
+    assert plan.updates["confidence"] == pytest.approx(reported, abs=1e-6)
+    assert plan.decision.extra["why"]["reported_confidence"] == pytest.approx(reported, abs=1e-6)
+    assert stop[0] < reported
+    # ... and the decision is the same as without it: only the confidence differs.
+    assert before.decision.confidence == pytest.approx(stop[0], abs=1e-6)
+    for field_name in ("state", "labels_needed", "label", "posterior", "source"):
+        assert getattr(plan.decision, field_name) == getattr(before.decision, field_name)
+    assert plan.decision.state == "settled"
+    assert {k: v for k, v in plan.updates.items() if k not in ("confidence", "result_meta")} == {
+        k: v for k, v in before.updates.items() if k not in ("confidence", "result_meta")
+    }
+
+
+def test_a_people_only_item_of_a_routed_job_reports_its_stopping_posterior():
+    # The model did not vote (an audit item): nothing to undo, the confidence is the posterior's.
+    answers = [(1, "cat", "crowd"), (2, "cat", "crowd"), (4, "cat", "crowd"), (3, "cat", "crowd")]
+    item = _item(n_labels=3, labels_needed=4, vote_counts={"cat": 3})
+    people_only = _people_only(answers)
+
+    plan = _decide(_job(), item, "cat", people_only)
+
+    assert plan.decision.state == "settled"
+    assert plan.decision.confidence == pytest.approx(plan.decision.posterior[0], abs=1e-6)

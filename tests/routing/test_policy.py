@@ -13,6 +13,7 @@ import pytest
 from apps.jobs.policy import Policy, Pricing, Routing
 from apps.quality.algorithms.default import DEFAULTS
 from apps.routing import algorithms
+from apps.routing import policy as routing_policy
 from apps.routing.policy import (
     ASK,
     Audits,
@@ -418,3 +419,86 @@ def test_production_counts_the_first_answer_at_the_crowds_weight_as_the_loop_doe
 
     assert "first_likelihood ** policy.crowd_weight(job.spec.policy)" in services
     np.testing.assert_allclose(first, [[0.3**loop.crowd_weight, 0.7**loop.crowd_weight]])
+
+
+def test_the_loop_reports_the_undiscounted_posterior_where_the_model_voted():
+    # Given two items answered b by one crowd worker (new-worker matrix: 0.7), the first
+    # routed with the model's vote (probabilities 0.2, 0.8 at weight 0.5), the second an
+    # audit item people settled alone
+    loop = RoutingLoop(x=np.zeros((2, 1)), classes=["a", "b"], crowd=_OneWorkerCrowd([1, 1]))
+    loop._ask(np.array([0, 1]))
+    loop.crowd_weight = w = crowd_weight(loop.policy)
+    probs = np.array([0.2, 0.8])
+    loop.vote[0], loop.vote_probs[0], loop.voted[0] = model_vote(probs, 0.5), probs, True
+    loop.people_only[1] = True
+
+    post = loop._deliver(np.array([0, 1]))
+
+    # Then the posterior returned (training target, stopping) is the discounted one: odds
+    # (0.8/0.2)^0.5 x (0.7/0.3)^w; the first item reports 0.8 x 0.7 / (0.8 x 0.7 + 0.2 x 0.3)
+    odds = 2.0 * (0.7 / 0.3) ** w
+    assert post[0, 1] == pytest.approx(odds / (1 + odds))
+    assert loop.out.confidence[0] == pytest.approx(0.56 / 0.62)
+    assert loop.out.confidence[0] > post[0, 1]
+    # ... the audit item its own posterior: (0.7/0.3)^w against the uniform class prior
+    plain = (0.7 / 0.3) ** w
+    assert loop.out.confidence[1] == pytest.approx(plain / (1 + plain))
+    assert loop.out.label.tolist() == [1, 1]
+
+
+class _NoisyCrowd:
+    """Ten workers, each right with probability 0.75, answering each item once at most."""
+
+    def __init__(self, truth, seed=0):
+        rng = np.random.default_rng(seed)
+        self.truth = np.asarray(truth)
+        n = len(self.truth)
+        right = rng.random((n, 10)) < 0.75
+        self.answers = np.where(right, self.truth[:, None], 1 - self.truth[:, None])
+        self.asked = np.zeros(n, int)
+
+    def ask(self, items):
+        items = np.asarray(items, int)
+        items = items[self.asked[items] < 10]
+        workers = self.asked[items].copy()
+        self.asked[items] += 1
+        return items, workers, self.answers[items, workers]
+
+    def ask_expert(self, items):
+        return self.truth[np.asarray(items, int)]
+
+
+def test_the_reported_confidence_changes_no_decision(monkeypatch):
+    # The same job run twice, the second time reporting a constant 0.5 wherever the loop
+    # reports the undiscounted posterior: every label bought, route, delivered label and
+    # training target is the same; only the confidence of items the model voted on moves.
+    rng = np.random.default_rng(1)
+    truth = rng.integers(2, size=240)
+    x = np.c_[truth * 1.5 + rng.normal(size=240), rng.normal(size=240)]
+
+    def run():
+        crowd = _NoisyCrowd(truth)
+        loop = RoutingLoop(
+            x=x,
+            classes=["a", "b"],
+            crowd=crowd,
+            routing=Routing(mode="model", epochs=30, max_rounds=2),
+            seed=0,
+        )
+        return loop, loop.run(), crowd.asked.copy()
+
+    loop, out, asked = run()
+    monkeypatch.setattr(
+        routing_policy, "reported_confidence", lambda reported, label: np.full(len(label), 0.5)
+    )
+    loop2, out2, asked2 = run()
+
+    voted = loop.voted & ~loop.people_only & (out.route == "crowd")
+    assert voted.sum() > 20
+    np.testing.assert_array_equal(asked, asked2)
+    np.testing.assert_array_equal(out.label, out2.label)
+    np.testing.assert_array_equal(out.route, out2.route)
+    np.testing.assert_allclose(loop.targets, loop2.targets)
+    np.testing.assert_allclose(out.confidence[~voted], out2.confidence[~voted])
+    assert (out2.confidence[voted] == 0.5).all()
+    assert (out.confidence[voted] != 0.5).all()

@@ -510,7 +510,11 @@ def test_a_routed_settle_says_why_the_model_vote_the_posterior_and_the_stop():
     why = decision.extra["why"]
     assert decision.extra["route"] == "crowd+model"
     assert (why["model_vote"], why["model_vote_confidence"]) == ("cat", 0.97)
-    assert why["posterior_confidence"] == round(decision.confidence, 6)
+    # The stop reads the discounted posterior; the item reports the undiscounted one
+    # (apps.routing.policy.reported_confidence), on the same label.
+    assert why["posterior_confidence"] == round(max(decision.posterior), 6)
+    assert why["reported_confidence"] == round(decision.confidence, 6)
+    assert decision.confidence > why["posterior_confidence"]
     assert why["n_labels"] == 1
     assert why["stopped"] == "confident"
 
