@@ -386,22 +386,23 @@ def job_upload(request: HttpRequest, job_id: int) -> HttpResponse:
     return _render_job(request, job, report=report.as_dict())
 
 
-def _form_errors(errors, prefix: str = "") -> list[str]:
-    """A serializer's nested errors as "field: message" lines."""
-    lines: list[str] = []
+def _form_errors(errors, prefix: str = "") -> list[tuple[str, str]]:
+    """A serializer's nested errors as (dotted field path, message) pairs; the path is empty
+    for an error of the whole body."""
+    pairs: list[tuple[str, str]] = []
     if isinstance(errors, dict):
         for key, value in errors.items():
             name = key if key != "non_field_errors" else ""
-            lines += _form_errors(value, f"{prefix}{name}." if name else prefix)
+            pairs += _form_errors(value, f"{prefix}{name}." if name else prefix)
     elif isinstance(errors, list):
         for value in errors:
             if isinstance(value, dict | list):
-                lines += _form_errors(value, prefix)
+                pairs += _form_errors(value, prefix)
             else:
-                lines.append(f"{prefix.rstrip('.')}: {value}" if prefix else str(value))
+                pairs.append((prefix.rstrip("."), str(value)))
     else:
-        lines.append(f"{prefix.rstrip('.')}: {errors}")
-    return lines
+        pairs.append((prefix.rstrip("."), str(errors)))
+    return pairs
 
 
 JOB_FORM_DEFAULTS = {
@@ -474,6 +475,18 @@ def _label_schema(form: dict[str, str]) -> dict:
     return schema
 
 
+# The API body's paths whose form field has another name; every other path's last part is
+# its field's name (label_schema.levels: levels, policy.min_labels: min_labels).
+JOB_FORM_PATHS = {"routing.mode": "routing_mode", "label_schema": "kind", "routing": "routing_mode"}
+
+
+def _job_form_field(path: str) -> str | None:
+    """The form field an error of the API body's `path` belongs beside (None: the form's
+    summary only)."""
+    field = JOB_FORM_PATHS.get(path, path.rsplit(".", 1)[-1])
+    return field if field in JOB_FORM_DEFAULTS else None
+
+
 def _job_body(form: dict[str, str]) -> dict:
     """The form's fields as the body the API's job creation takes (validated by its
     serializer, so the page and the API refuse the same things with the same words)."""
@@ -502,6 +515,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     form = {k: request.POST.get(k, v) for k, v in JOB_FORM_DEFAULTS.items()}
     errors: list[str] = []
+    field_errors: dict[str, list[str]] = {}
     if request.method == "POST":
         data = JobInputSerializer(data=_job_body(form))
         org_ids = user_client_org_ids(user=request.user)
@@ -516,11 +530,17 @@ def job_new(request: HttpRequest) -> HttpResponse:
             done = "Job created as a draft: upload items, then launch it."
             return redirect(f"/dashboard/jobs/{job.pk}/?{urlencode({'done': done})}")
         else:
-            errors = _form_errors(data.errors)
+            # Each error is listed at the top in the API's words (its path named) and
+            # shown again beside the field it is about.
+            for path, message in _form_errors(data.errors):
+                errors.append(f"{path}: {message}" if path else message)
+                field = _job_form_field(path)
+                if field is not None:
+                    field_errors.setdefault(field, []).append(message)
     return render(
         request,
         "reports/job_new.html",
-        {"form": form, "errors": errors, "kinds": KIND_CHOICES},
+        {"form": form, "errors": errors, "field_errors": field_errors, "kinds": KIND_CHOICES},
         status=400 if errors else 200,
     )
 
