@@ -9,6 +9,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from apps.accounts.models import Organization
+from apps.accounts.services import membership_ensure
 from apps.jobs.kinds import KIND_NAMES
 from apps.jobs.models import Job
 
@@ -102,6 +104,34 @@ def test_only_clients_create_jobs_from_the_page_and_qc_cannot_change_one(
     )
     job.refresh_from_db()
     assert job.status == "draft"
+
+
+@pytest.mark.parametrize("kind", ["single_choice", "ordinal"])
+def test_a_client_creates_only_in_its_own_organization(client_actor, other_client_actor, kind):
+    other_org = Organization.objects.get(name=other_client_actor.org_name)
+    # The form has no organization field: one posted anyway is not read.
+    fields = {**FORM, "kind": kind, "levels": "low, high", "organization": other_org.pk}
+
+    response = _page(client_actor).post("/dashboard/jobs/new/", fields)
+
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert job.organization.name == client_actor.org_name
+    assert _page(other_client_actor).get(f"/dashboard/jobs/{job.pk}/").status_code == 404
+
+
+def test_a_client_of_two_organizations_is_sent_to_the_api(client_actor):
+    membership_ensure(
+        username=client_actor.user.username, org_name="Globex Client", org_kind="client",
+        role="client",
+    )  # fmt: skip
+
+    response = _page(client_actor).post("/dashboard/jobs/new/", {**FORM, "kind": "ordinal"})
+
+    assert response.status_code == 400
+    assert "create the job by API" in response.content.decode()
+    assert 'value="Pets from the page"' in response.content.decode()
+    assert not Job.objects.exists()
 
 
 KIND_FORMS = {
