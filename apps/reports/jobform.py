@@ -94,15 +94,20 @@ def _label_schema(form: dict[str, str]) -> dict:
 
 
 # The API body's paths whose form field has another name; every other path's last part is
-# its field's name (label_schema.levels: levels, policy.min_labels: min_labels).
+# its field's name (label_schema.levels: levels, policy.min_labels: min_labels), or the
+# last but one for a list's entry (label_schema.tags.2: tags).
 JOB_FORM_PATHS = {"routing.mode": "routing_mode", "label_schema": "kind", "routing": "routing_mode"}
 
 
 def _job_form_field(path: str) -> str | None:
     """The form field an error of the API body's `path` belongs beside (None: the form's
     summary only)."""
-    field = JOB_FORM_PATHS.get(path, path.rsplit(".", 1)[-1])
-    return field if field in JOB_FORM_DEFAULTS else None
+    if path in JOB_FORM_PATHS:
+        return JOB_FORM_PATHS[path]
+    parts = path.split(".")
+    if parts[-1].isdigit():
+        parts.pop()
+    return parts[-1] if parts[-1] in JOB_FORM_DEFAULTS else None
 
 
 def job_form_body(form: dict[str, str]) -> dict:

@@ -231,6 +231,13 @@ def test_the_job_form_offers_every_kind_the_api_takes(client_actor):
         pytest.param(
             {"min_labels": "0"}, "policy.min_labels:", 'value="0"', "min_labels", id="policy"
         ),
+        pytest.param(
+            {"kind": "multi_choice", "tags": "short, " + "long" * 60},
+            "label_schema.tags.1: Ensure this field has no more than 200 characters.",
+            "short, longlong",
+            "tags",
+            id="multi-choice-one-tag-too-long",
+        ),
     ],
 )
 def test_a_bad_kind_parameter_is_named_as_the_api_names_it_and_the_input_kept(
