@@ -40,6 +40,7 @@ from apps.jobs.services import (
 )
 from apps.quality.selectors import worker_quality
 from apps.reports.items import job_items_forget
+from apps.reports.jobform import KIND_CHOICES, job_form_body, job_form_errors, job_form_read
 from apps.reports.selectors import (
     Window,
     job_cost_estimate,
@@ -386,113 +387,6 @@ def job_upload(request: HttpRequest, job_id: int) -> HttpResponse:
     return _render_job(request, job, report=report.as_dict())
 
 
-def _form_errors(errors, prefix: str = "") -> list[str]:
-    """A serializer's nested errors as "field: message" lines."""
-    lines: list[str] = []
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            name = key if key != "non_field_errors" else ""
-            lines += _form_errors(value, f"{prefix}{name}." if name else prefix)
-    elif isinstance(errors, list):
-        for value in errors:
-            if isinstance(value, dict | list):
-                lines += _form_errors(value, prefix)
-            else:
-                lines.append(f"{prefix.rstrip('.')}: {value}" if prefix else str(value))
-    else:
-        lines.append(f"{prefix.rstrip('.')}: {errors}")
-    return lines
-
-
-JOB_FORM_DEFAULTS = {
-    "name": "",
-    "instructions": "",
-    "kind": "single_choice",
-    "classes": "",
-    "tags": "",
-    "min_tags": "",
-    "max_tags": "",
-    "levels": "",
-    "minimum": "",
-    "maximum": "",
-    "tolerance": "",
-    "unit": "",
-    "level": "",
-    "width": "",
-    "height": "",
-    "target_iou": "",
-    "min_labels": "3",
-    "max_labels": "5",
-    "target_confidence": "0.95",
-    "gold_rate": "0.1",
-    "lease_seconds": "600",
-    "crowd_label": "0.05",
-    "expert_label": "0.50",
-    "routing_mode": "off",
-    "target_accuracy": "0.95",
-}
-
-
-KIND_CHOICES = (
-    ("single_choice", "one class per item"),
-    ("multi_choice", "a set of tags per item"),
-    ("ordinal", "one level of an ordered scale"),
-    ("numeric", "a number in a range"),
-    ("bbox", "boxes around objects in an image"),
-)
-# The form's fields of each answer kind: (field, is a list); a list is one name per line (or
-# separated by commas), a blank optional field is left out (the kind's default).
-KIND_FORM_FIELDS: dict[str, tuple[tuple[str, bool], ...]] = {
-    "single_choice": (("classes", True),),
-    "multi_choice": (("tags", True), ("min_tags", False), ("max_tags", False)),
-    "ordinal": (("levels", True),),
-    "numeric": (
-        ("minimum", False),
-        ("maximum", False),
-        ("tolerance", False),
-        ("unit", False),
-        ("level", False),
-    ),
-    "bbox": (("classes", True), ("width", False), ("height", False), ("target_iou", False)),
-}
-
-
-def _names(text: str) -> list[str]:
-    return [c.strip() for c in text.replace(",", "\n").splitlines() if c.strip()]
-
-
-def _label_schema(form: dict[str, str]) -> dict:
-    """The answer kind's part of the form as the API's `label_schema` (an unknown kind goes
-    as it is, for the serializer to refuse by name)."""
-    kind = form["kind"].strip() or "single_choice"
-    schema: dict = {"kind": kind}
-    for key, is_list in KIND_FORM_FIELDS.get(kind, ()):
-        if is_list:
-            schema[key] = _names(form[key])
-        elif form[key].strip():
-            schema[key] = form[key].strip()
-    return schema
-
-
-def _job_body(form: dict[str, str]) -> dict:
-    """The form's fields as the body the API's job creation takes (validated by its
-    serializer, so the page and the API refuse the same things with the same words)."""
-    body = {
-        "name": form["name"].strip(),
-        "instructions": form["instructions"],
-        "label_schema": _label_schema(form),
-        "policy": {
-            k: form[k]
-            for k in ("min_labels", "max_labels", "target_confidence", "gold_rate", "lease_seconds")
-        },
-        "pricing": {"crowd_label": form["crowd_label"], "expert_label": form["expert_label"]},
-        "routing": {"mode": form["routing_mode"]},
-    }
-    if form["routing_mode"] == "model":
-        body["routing"]["target_accuracy"] = form["target_accuracy"]
-    return body
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def job_new(request: HttpRequest) -> HttpResponse:
@@ -500,10 +394,11 @@ def job_new(request: HttpRequest) -> HttpResponse:
     parameters, policy, prices and routing; the job starts as a draft (upload, then launch, on its page)."""
     if Role.CLIENT not in user_roles(user=request.user):
         raise PermissionDenied
-    form = {k: request.POST.get(k, v) for k, v in JOB_FORM_DEFAULTS.items()}
+    form = job_form_read(request.POST)
     errors: list[str] = []
+    field_errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        data = JobInputSerializer(data=_job_body(form))
+        data = JobInputSerializer(data=job_form_body(form))
         org_ids = user_client_org_ids(user=request.user)
         if len(org_ids) != 1:
             errors.append("You are a client in several organizations: create the job by API.")
@@ -516,11 +411,11 @@ def job_new(request: HttpRequest) -> HttpResponse:
             done = "Job created as a draft: upload items, then launch it."
             return redirect(f"/dashboard/jobs/{job.pk}/?{urlencode({'done': done})}")
         else:
-            errors = _form_errors(data.errors)
+            errors, field_errors = job_form_errors(data.errors)
     return render(
         request,
         "reports/job_new.html",
-        {"form": form, "errors": errors, "kinds": KIND_CHOICES},
+        {"form": form, "errors": errors, "field_errors": field_errors, "kinds": KIND_CHOICES},
         status=400 if errors else 200,
     )
 

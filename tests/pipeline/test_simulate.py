@@ -8,11 +8,11 @@ import io
 import re
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from apps.assignments.selectors import invariant_violations
-from apps.jobs.kinds import answer_text
-from apps.jobs.models import Item
+from apps.jobs.kinds import KIND_NAMES, answer_text, schema_kind_name
+from apps.jobs.models import Item, Job
 from tests.workforce.factories import JobFactory
 
 SCHEMAS = {
@@ -66,3 +66,36 @@ def test_simulate_labels_a_job_of_each_kind_to_the_end(kind):
     assert accuracy >= 0.7  # a random answerer: well under 0.3 on every kind
     label = Item.objects.filter(job=job, state="settled", gold_label__isnull=True)[0].label
     assert label.startswith(("[", '"')) or float(label) >= 0
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+@pytest.mark.django_db(transaction=True)
+def test_simulate_kind_makes_a_job_of_that_kind_and_settles_its_items(kind):
+    out = io.StringIO()
+
+    call_command(
+        "simulate", "--kind", kind, "--items", "20", "--workers", "8", "--seconds", "60",
+        "--seed", "3", stdout=out,
+    )  # fmt: skip
+
+    job = Job.objects.get()
+    assert schema_kind_name(job.label_schema) == kind
+    assert job.organization.name == "Simulated Client"
+    assert job.items.count() == 20
+    assert job.items.filter(gold_label__isnull=False).count() == 2
+    states = list(job.items.filter(gold_label__isnull=True).values_list("state", flat=True))
+    assert set(states) <= {"settled", "review"}
+    assert states.count("settled") >= len(states) // 2
+    assert f"job {job.pk} ({kind}): 20 items, 2 of them gold" in out.getvalue()
+    assert invariant_violations() == []
+
+
+@pytest.mark.django_db
+def test_simulate_refuses_a_kind_its_job_is_not_and_no_job_without_a_kind():
+    job = JobFactory(label_schema=SCHEMAS["ordinal"])
+
+    with pytest.raises(CommandError, match=f"Job {job.pk} is ordinal, not bbox"):
+        call_command("simulate", str(job.pk), "--kind", "bbox", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="Name a running job, or a --kind"):
+        call_command("simulate", stdout=io.StringIO())
+    assert Job.objects.count() == 1

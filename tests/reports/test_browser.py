@@ -121,6 +121,9 @@ def test_a_client_makes_an_ordinal_job_by_keyboard_and_sees_only_its_fields(
             # A bad numeric job comes back with the API's words, the chosen kind's fields shown.
             page.goto(f"{live_server.url}/dashboard/jobs/new/")
             page.fill("#name", "Ages")
+            # Tags typed for another kind first: hidden, not lost, when the post is refused.
+            page.select_option("#kind", "multi_choice")
+            page.fill("#tags", "young, old")
             page.select_option("#kind", "numeric")
             page.fill("#minimum", "90")
             page.fill("#maximum", "10")
@@ -131,6 +134,12 @@ def test_a_client_makes_an_ordinal_job_by_keyboard_and_sees_only_its_fields(
             assert page.is_visible("#minimum")
             assert page.input_value("#minimum") == "90"
             assert not page.is_visible("#levels")
+            # The message again beside the field it is about, which points to it.
+            assert page.is_visible("#maximum-error")
+            assert "minimum must be below maximum" in page.text_content("#maximum-error")
+            assert page.get_attribute("#maximum", "aria-describedby") == "maximum-error"
+            page.select_option("#kind", "multi_choice")
+            assert page.input_value("#tags") == "young, old"
             # The one console message is the refused post's 400.
             assert len(errors) <= 1
             assert all("400" in e for e in errors)

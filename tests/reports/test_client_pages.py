@@ -3,10 +3,14 @@ launch / pause / resume / cancel, download results; never a worker's identity.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from apps.accounts.models import Organization
+from apps.accounts.services import membership_ensure
 from apps.jobs.kinds import KIND_NAMES
 from apps.jobs.models import Job
 
@@ -102,6 +106,34 @@ def test_only_clients_create_jobs_from_the_page_and_qc_cannot_change_one(
     assert job.status == "draft"
 
 
+@pytest.mark.parametrize("kind", ["single_choice", "ordinal"])
+def test_a_client_creates_only_in_its_own_organization(client_actor, other_client_actor, kind):
+    other_org = Organization.objects.get(name=other_client_actor.org_name)
+    # The form has no organization field: one posted anyway is not read.
+    fields = {**FORM, "kind": kind, "levels": "low, high", "organization": other_org.pk}
+
+    response = _page(client_actor).post("/dashboard/jobs/new/", fields)
+
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert job.organization.name == client_actor.org_name
+    assert _page(other_client_actor).get(f"/dashboard/jobs/{job.pk}/").status_code == 404
+
+
+def test_a_client_of_two_organizations_is_sent_to_the_api(client_actor):
+    membership_ensure(
+        username=client_actor.user.username, org_name="Globex Client", org_kind="client",
+        role="client",
+    )  # fmt: skip
+
+    response = _page(client_actor).post("/dashboard/jobs/new/", {**FORM, "kind": "ordinal"})
+
+    assert response.status_code == 400
+    assert "create the job by API" in response.content.decode()
+    assert 'value="Pets from the page"' in response.content.decode()
+    assert not Job.objects.exists()
+
+
 KIND_FORMS = {
     "multi_choice": (
         {"tags": "indoor, outdoor\nnight", "min_tags": "1", "max_tags": ""},
@@ -149,43 +181,67 @@ def test_the_job_form_offers_every_kind_the_api_takes(client_actor):
 
 
 @pytest.mark.parametrize(
-    ("fields", "error", "kept"),
+    ("fields", "error", "kept", "field"),
     [
-        (
+        pytest.param(
             {"kind": "numeric", "minimum": "10", "maximum": "1", "tolerance": "2"},
             "label_schema.maximum: minimum must be below maximum",
             'value="10"',
+            "maximum",
+            id="numeric-range",
         ),
-        (
+        pytest.param(
             {"kind": "numeric", "minimum": "0", "maximum": "ten", "tolerance": "2"},
             "label_schema.maximum: A valid number is required.",
             'value="ten"',
+            "maximum",
+            id="numeric-not-a-number",
         ),
-        (
+        pytest.param(
             {"kind": "numeric", "minimum": "0", "maximum": "10"},
             "label_schema.tolerance: required for kind &#x27;numeric&#x27;",
             'value="10"',
+            "tolerance",
+            id="numeric-no-tolerance",
         ),
-        (
+        pytest.param(
             {"kind": "ordinal", "levels": "only"},
             "label_schema.levels:",
             ">only</textarea>",
+            "levels",
+            id="ordinal-one-level",
         ),
-        (
+        pytest.param(
             {"kind": "multi_choice", "tags": "a, b", "min_tags": "3"},
             "label_schema.min_tags: must be at most the number of tags",
             'value="3"',
+            "min_tags",
+            id="multi-choice-min-tags",
         ),
-        (
+        pytest.param(
             {"kind": "bbox", "classes": "car", "width": "0", "height": "480"},
             "label_schema.width:",
             'value="480"',
+            "width",
+            id="bbox-width",
         ),
-        ({"kind": "essay"}, "label_schema.kind:", 'value="Pets from the page"'),
+        pytest.param(
+            {"kind": "essay"}, "label_schema.kind:", 'value="Pets from the page"', "kind", id="kind"
+        ),
+        pytest.param(
+            {"min_labels": "0"}, "policy.min_labels:", 'value="0"', "min_labels", id="policy"
+        ),
+        pytest.param(
+            {"kind": "multi_choice", "tags": "short, " + "long" * 60},
+            "label_schema.tags.1: Ensure this field has no more than 200 characters.",
+            "short, longlong",
+            "tags",
+            id="multi-choice-one-tag-too-long",
+        ),
     ],
 )
 def test_a_bad_kind_parameter_is_named_as_the_api_names_it_and_the_input_kept(
-    client_actor, fields, error, kept
+    client_actor, fields, error, kept, field
 ):
     response = _page(client_actor).post("/dashboard/jobs/new/", {**FORM, **fields})
 
@@ -193,4 +249,27 @@ def test_a_bad_kind_parameter_is_named_as_the_api_names_it_and_the_input_kept(
     html = response.content.decode()
     assert error in html
     assert kept in html
+    # The same message again beside its field, which points to it.
+    message = error.split(": ", 1)[1] if ": " in error else ""
+    beside = re.search(rf'<p class="field-error" id="{field}-error">(.*?)</p>', html)
+    assert beside is not None
+    assert message in beside.group(1)
+    assert f'id="{field}" name="{field}" aria-invalid="true" aria-describedby="{field}-error"' in (
+        html
+    )
+    assert html.count('class="field-error"') == 1
+    assert not Job.objects.exists()
+
+
+def test_what_was_typed_for_another_kind_is_kept_when_the_post_is_refused(client_actor):
+    # Tags typed, then the kind switched to numeric with a bad range: the tags come back too.
+    response = _page(client_actor).post(
+        "/dashboard/jobs/new/",
+        {**FORM, "kind": "numeric", "tags": "indoor\npeople", "minimum": "5", "maximum": "1"},
+    )
+
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert ">indoor\npeople</textarea>" in html
+    assert '<option value="numeric" selected>' in html
     assert not Job.objects.exists()

@@ -1,4 +1,5 @@
-"""simulate: drive a crowd of simulated annotators through a running job, printing progress.
+"""simulate: drive a crowd of simulated annotators through a running job, printing progress;
+with `--kind` and no job, through a fresh job of that answer kind made from the demo's items.
 
 Every answer kind is simulated from each item's truth (its gold answer, a truth the caller
 passes, a payload "truth", else a seeded draw) by workers of three profiles: a class or level
@@ -9,6 +10,8 @@ their size, sometimes missed, sometimes with a stray one; spammers answer at ran
 
 from __future__ import annotations
 
+import io
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,11 +22,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
 from apps.accounts.models import Organization
+from apps.accounts.services import contract_set
 from apps.assignments.leasing import Idle, IdleReason
 from apps.assignments.records import assignment_skip
 from apps.common.errors import ApplicationError
-from apps.jobs.kinds import SINGLE_CHOICE, answer_value, schema_kind_name
+from apps.jobs.demo import CLASSES, KIND_JOBS, demo_rows, kind_demo_rows
+from apps.jobs.kinds import KIND_NAMES, SINGLE_CHOICE, answer_value, schema_kind_name
 from apps.jobs.models import Item, Job
+from apps.jobs.services import item_ingest, job_create, job_launch
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
 from apps.quality.algorithms.kinds.bbox import iou
@@ -197,7 +203,23 @@ class Command(BaseCommand):
     stealth_options = ("truth",)
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("job", type=int)
+        parser.add_argument(
+            "job", type=int, nargs="?", help="A running job; leave out with --kind for a new one."
+        )
+        parser.add_argument(
+            "--kind",
+            choices=KIND_NAMES,
+            help="Make a new job of this answer kind (the demo's items of the kind, a few of "
+            "them gold), launch it and simulate on it; with a job, the job must be of this kind.",
+        )
+        parser.add_argument(
+            "--items", type=int, default=60, help="With --kind: the new job's item count."
+        )
+        parser.add_argument(
+            "--client",
+            default="Simulated Client",
+            help="With --kind: the client organization the new job belongs to.",
+        )
         parser.add_argument("--workers", type=int, default=10)
         parser.add_argument(
             "--experts", type=int, default=None, help="Default: one per 10 workers."
@@ -208,9 +230,18 @@ class Command(BaseCommand):
         parser.add_argument("--skip-rate", type=float, default=0.02)
 
     def handle(self, *args, **options) -> None:
-        job = Job.objects.filter(pk=options["job"]).first()
-        if job is None:
-            raise CommandError(f"No job {options['job']}.")
+        if options["job"] is None:
+            if options["kind"] is None:
+                raise CommandError("Name a running job, or a --kind to make a new job of.")
+            job = self._new_job(options["kind"], options)
+        else:
+            job = Job.objects.filter(pk=options["job"]).first()
+            if job is None:
+                raise CommandError(f"No job {options['job']}.")
+            if options["kind"] and schema_kind_name(job.label_schema) != options["kind"]:
+                raise CommandError(
+                    f"Job {job.pk} is {schema_kind_name(job.label_schema)}, not {options['kind']}."
+                )
         if job.status != Job.Status.RUNNING:
             raise CommandError(f"Job {job.pk} is {job.status}; launch it first.")
         answers = Answers(job.label_schema or {})
@@ -264,6 +295,47 @@ class Command(BaseCommand):
         self._report(job, answers, truth, submitted, skipped, idle, correct, elapsed)
         job.refresh_from_db(fields=["status"])
         self.stdout.write(f"done: job {job.pk} is {job.status}")
+
+    def _new_job(self, kind: str, options: dict) -> Job:
+        """A running job of `kind` for the client organization, made of the demo's items of
+        the kind (a tenth of them gold, at least one), the vendor under contract with the
+        client; the items' truths go to the simulated crowd in `options["truth"]`."""
+        if options["items"] < 2:
+            raise CommandError("--items: at least 2.")
+        client, _ = Organization.objects.get_or_create(
+            name=options["client"], defaults={"kind": Organization.Kind.CLIENT}
+        )
+        if client.kind != Organization.Kind.CLIENT:
+            raise CommandError(f"{client.name} is not a client organization.")
+        Organization.objects.get_or_create(
+            name=options["vendor"], defaults={"kind": Organization.Kind.VENDOR}
+        )
+        try:
+            contract_set(client_name=client.name, vendor_name=options["vendor"])
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        n_gold = max(1, options["items"] // 10)
+        if kind == SINGLE_CHOICE:
+            name, instructions = "Demo: animal photos", "Which animal is in the photo?"
+            schema: dict = {"kind": SINGLE_CHOICE, "classes": CLASSES}
+            rows, truth = demo_rows(options["items"] - n_gold, n_gold, options["seed"])
+        else:
+            name, instructions, schema = KIND_JOBS[kind]
+            rows, truth = kind_demo_rows(kind, options["items"], n_gold, options["seed"])
+        job = job_create(
+            organization=client,
+            created_by=None,
+            name=f"Simulated {name[len('Demo: ') :]}",
+            instructions=instructions,
+            label_schema=schema,
+            policy={"min_labels": 3, "max_labels": 5, "gold_rate": 0.1},
+            pricing={"crowd_label": 0.05, "expert_label": 0.5},
+        )
+        item_ingest(job=job, stream=io.BytesIO(json.dumps(rows).encode()), fmt="json")
+        job = job_launch(job=job)
+        options["truth"] = {**truth, **(options.get("truth") or {})}
+        self.stdout.write(f"job {job.pk} ({kind}): {len(rows)} items, {n_gold} of them gold")
+        return job
 
     def _crowd(self, job: Job, options: dict, rng: random.Random) -> list[SimWorker]:
         vendor, _ = Organization.objects.get_or_create(
