@@ -19,18 +19,29 @@ def _numeric(values: list[float], tolerance: float = 5):
 
 
 def test_a_number_stops_on_the_consensus_and_reports_the_shared_error_too():
-    # 50, 55, 60: the consensus is pinned to +-4.75 at the 90% level, within the tolerance of 5;
-    # the reported interval adds the assumed shared error, which more answers cannot shrink.
-    out = _numeric([50, 55, 60])
+    # 54, 55, 56: one answer each, so no worker's bias can be told from their noise; the
+    # consensus is Student's t on three answers: 2.92 x 1 / sqrt(3) = +-1.69 at the 90%
+    # level, within the tolerance of 5. The reported interval adds the assumed shared error
+    # (0.3 x the answers' variance), which more answers cannot shrink.
+    out = _numeric([54, 55, 56])
 
     assert out.confident
     assert float(out.label) == 55.0
-    assert math.isclose(out.extra["consensus_half_width"], 4.75, abs_tol=0.01)
-    # 0.3 x the answers' noise variance on top: +-6.6 (SHARED_RATIO).
+    assert math.isclose(out.extra["consensus_half_width"], 2.92 / math.sqrt(3), abs_tol=0.01)
     assert SHARED_RATIO == 0.3
-    assert math.isclose(out.extra["half_width"], 6.6, abs_tol=0.1)
+    expected = 2.92 * math.sqrt(1 / 3 + 0.3)
+    assert math.isclose(out.extra["half_width"], expected, abs_tol=0.01)
     # The confidence is the share of the tolerance the whole interval leaves unused.
-    assert out.confidence == max(0.0, 1.0 - out.extra["half_width"] / 5)
+    assert out.confidence == round(max(0.0, 1.0 - out.extra["half_width"] / 5), 6)
+
+
+def test_three_numbers_spread_like_a_tolerance_do_not_settle_an_item():
+    # 50, 55, 60: the consensus is +-8.4 (t on three answers); before a worker's bias needed
+    # two answers, each answer's error went into its bias and this settled at +-4.75.
+    out = _numeric([50, 55, 60])
+
+    assert not out.confident
+    assert math.isclose(out.extra["consensus_half_width"], 2.92 * 5 / math.sqrt(3), abs_tol=0.05)
 
 
 def test_a_number_whose_consensus_is_wider_than_the_tolerance_asks_for_more():

@@ -145,8 +145,9 @@ class Answers:
             if a is None:
                 return round(rng.uniform(low, high), 1)
             tolerance = float(s["tolerance"])
-            # A good worker's noise is three quarters of the tolerance, a mediocre one's 1.3x.
-            noise = tolerance * (0.5 + 3.0 * (1.0 - a))
+            # A good worker's noise is a third of the tolerance, a mediocre one's 0.8x: three
+            # good answers pin an item within it (Student's t on three answers is wide).
+            noise = tolerance * (0.2 + 2.0 * (1.0 - a))
             value = true + sim.bias * tolerance + rng.gauss(0.0, noise)
             return round(_clip(value, low, high), 1)
         if self.kind == "bbox":

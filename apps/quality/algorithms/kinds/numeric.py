@@ -22,7 +22,10 @@ and no cutoff) and keeps the one of lower leave-one-answer-out absolute error
 
 The interval for t_i is t_i +- q * sqrt(se_i^2 + item_var), se_i^2 = 1 / sum_j u w_j, with
 q a Student-t quantile whose degrees of freedom are those of the item's least-answering
-worker's variance (their answers plus the prior's pseudo-answers): s_j is an estimate too.
+worker's variance (their answers plus the prior's pseudo-answers, no more of those than the
+pooled variance has residual degrees of freedom): s_j is an estimate too. A worker's bias is
+estimated only over two answers or more (with one it cannot be told from their noise), so
+on one item's answers the interval is Student's t with n - 1 degrees of freedom.
 The worker model alone says how well the consensus is pinned down; `item_var` is the
 crowd's shared error beyond it (an error every worker makes on the item), measured on gold
 items by `gold_item_variance` (`NumericKind.aggregate_with_gold`). Without gold it is not
@@ -196,8 +199,12 @@ def _fit(
                 group_sum(workers, w, n_workers), 1e-300
             )
             raw -= np.average(raw[workers], weights=w)
-            b = raw * _bias_shrinkage(raw, s2 / np.maximum(n_j, 1.0), n_j > 0)
+            # A worker's bias is told apart from their noise only over two answers or more:
+            # with one, it would take that answer's whole error and leave the noise, and the
+            # item's interval, at nothing (on one item's answers, every worker has one).
+            b = raw * _bias_shrinkage(raw, s2 / np.maximum(n_j, 1.0), n_j >= 2)
             b *= n_j / np.maximum(n_j + bias_prior_answers, 1e-300)
+            b = np.where(n_j >= 2, b, 0.0)
         r = x - b[workers] - t_new[tasks]
         # Leverage: an answer pulls its item's value towards itself by h = w / sum w, so
         # its residual underestimates its worker's noise by a factor 1 - h (h = 1 for an
@@ -337,8 +344,14 @@ def numeric_em(
     # The standard error leans on the workers' variances, each estimated from their n_j
     # answers plus d0 prior pseudo-answers: the item's degrees of freedom are its least
     # informed worker's, not its own answer count (and its own when it is rescaled).
+    # The prior's pseudo-answers carry no more than the pooled variance they come from was
+    # estimated on: its residual degrees of freedom (answers less one per item that has two
+    # or more). On a whole job that is large and changes nothing; on one item's few answers
+    # (the per-item stopping rule) it makes the interval Student's t with n - 1 degrees of
+    # freedom, where a pooled variance taken as known made it a normal one, too narrow.
+    pooled_df = float(np.sum(n_i[n_i >= 2] - 1.0))
     df = np.full(n_tasks, np.inf)
-    np.minimum.at(df, tasks, n_inf[workers] + d0 - 1.0)
+    np.minimum.at(df, tasks, n_inf[workers] + min(d0, max(pooled_df, 1.0)) - 1.0)
     df = np.minimum(df, item_df)
     if item_var is None:
         # No gold: the crowd's shared error is not identifiable from the answers (an error
