@@ -71,9 +71,10 @@ def invariant_violations(*, job_id: int | None = None) -> list[str]:
     counted = dict(labels.values("item_id").annotate(n=Count("id")).values_list("item_id", "n"))
     # Votes per class are kept for single_choice only; another kind's answers are JSON, read
     # from the labels, and its items keep no votes.
+    jobs = Job.objects.all() if job_id is None else Job.objects.filter(pk=job_id)
     other_kinds = {
         pk
-        for pk, schema in Job.objects.values_list("id", "label_schema")
+        for pk, schema in jobs.values_list("id", "label_schema")
         if schema_kind_name(schema) != SINGLE_CHOICE
     }
     for item_id, job, n_leases, n_labels, votes in items.values_list(

@@ -391,7 +391,8 @@ def job_upload(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def job_new(request: HttpRequest) -> HttpResponse:
     """A client creates a job: a form for the name, instructions, the answer kind and its
-    parameters, policy, prices and routing; the job starts as a draft (upload, then launch, on its page)."""
+    parameters, policy, prices and routing; the job starts as a draft (upload, then launch,
+    on its page)."""
     if Role.CLIENT not in user_roles(user=request.user):
         raise PermissionDenied
     form = job_form_read(request.POST)

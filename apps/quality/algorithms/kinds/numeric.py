@@ -202,9 +202,9 @@ def _fit(
             # A worker's bias is told apart from their noise only over two answers or more:
             # with one, it would take that answer's whole error and leave the noise, and the
             # item's interval, at nothing (on one item's answers, every worker has one).
+            # (`_bias_shrinkage` is 0 for a worker it is not asked to estimate.)
             b = raw * _bias_shrinkage(raw, s2 / np.maximum(n_j, 1.0), n_j >= 2)
             b *= n_j / np.maximum(n_j + bias_prior_answers, 1e-300)
-            b = np.where(n_j >= 2, b, 0.0)
         r = x - b[workers] - t_new[tasks]
         # Leverage: an answer pulls its item's value towards itself by h = w / sum w, so
         # its residual underestimates its worker's noise by a factor 1 - h (h = 1 for an
