@@ -5,8 +5,14 @@ pictures that show the truth, so no network and no image files are needed."""
 from __future__ import annotations
 
 import base64
+import io
+import json
 
 import numpy as np
+
+from apps.accounts.models import Organization
+from apps.jobs.models import Job
+from apps.jobs.services import item_ingest, job_create, job_launch
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -188,3 +194,27 @@ def kind_demo_rows(
         rows.append(row)
         truth[external_id] = true
     return rows, truth
+
+
+def demo_job_launch(
+    *,
+    organization: Organization,
+    name: str,
+    instructions: str,
+    schema: dict,
+    rows: list[dict],
+    **policy: float,
+) -> tuple[Job, int]:
+    """A demo job made, its rows uploaded and launched: the job and how many items it got.
+    The demo's policy (3 to 5 labels, a tenth gold answers) and prices, with `policy` on top."""
+    job = job_create(
+        organization=organization,
+        created_by=None,
+        name=name,
+        instructions=instructions,
+        label_schema=schema,
+        policy={"min_labels": 3, "max_labels": 5, "gold_rate": 0.1, **policy},
+        pricing={"crowd_label": 0.05, "expert_label": 0.5},
+    )
+    report = item_ingest(job=job, stream=io.BytesIO(json.dumps(rows).encode()), fmt="json")
+    return job_launch(job=job), report.created

@@ -10,8 +10,6 @@ their size, sometimes missed, sometimes with a stray one; spammers answer at ran
 
 from __future__ import annotations
 
-import io
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -26,10 +24,9 @@ from apps.accounts.services import contract_set
 from apps.assignments.leasing import Idle, IdleReason
 from apps.assignments.records import assignment_skip
 from apps.common.errors import ApplicationError
-from apps.jobs.demo import CLASSES, KIND_JOBS, demo_rows, kind_demo_rows
+from apps.jobs.demo import CLASSES, KIND_JOBS, demo_job_launch, demo_rows, kind_demo_rows
 from apps.jobs.kinds import KIND_NAMES, SINGLE_CHOICE, answer_value, schema_kind_name
 from apps.jobs.models import Item, Job
-from apps.jobs.services import item_ingest, job_create, job_launch
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
 from apps.quality.algorithms.kinds.bbox import iou
@@ -323,17 +320,13 @@ class Command(BaseCommand):
         else:
             name, instructions, schema = KIND_JOBS[kind]
             rows, truth = kind_demo_rows(kind, options["items"], n_gold, options["seed"])
-        job = job_create(
+        job, _ = demo_job_launch(
             organization=client,
-            created_by=None,
             name=f"Simulated {name[len('Demo: ') :]}",
             instructions=instructions,
-            label_schema=schema,
-            policy={"min_labels": 3, "max_labels": 5, "gold_rate": 0.1},
-            pricing={"crowd_label": 0.05, "expert_label": 0.5},
+            schema=schema,
+            rows=rows,
         )
-        item_ingest(job=job, stream=io.BytesIO(json.dumps(rows).encode()), fmt="json")
-        job = job_launch(job=job)
         options["truth"] = {**truth, **(options.get("truth") or {})}
         self.stdout.write(f"job {job.pk} ({kind}): {len(rows)} items, {n_gold} of them gold")
         return job

@@ -8,17 +8,14 @@ the demo job still has open items, lets the simulated crowd label for a few more
 
 from __future__ import annotations
 
-import io
-import json
-
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from apps.accounts.models import Membership, Organization, Role
 from apps.accounts.services import contract_set, membership_ensure, token_create
-from apps.jobs.demo import CLASSES, KIND_JOBS, demo_rows, kind_demo_rows
+from apps.jobs.demo import CLASSES, KIND_JOBS, demo_job_launch, demo_rows, kind_demo_rows
 from apps.jobs.models import Item, Job
-from apps.jobs.services import item_ingest, job_create, job_launch, job_update
+from apps.jobs.services import job_update
 from apps.reports.rollups import rollup_run
 from apps.reviews.models import Reason, Review
 from apps.reviews.services import review_client_dispute
@@ -134,18 +131,16 @@ class Command(BaseCommand):
         job = Job.objects.filter(organization=client_org, name=name).first()
         if job is not None:
             return job
-        job = job_create(
+        job, created = demo_job_launch(
             organization=client_org,
-            created_by=None,
             name=name,
             instructions=instructions,
-            label_schema=schema,
-            policy={"min_labels": 3, "max_labels": 5, "gold_rate": 0.1, **policy},
-            pricing={"crowd_label": 0.05, "expert_label": 0.5},
+            schema=schema,
+            rows=rows,
+            **policy,
         )
-        report = item_ingest(job=job, stream=io.BytesIO(json.dumps(rows).encode()), fmt="json")
-        self.stdout.write(f"job {job.pk} ({schema['kind']}): {report.created} items uploaded")
-        return job_launch(job=job)
+        self.stdout.write(f"job {job.pk} ({schema['kind']}): {created} items uploaded")
+        return job
 
     def _kind_job(self, kind: str, client_org: Organization, pool: Pool, options: dict) -> None:
         """The demo job of an answer kind: created, uploaded and launched when missing, then
