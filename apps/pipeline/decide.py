@@ -558,6 +558,17 @@ def escalate(*, decision: Decision, job: Job, experts_available: bool | None) ->
 # --------------------------------------------------------------------------- the plan
 
 
+# What says how an item's result was made: a new decision's result replaces it. Left in place,
+# an earlier aggregation run's id and the answers it read (fewer than the item has now) stood
+# beside this decision's label, in the client's provenance and in checkinvariants' view.
+RESULT_PROVENANCE_KEYS = ("method", "version", "run", "job_method", "workers")
+
+
+def _meta_kept(meta: dict | None) -> dict:
+    """The item's result_meta a new decision keeps (its escalation and the like)."""
+    return {k: v for k, v in (meta or {}).items() if k not in RESULT_PROVENANCE_KEYS}
+
+
 def decide_label(
     *,
     item: Item,
@@ -641,7 +652,7 @@ def decide_label(
             label=decision.label,
             confidence=decision.confidence,
             source=decision.source,
-            result_meta={**(item.result_meta or {}), **decision.extra},
+            result_meta={**_meta_kept(item.result_meta), **decision.extra},
         )
     if decision.settled:
         updates["settled_at"] = now

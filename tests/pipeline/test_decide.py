@@ -260,3 +260,26 @@ def test_a_people_only_item_of_a_routed_job_reports_its_stopping_posterior():
 
     assert plan.decision.state == "settled"
     assert plan.decision.confidence == pytest.approx(plan.decision.posterior[0], abs=1e-6)
+
+
+def test_a_decision_replaces_an_earlier_runs_provenance_and_keeps_the_rest():
+    # An aggregation run read the item's first answer and wrote its provenance; the item's
+    # last label is decided by votes: the run's id and answers must not stand beside it.
+    job = _job(aggregation="mv", min_labels=2, max_labels=2)
+    meta = {
+        "method": "ds",
+        "version": "2.1.0",
+        "run": 41,
+        "job_method": "ds",
+        "workers": [{"worker": 1, "label": "cat"}],
+        "escalation": {"reason": "disagreement", "route": "qc"},
+    }
+    item = _item(n_labels=1, labels_needed=2, vote_counts={"cat": 1}, result_meta=meta)
+
+    plan = _decide(job, item, "cat")
+
+    assert plan.updates["state"] == "settled"
+    assert plan.updates["result_meta"] == {
+        "method": "majority_vote",
+        "escalation": {"reason": "disagreement", "route": "qc"},
+    }
