@@ -84,8 +84,11 @@ def test_an_annotator_answers_one_item_of_each_kind(live_server, make_actor):
     done: list[str] = []
 
     with _signed_in(live_server.url, annotator.token) as (page, errors):
+        # Start labeling takes the focus once the page is there (autofocus): a key pressed
+        # before then goes nowhere.
+        page.wait_for_function("document.activeElement?.id === 'start-button'")
         with page.expect_navigation(url=re.compile(r"/annotate/tasks/\d+/")):
-            page.keyboard.press("Enter")  # Start labeling has the focus
+            page.keyboard.press("Enter")
         for _ in SCHEMAS:
             kind = page.get_attribute("#answer-widget", "data-kind")
             done.append(kind)
