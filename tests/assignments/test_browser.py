@@ -10,7 +10,7 @@ import pytest
 from apps.assignments.models import Label
 from apps.jobs.models import Item
 from apps.workforce.models import Worker
-from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors
+from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors, type_token
 from tests.workforce.factories import JobFactory, make_items, make_pool
 
 
@@ -33,7 +33,7 @@ def test_an_annotator_labels_five_items_by_keyboard(live_server, make_actor):
             page.set_default_timeout(15000)
             errors = _console_errors(page)
             page.goto(f"{live_server.url}/login/")
-            page.keyboard.type(annotator.token)
+            type_token(page, annotator.token)
             with page.expect_navigation(url=re.compile(r"/annotate/$")):
                 page.keyboard.press("Enter")
             assert page.text_content("#labels-today") == "0"

@@ -14,7 +14,7 @@ from apps.assignments.models import Label
 from apps.jobs.models import Item
 from apps.reviews.models import Review, ReviewDecision
 from apps.workforce.models import Worker
-from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors
+from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors, type_token
 from tests.workforce.factories import JobFactory, make_pool
 
 # A 4 x 3 grey PNG: the canvas draws it stretched to the schema's image size.
@@ -56,7 +56,7 @@ def _signed_in(url: str, token: str):
             page.set_default_timeout(15000)
             errors = _console_errors(page)
             page.goto(f"{url}/login/")
-            page.keyboard.type(token)
+            type_token(page, token)
             with page.expect_navigation():
                 page.keyboard.press("Enter")
             yield page, errors

@@ -8,7 +8,13 @@ import pytest
 from apps.jobs.models import Job
 from apps.workforce.models import Pool
 from tests.reviews.factories import label_items, review_job
-from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors, signed_in_page
+from tests.reviews.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _console_errors,
+    signed_in_page,
+    type_token,
+)
 
 
 @pytest.mark.browser
@@ -37,7 +43,7 @@ def test_ops_open_job_pool_and_worker_pages_with_charts_drawn(live_server, make_
                 lambda r: external.append(r.url) if not r.url.startswith(live_server.url) else None,
             )
             page.goto(f"{live_server.url}/login/")
-            page.keyboard.type(ops.token)
+            type_token(page, ops.token)
             with page.expect_navigation():
                 page.keyboard.press("Enter")
             for path, charts in pages.items():
