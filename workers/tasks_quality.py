@@ -1,8 +1,8 @@
 """Celery tasks for the quality engine (thin: ids in, one service call)."""
 
 from apps.jobs.models import Job
+from apps.pipeline.crowd import worker_rules_check as check
 from apps.quality.aggregation import job_aggregate
-from apps.quality.rules import worker_rules_check as check
 from workers.celery import app
 
 

@@ -558,15 +558,18 @@ def escalate(*, decision: Decision, job: Job, experts_available: bool | None) ->
 # --------------------------------------------------------------------------- the plan
 
 
-# What says how an item's result was made: a new decision's result replaces it. Left in place,
-# an earlier aggregation run's id and the answers it read (fewer than the item has now) stood
-# beside this decision's label, in the client's provenance and in checkinvariants' view.
-RESULT_PROVENANCE_KEYS = ("method", "version", "run", "job_method", "workers")
+# What an item's result_meta keeps across a new decision: what happened to the item (its
+# escalation, its drawing for a model audit), not how a result was made. Everything else is
+# the last result's provenance, which the new decision's replaces whole: left in place, an
+# earlier aggregation run's id and the answers it read (fewer than the item has now) stood
+# beside a later label, in the client's provenance and in checkinvariants' view, and an
+# earlier routed decision's `why` or a kind's interval would stand beside a new one's.
+RESULT_META_KEPT = ("escalation", "audit", "model_version", "model_label")
 
 
-def _meta_kept(meta: dict | None) -> dict:
-    """The item's result_meta a new decision keeps (its escalation and the like)."""
-    return {k: v for k, v in (meta or {}).items() if k not in RESULT_PROVENANCE_KEYS}
+def result_meta_replaced(meta: dict | None, provenance: dict) -> dict:
+    """The item's result_meta once a new decision writes its `provenance`."""
+    return {**{k: v for k, v in (meta or {}).items() if k in RESULT_META_KEPT}, **provenance}
 
 
 def decide_label(
@@ -652,7 +655,7 @@ def decide_label(
             label=decision.label,
             confidence=decision.confidence,
             source=decision.source,
-            result_meta={**_meta_kept(item.result_meta), **decision.extra},
+            result_meta=result_meta_replaced(item.result_meta, decision.extra),
         )
     if decision.settled:
         updates["settled_at"] = now

@@ -272,7 +272,15 @@ def test_a_decision_replaces_an_earlier_runs_provenance_and_keeps_the_rest():
         "run": 41,
         "job_method": "ds",
         "workers": [{"worker": 1, "label": "cat"}],
+        # An earlier decision's reasons (a routed stop, a kind's interval) are provenance too.
+        "why": {"stopped": "confident", "posterior_confidence": 0.97},
+        "route": "crowd+model",
+        "interval": [1.0, 2.0],
+        # What happened to the item stays: its escalation and its drawing for a model audit.
         "escalation": {"reason": "disagreement", "route": "qc"},
+        "audit": True,
+        "model_version": 3,
+        "model_label": "dog",
     }
     item = _item(n_labels=1, labels_needed=2, vote_counts={"cat": 1}, result_meta=meta)
 
@@ -282,4 +290,7 @@ def test_a_decision_replaces_an_earlier_runs_provenance_and_keeps_the_rest():
     assert plan.updates["result_meta"] == {
         "method": "majority_vote",
         "escalation": {"reason": "disagreement", "route": "qc"},
+        "audit": True,
+        "model_version": 3,
+        "model_label": "dog",
     }

@@ -6,10 +6,10 @@ import pytest
 
 from apps.assignments.leasing import Task
 from apps.jobs.models import Item
+from apps.pipeline.crowd import worker_quality_suspend
 from apps.pipeline.next import assignment_next
 from apps.pipeline.submit import assignment_submit
 from apps.quality.models import QualityDecision
-from apps.quality.rules import worker_quality_suspend
 from tests.quality.factories import crowd_job, crowd_label
 
 pytestmark = pytest.mark.django_db

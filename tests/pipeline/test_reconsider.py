@@ -1,0 +1,109 @@
+"""A quality suspension decides the worker's items again by the one decision of a label:
+in a routed job that is the routing rule (the model votes), not a crowd-only posterior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.jobs.models import Item, Job
+from apps.pipeline.crowd import worker_quality_suspend
+from apps.quality.models import QualityDecision
+from apps.routing.models import ItemScore, ModelVersion
+from tests.quality.factories import crowd_label
+from tests.workforce.factories import ClientOrgFactory, make_pool, make_worker
+
+pytestmark = pytest.mark.django_db
+
+
+def _routed_job(**routing) -> Job:
+    return Job.objects.create(
+        organization=ClientOrgFactory(),
+        name="routed",
+        status=Job.Status.RUNNING,
+        label_schema={"kind": "single_choice", "classes": ["cat", "dog", "bird"]},
+        policy={"gold_rate": 0.0, "min_labels": 1, "max_labels": 5, "target_confidence": 0.95},
+        pricing={"crowd_label": 0.05, "expert_label": 0.5},
+        routing={"mode": "model", **routing},
+    )
+
+
+def _score(item: Item, probs: list[float]) -> None:
+    version, _ = ModelVersion.objects.get_or_create(
+        job=item.job,
+        number=1,
+        defaults={
+            "kind": "prediction",
+            "temperature": 1.0,
+            "target_accuracy": 0.95,
+            "n_train": 0,
+            "n_heldout": 0,
+            "is_active": True,
+        },
+    )
+    ItemScore.objects.create(
+        item=item,
+        job=item.job,
+        model_version=version,
+        probs=probs,
+        confidence=max(probs),
+        predicted=item.job.classes[int(np.argmax(probs))],
+    )
+
+
+def test_a_routed_item_the_model_and_an_honest_worker_settle_stays_settled():
+    # Two labels before the routing rule may stop.
+    job = _routed_job(min_labels=2)
+    item = Item.objects.create(job=job, external_id="x", labels_needed=1)
+    _score(item, [0.97, 0.02, 0.01])
+    spammer, honest = make_worker(), make_worker()
+    make_pool(jobs=[job], workers=[spammer, honest])
+    # The spammer contradicts the model, the honest worker agrees with it.
+    crowd_label(spammer, "dog", job_id=job.pk)
+    item.refresh_from_db()
+    assert item.state == "open"
+    crowd_label(honest, "cat", job_id=job.pk)
+    item.refresh_from_db()
+    assert (item.state, item.label) == ("settled", "cat")
+    before = item.confidence
+
+    worker_quality_suspend(
+        worker=spammer, job=job, reason=QualityDecision.Reason.GOLD_ACCURACY, details={}
+    )
+
+    item.refresh_from_db()
+    # The routing rule on the model's vote and the honest label settles it (a crowd-only
+    # posterior of that one label, 0.7, would have sent it back to the queue), and the
+    # result says so: its route, its stop, the spammer's label weighed 0, a confidence
+    # without the contradicting label higher than with it.
+    assert (item.state, item.label, item.source) == ("settled", "cat", "crowd")
+    assert item.result_meta["route"] == "crowd+model"
+    assert item.result_meta["why"]["stopped"] == "confident"
+    weights = {w["worker"]: w["weight"] for w in item.result_meta["workers"]}
+    assert weights[spammer.pk] == 0.0
+    assert weights[honest.pk] > 0
+    assert item.confidence > before
+    assert not QualityDecision.objects.filter(worker=spammer, action="reopen").exists()
+
+
+def test_a_routed_item_only_the_suspended_worker_labeled_goes_back_to_the_queue():
+    job = _routed_job()
+    item = Item.objects.create(job=job, external_id="x", labels_needed=1)
+    _score(item, [0.97, 0.02, 0.01])
+    spammer, other = make_worker(), make_worker()
+    make_pool(jobs=[job], workers=[spammer, other])
+    crowd_label(spammer, "cat", job_id=job.pk)
+    item.refresh_from_db()
+    assert (item.state, item.label) == ("settled", "cat")
+
+    worker_quality_suspend(
+        worker=spammer, job=job, reason=QualityDecision.Reason.GOLD_ACCURACY, details={}
+    )
+
+    item.refresh_from_db()
+    # No active worker's label is left: the model alone never settles a crowd item.
+    assert (item.state, item.label, item.source, item.confidence) == ("open", None, None, None)
+    assert item.labels_needed == item.n_labels + 1 == 2
+    reopen = QualityDecision.objects.get(worker=spammer, action="reopen")
+    assert reopen.details == {"items": [item.pk], "count": 1}
+    assert Job.objects.get(pk=job.pk).status == Job.Status.RUNNING
