@@ -3,14 +3,13 @@ in a routed job that is the routing rule (the model votes), not a crowd-only pos
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from apps.jobs.models import Item, Job
 from apps.pipeline.crowd import worker_quality_suspend
 from apps.quality.models import QualityDecision
-from apps.routing.models import ItemScore, ModelVersion
 from tests.quality.factories import crowd_label
+from tests.routing.factories import score_item
 from tests.workforce.factories import ClientOrgFactory, make_pool, make_worker
 
 pytestmark = pytest.mark.django_db
@@ -28,34 +27,11 @@ def _routed_job(**routing) -> Job:
     )
 
 
-def _score(item: Item, probs: list[float]) -> None:
-    version, _ = ModelVersion.objects.get_or_create(
-        job=item.job,
-        number=1,
-        defaults={
-            "kind": "prediction",
-            "temperature": 1.0,
-            "target_accuracy": 0.95,
-            "n_train": 0,
-            "n_heldout": 0,
-            "is_active": True,
-        },
-    )
-    ItemScore.objects.create(
-        item=item,
-        job=item.job,
-        model_version=version,
-        probs=probs,
-        confidence=max(probs),
-        predicted=item.job.classes[int(np.argmax(probs))],
-    )
-
-
 def test_a_routed_item_the_model_and_an_honest_worker_settle_stays_settled():
     # Two labels before the routing rule may stop.
     job = _routed_job(min_labels=2)
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
-    _score(item, [0.97, 0.02, 0.01])
+    score_item(item, [0.97, 0.02, 0.01])
     spammer, honest = make_worker(), make_worker()
     make_pool(jobs=[job], workers=[spammer, honest])
     # The spammer contradicts the model, the honest worker agrees with it.
@@ -89,7 +65,7 @@ def test_a_routed_item_the_model_and_an_honest_worker_settle_stays_settled():
 def test_a_routed_item_only_the_suspended_worker_labeled_goes_back_to_the_queue():
     job = _routed_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
-    _score(item, [0.97, 0.02, 0.01])
+    score_item(item, [0.97, 0.02, 0.01])
     spammer, other = make_worker(), make_worker()
     make_pool(jobs=[job], workers=[spammer, other])
     crowd_label(spammer, "cat", job_id=job.pk)

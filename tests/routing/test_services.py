@@ -29,6 +29,7 @@ from apps.routing.services import (
     job_route,
     jobs_retrain_check,
 )
+from tests.routing.factories import score_item
 from tests.workforce.factories import ClientOrgFactory, make_pool, make_worker
 
 pytestmark = pytest.mark.django_db
@@ -413,36 +414,12 @@ def _voter_job(*, routing_mode: str = "model", class_targets: dict | None = None
     )
 
 
-def _score(item: Item, probs: list[float], *, audit: bool = False) -> None:
-    version, _ = ModelVersion.objects.get_or_create(
-        job=item.job,
-        number=1,
-        defaults={
-            "kind": "prediction",
-            "temperature": 1.0,
-            "target_accuracy": 0.95,
-            "n_train": 0,
-            "n_heldout": 0,
-            "is_active": True,
-        },
-    )
-    ItemScore.objects.create(
-        item=item,
-        job=item.job,
-        model_version=version,
-        probs=probs,
-        confidence=max(probs),
-        predicted=item.job.classes[int(np.argmax(probs))],
-        audit=audit,
-    )
-
-
 def test_the_model_votes_in_the_item_posterior():
     job = _voter_job()
     item = Item.objects.create(job=job, external_id="x")
     worker = make_worker()
     answers = [(worker.pk, "dog", "crowd")]
-    _score(item, [0.6, 0.3, 0.1])
+    score_item(item, [0.6, 0.3, 0.1])
 
     with_model, _ = _posterior(job, answers, item)
     without, _ = item_posterior_from_labels(job=job, answers=answers)
@@ -457,10 +434,10 @@ def test_the_model_votes_in_the_item_posterior():
 def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():
     job = _voter_job()
     audit_item = Item.objects.create(job=job, external_id="audit")
-    _score(audit_item, [0.9, 0.05, 0.05], audit=True)
+    score_item(audit_item, [0.9, 0.05, 0.05], audit=True)
     off_job = _voter_job(routing_mode="off")
     off_item = Item.objects.create(job=off_job, external_id="off")
-    _score(off_item, [0.9, 0.05, 0.05])
+    score_item(off_item, [0.9, 0.05, 0.05])
     worker = make_worker()
     answers = [(worker.pk, "dog", "crowd")]
 
@@ -490,7 +467,7 @@ def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(
     job = _voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     if model_probs:
-        _score(item, model_probs)
+        score_item(item, model_probs)
     worker = make_worker()
 
     decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
@@ -502,7 +479,7 @@ def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(
 def test_a_routed_settle_says_why_the_model_vote_the_posterior_and_the_stop():
     job = _voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
-    _score(item, [0.97, 0.02, 0.01])
+    score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
 
     decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
@@ -522,7 +499,7 @@ def test_a_routed_settle_says_why_the_model_vote_the_posterior_and_the_stop():
 def test_class_targets_demand_more_evidence_for_that_class():
     job = _voter_job(class_targets={"cat": 0.9999})
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
-    _score(item, [0.97, 0.02, 0.01])
+    score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
 
     decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
@@ -533,7 +510,7 @@ def test_class_targets_demand_more_evidence_for_that_class():
 def test_routing_off_keeps_the_quality_engine_unchanged():
     job = _voter_job(routing_mode="off")
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
-    _score(item, [0.97, 0.02, 0.01])
+    score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
 
     decision = _decide(job, item, [(worker.pk, "cat", "crowd")], 1)
@@ -546,7 +523,7 @@ def test_routing_off_keeps_the_quality_engine_unchanged():
 def test_a_submitted_label_settles_a_routed_item_the_model_agrees_with():
     job = _voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
-    _score(item, [0.97, 0.02, 0.01])
+    score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
     make_pool(jobs=[job], workers=[worker])
 
@@ -584,8 +561,8 @@ def test_prelabels_show_the_model_suggestion_and_are_measured_on_gold():
     # Gold is mixed in only while real work is left for the worker.
     Item.objects.create(job=job, external_id="y")
     gold = Item.objects.create(job=job, external_id="g", gold_label="dog")
-    _score(item, [0.1, 0.8, 0.1])
-    _score(gold, [0.1, 0.8, 0.1])
+    score_item(item, [0.1, 0.8, 0.1])
+    score_item(gold, [0.1, 0.8, 0.1])
     shown, plain = make_worker(), make_worker()
     make_pool(jobs=[job], workers=[shown, plain])
 
