@@ -1,6 +1,7 @@
 """Celery tasks for the quality engine (thin: ids in, one service call)."""
 
 from apps.jobs.models import Job
+from apps.pipeline.crowd import worker_items_reconsider as reconsider
 from apps.pipeline.crowd import worker_rules_check as check
 from apps.quality.aggregation import job_aggregate
 from workers.celery import app
@@ -29,3 +30,10 @@ def aggregate_running_jobs() -> int:
 def worker_rules_check(worker_id: int, job_id: int) -> str | None:
     decision = check(worker_id=worker_id, job_id=job_id)
     return None if decision is None else decision.reason
+
+
+@app.task(name="quality.worker_items_reconsider", acks_late=True)
+def worker_items_reconsider(worker_id: int) -> int:
+    """After an ops ban or suspension: the worker's items in running jobs decided again
+    (twice is harmless: a second pass finds them decided without the worker already)."""
+    return reconsider(worker_id=worker_id)

@@ -103,6 +103,7 @@ class QualityDecision(models.Model):
     class Reason(models.TextChoices):
         GOLD_ACCURACY = "gold_accuracy", "Gold accuracy confidently below the threshold"
         TOO_FAST = "too_fast", "Answers implausibly fast"
+        OPS = "ops", "Banned or suspended by ops"
 
     worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="quality_decisions")
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="quality_decisions")

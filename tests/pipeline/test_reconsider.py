@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from apps.jobs.models import Item, Job
-from apps.pipeline.crowd import worker_quality_suspend
+from apps.pipeline.crowd import worker_ban, worker_quality_suspend, worker_suspend, worker_unban
 from apps.quality.models import QualityDecision
-from tests.quality.factories import crowd_label
+from tests.quality.factories import crowd_job, crowd_label
 from tests.routing.factories import score_item
 from tests.workforce.factories import ClientOrgFactory, make_pool, make_worker
 
@@ -83,3 +83,48 @@ def test_a_routed_item_only_the_suspended_worker_labeled_goes_back_to_the_queue(
     reopen = QualityDecision.objects.get(worker=spammer, action="reopen")
     assert reopen.details == {"items": [item.pk], "count": 1}
     assert Job.objects.get(pk=job.pk).status == Job.Status.RUNNING
+
+
+def test_an_ops_ban_reopens_what_the_worker_settled_in_running_jobs_only(
+    django_capture_on_commit_callbacks,
+):
+    # min 2 labels: the banned worker and an honest one settle "dog" in two jobs; the
+    # second job is completed (its results delivered) before the ban.
+    running, (item,), (banned, honest, _) = crowd_job(1, workers=3)
+    done, (delivered,), _ = crowd_job(1, workers=0)
+    make_pool(jobs=[done], workers=[banned, honest])
+    for job in (running, done):
+        crowd_label(banned, "dog", job_id=job.pk)
+        crowd_label(honest, "dog", job_id=job.pk)
+    Job.objects.filter(pk=done.pk).update(status=Job.Status.COMPLETED)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        worker_ban(worker=banned, reason="spam")
+
+    item.refresh_from_db()
+    delivered.refresh_from_db()
+    # One honest label alone (0.7) is below the target (0.9): back to the queue.
+    assert (item.state, item.label) == ("open", None)
+    assert item.labels_needed == 3
+    assert (delivered.state, delivered.label) == ("settled", "dog")
+    reopen = QualityDecision.objects.get(worker=banned, action="reopen")
+    assert (reopen.job_id, reopen.reason) == (running.pk, "ops")
+    assert reopen.details == {"items": [item.pk], "count": 1, "status": "banned"}
+
+
+def test_a_worker_reinstated_before_the_task_runs_keeps_their_items(
+    django_capture_on_commit_callbacks,
+):
+    job, (item,), (suspended, honest, _) = crowd_job(1, workers=3)
+    crowd_label(suspended, "dog", job_id=job.pk)
+    crowd_label(honest, "dog", job_id=job.pk)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        worker_suspend(worker=suspended, reason="checking")
+    worker_unban(worker=suspended)
+
+    for callback in queued:
+        callback()
+
+    item.refresh_from_db()
+    assert (item.state, item.label) == ("settled", "dog")
+    assert not QualityDecision.objects.filter(worker=suspended).exists()
