@@ -1,8 +1,8 @@
 """A worker's standing, with what it implies for their work: a banned or suspended worker's
 live leases give their slots back at once, in the same transaction, and the items their
 labels helped settle are decided again without them (apps.pipeline.reconsider): in the job
-whose quality rules suspended them at once, in every running job after an ops ban or
-suspension (a task)."""
+whose quality rules suspended them at once, in every running or paused job after an ops ban
+or suspension (a task)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from apps.workforce.models import Worker
 
 def worker_ban(*, worker: Worker, reason: str = "") -> Worker:
     """Ban the worker: no more tasks or submits, live leases returned at once, and the items
-    their labels helped settle in running jobs decided again without them (after commit, a
-    task: `worker_items_reconsider`)."""
+    their labels helped settle in running or paused jobs decided again without them (after
+    commit, a task: `worker_items_reconsider`)."""
     with transaction.atomic():
         worker = workforce.worker_ban(worker=worker, reason=reason)
         worker_leases_release(worker_id=worker.pk)
@@ -33,7 +33,7 @@ def worker_ban(*, worker: Worker, reason: str = "") -> Worker:
 
 def worker_suspend(*, worker: Worker, reason: str = "") -> Worker:
     """Suspend the worker (a temporary stop): as a ban, their leases returned and their
-    items in running jobs decided again (while suspended their labels count at the policy's
+    items in running or paused jobs decided again (while suspended their labels count at the policy's
     suspended_label_weight, 0 by default)."""
     with transaction.atomic():
         worker = workforce.worker_suspend(worker=worker, reason=reason)
@@ -44,14 +44,18 @@ def worker_suspend(*, worker: Worker, reason: str = "") -> Worker:
 
 def worker_items_reconsider(*, worker_id: int) -> int:
     """Decide again, job by job, the items a banned or suspended worker labeled in running
-    jobs (apps.pipeline.reconsider), recording the items sent back to the queue; nothing if
-    the worker is active again by now. A completed job's delivered results are left as they
-    are. Returns how many items went back to the queue."""
+    or paused jobs (apps.pipeline.reconsider), recording the items sent back to the queue;
+    nothing if the worker is active again by now. A completed (or cancelled) job's delivered
+    results are left as they are. Returns how many items went back to the queue."""
     worker = Worker.objects.get(pk=worker_id)
     if worker.status not in INACTIVE:
         return 0
     job_ids = (
-        Label.objects.filter(worker_id=worker_id, is_gold=False, job__status=Job.Status.RUNNING)
+        Label.objects.filter(
+            worker_id=worker_id,
+            is_gold=False,
+            job__status__in=[Job.Status.RUNNING, Job.Status.PAUSED],
+        )
         .values_list("job_id", flat=True)
         .distinct()
     )

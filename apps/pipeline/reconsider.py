@@ -1,4 +1,4 @@
-"""Reconsider a worker's items once their labels stop counting (a quality suspension).
+"""Reconsider a worker's items once their labels stop counting (a suspension or a ban).
 
 Each crowd item the worker labeled is decided again by the one decision a label makes
 (apps.pipeline.decide, with the evidence apps.pipeline.submit gathers: the job's matrices or
