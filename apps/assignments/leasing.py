@@ -180,21 +180,30 @@ def lease_fast(
     return None
 
 
+def worker_item_states(*, worker: Worker) -> list[str]:
+    """The item states the worker is handed, in the order they are tried: experts first take
+    what the crowd could not settle, then help with open items."""
+    if worker.tier == Worker.Tier.EXPERT:
+        return [Item.State.EXPERT, Item.State.OPEN]
+    return [Item.State.OPEN]
+
+
+def items_left_for(*, worker: Worker, job_id: int | OuterRef) -> QuerySet[Item]:
+    """The job's items the worker could still be handed, now or once others' leases end: of
+    a state they take, not gold, short of labels, never assigned to them (labeled, skipped,
+    released or leased). None left is what the engine calls EXHAUSTED. `job_id` may be an
+    OuterRef, to count per job in one query."""
+    return Item.objects.filter(
+        job_id=job_id,
+        state__in=worker_item_states(worker=worker),
+        gold_label__isnull=True,
+        n_labels__lt=F("labels_needed"),
+    ).filter(~not_seen_by(worker.pk))
+
+
 def idle_in_job(*, job: Job, worker: Worker, now: datetime) -> Idle:
     """Why the worker found nothing in this job (called only after a failed lease)."""
-    states = [Item.State.OPEN]
-    if worker.tier == Worker.Tier.EXPERT:
-        states = [Item.State.EXPERT, Item.State.OPEN]
-    waiting = (
-        Item.objects.filter(
-            job_id=job.pk,
-            state__in=states,
-            gold_label__isnull=True,
-            n_labels__lt=F("labels_needed"),
-        )
-        .filter(~not_seen_by(worker.pk))
-        .exists()
-    )
+    waiting = items_left_for(worker=worker, job_id=job.pk).exists()
     if not waiting:
         return Idle(IdleReason.EXHAUSTED)
     earliest = Assignment.objects.filter(job_id=job.pk, state=Assignment.State.LEASED).aggregate(

@@ -1,15 +1,20 @@
-"""Reads for assignments: a worker's own assignment, and the engine's invariant check."""
+"""Reads for assignments: a worker's own assignment, the jobs a worker may choose from, and
+the engine's invariant check."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
+from apps.assignments.leasing import LIVE_STATES, items_left_for, worker_open_jobs
 from apps.assignments.models import Assignment, Label
-from apps.jobs.kinds import SINGLE_CHOICE, schema_kind_name
+from apps.common.errors import ApplicationError
+from apps.jobs.kinds import KIND_TITLES, SINGLE_CHOICE, schema_kind_name
 from apps.jobs.models import Item, Job
 from apps.workforce.models import LedgerEntry, Worker
 from apps.workforce.services import CENT, label_price
@@ -21,6 +26,95 @@ def assignment_get_for_worker(*, worker: Worker, assignment_id: int) -> Assignme
     if assignment is None:
         raise Http404("No such assignment.")
     return assignment
+
+
+@dataclass(frozen=True)
+class JobChoice:
+    """A running job open to the worker, as their job list shows it."""
+
+    id: int
+    name: str
+    kind: str
+    # The credit of one label of theirs (their tier's price); None when the job's stored
+    # price cannot be paid (apps.workforce.services.label_price refuses it).
+    pay: Decimal | None
+    # Items the worker could still be handed (within the job's per-worker cap, if any).
+    left: int
+    # The worker holds the job's per-worker cap of items already.
+    capped: bool
+
+    @property
+    def kind_title(self) -> str:
+        return KIND_TITLES.get(self.kind, self.kind)
+
+    @property
+    def available(self) -> bool:
+        return self.left > 0
+
+    @property
+    def pay_text(self) -> str:
+        """The price with two decimals, or up to the ledger's four when it has them."""
+        if self.pay is None:
+            return ""
+        whole, _, fraction = f"{self.pay:.4f}".partition(".")
+        return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def _count(queryset: QuerySet) -> Coalesce:
+    """COUNT(*) of a queryset correlated to the outer job, as a subquery (0 for none)."""
+    counted = queryset.order_by().values("job_id").annotate(n=Count("id")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def job_choices_for_worker(*, worker: Worker) -> list[JobChoice]:
+    """The running jobs open to the worker's pools, in the engine's order (id), with what is
+    left for them in each: the list an annotator picks a job from.
+
+    "Open" is the engine's own rule (apps.assignments.leasing.worker_open_jobs, cached
+    briefly on PostgreSQL); "left" is items_left_for, the rule behind EXHAUSTED, capped by
+    the job's max_items_per_worker. A worker who is not active is handed nothing, so gets no
+    list. Two queries however many jobs: the open jobs, then names and counts together.
+    """
+    if worker.status != Worker.Status.ACTIVE:
+        return []
+    jobs = worker_open_jobs(worker=worker)
+    if not jobs:
+        return []
+    rows = {
+        pk: (name, left, taken)
+        for pk, name, left, taken in Job.objects.filter(pk__in=[job.pk for job in jobs])
+        .annotate(
+            left=_count(items_left_for(worker=worker, job_id=OuterRef("pk"))),
+            taken=_count(
+                Assignment.objects.filter(
+                    job_id=OuterRef("pk"), worker_id=worker.pk, state__in=LIVE_STATES
+                )
+            ),
+        )
+        .values_list("id", "name", "left", "taken")
+    }
+    choices = []
+    for job in jobs:
+        if job.pk not in rows:
+            continue  # deleted between the two reads
+        name, left, taken = rows[job.pk]
+        cap = job.spec.policy.max_items_per_worker
+        room = max(0, int(cap) - taken) if cap else left
+        try:
+            pay: Decimal | None = label_price(pricing=job.spec.pricing, tier=worker.tier)
+        except ApplicationError:
+            pay = None
+        choices.append(
+            JobChoice(
+                id=job.pk,
+                name=name,
+                kind=job.kind,
+                pay=pay,
+                left=min(left, room),
+                capped=bool(cap) and room == 0,
+            )
+        )
+    return choices
 
 
 def invariant_violations(*, job_id: int | None = None) -> list[str]:

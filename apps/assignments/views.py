@@ -4,7 +4,10 @@ Annotators and experts use the same page (an expert's lease is an escalated item
 action is a CSRF-protected form posted to these views, which call the same services as the
 API (assignment_next / submit / skip / release) and redirect (post/redirect/get): after a
 submit or a skip the next task is leased at once; release gives the item back and stops.
-A GET never leases: the start page offers to resume a live lease or to start.
+A GET never leases: the start page offers to resume a live lease or to start, from any job
+open to the worker or from one they choose in its list. A chosen job is kept in the session:
+the tasks after a submit or a skip come from it until it has nothing left for the worker, who
+is then told so on the start page (never moved to another job unasked).
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from django.views.decorators.http import require_POST
 from apps.assignments.leasing import Idle, IdleReason
 from apps.assignments.models import Assignment
 from apps.assignments.records import assignment_release, assignment_skip
-from apps.assignments.selectors import assignment_get_for_worker
+from apps.assignments.selectors import (
+    JobChoice,
+    assignment_get_for_worker,
+    job_choices_for_worker,
+)
 from apps.common.errors import ApplicationError
+from apps.common.fields import ID_MAX
 from apps.jobs.kinds import answer_from_form, answer_widget
 from apps.jobs.models import Job
 from apps.jobs.payloads import payload_display, payload_for_worker
@@ -36,6 +44,9 @@ from apps.workforce.selectors import worker_for_user
 # The pre-label shown with a lease, kept for the task page (the lease's GET cannot ask for
 # it again: asking records that it was shown).
 PRELABEL_KEY = "annotate_prelabel"
+# The job the worker chose on the start page (an id; absent for any job).
+CHOSEN_JOB_KEY = "annotate_job"
+ANY_JOB = "any"
 FEEDBACK_ROWS = 5
 
 # The idle reason in words, and when to come back.
@@ -82,11 +93,52 @@ def _sidebar(worker: Worker) -> dict:
     }
 
 
+# A chosen job with nothing more for the worker, in words (its name is put in).
+JOB_IDLE_WORDS: dict[str, tuple[str, str]] = {
+    IdleReason.EXHAUSTED: (
+        "You have labeled or skipped everything that is left for you in {name}.",
+        "Choose another job below, or any job.",
+    ),
+    IdleReason.ALL_LEASED: (
+        "Every remaining item of {name} is being worked on by someone else.",
+        "Leases come back as others finish or time out; or choose another job below.",
+    ),
+    IdleReason.CAP_REACHED: (
+        "You reached the per-worker limit of {name}.",
+        "Other workers must label the rest; choose another job below.",
+    ),
+}
+# Idle reasons after which the chosen job is given up (waiting will not help).
+JOB_DONE = (IdleReason.EXHAUSTED, IdleReason.CAP_REACHED)
+
+
+def _chosen_job(value: str) -> int | None:
+    """The job id of the start page's choice; None for any job. ValueError for anything
+    that is not an id (a job that is not open to the worker is the engine's to refuse)."""
+    if value in ("", ANY_JOB):
+        return None
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= ID_MAX:
+        raise ValueError(value)
+    return int(value)
+
+
 def _lease_next(request: HttpRequest, worker: Worker) -> HttpResponse:
-    """Lease the next task and go there; the start page with the idle reason when none."""
-    result = assignment_next(worker=worker)
+    """Lease the next task (from the chosen job, if any) and go there; the start page with
+    the idle reason when none. A chosen job that is not open to the worker is refused, and
+    one with nothing left for them is given up: the start page says so."""
+    job_id = request.session.get(CHOSEN_JOB_KEY)
+    job_id = job_id if isinstance(job_id, int) else None
+    result = assignment_next(worker=worker, job_id=job_id)
     if isinstance(result, Idle):
         query = {"idle": result.reason.value}
+        if job_id is not None and result.reason == IdleReason.NO_OPEN_JOB:
+            # With a job given, the engine's "no open job" means: not that one.
+            request.session.pop(CHOSEN_JOB_KEY, None)
+            return redirect("/annotate/?refused=1")
+        if job_id is not None and result.reason in JOB_IDLE_WORDS:
+            query["job"] = str(job_id)
+            if result.reason in JOB_DONE:
+                request.session.pop(CHOSEN_JOB_KEY, None)
         if result.retry_after is not None:
             query["retry"] = str(result.retry_after)
         return redirect(f"/annotate/?{urlencode(query)}")
@@ -94,11 +146,24 @@ def _lease_next(request: HttpRequest, worker: Worker) -> HttpResponse:
     return redirect(f"/annotate/tasks/{result.id}/")
 
 
+def _idle_words(idle: str, job: str, choices: list[JobChoice]) -> tuple[str, str] | None:
+    """The idle reason in words: about the chosen job when the reason was about it."""
+    if job:
+        named = next((c.name for c in choices if str(c.id) == job), None)
+        what, when = JOB_IDLE_WORDS[idle]
+        # A job that closed since shows no name (the list shows only jobs open to them).
+        return what.format(name=f"“{named}”" if named else "the job you chose"), when
+    return IDLE_WORDS.get(idle)
+
+
 @login_required
 def start(request: HttpRequest) -> HttpResponse:
-    """The start page: offers to resume a live lease or to start (saying why there was no
-    task, and when to come back)."""
+    """The start page: offers to resume a live lease or to start, from any job or one chosen
+    from the list of jobs open to the worker (saying why there was no task, and when to
+    come back)."""
     worker = _worker(request)
+    choices = job_choices_for_worker(worker=worker)
+    chosen = request.session.get(CHOSEN_JOB_KEY)
     idle = request.GET.get("idle", "")
     live = (
         Assignment.objects.filter(
@@ -109,7 +174,8 @@ def start(request: HttpRequest) -> HttpResponse:
         .first()
     )
     retry = request.GET.get("retry", "")
-    words = IDLE_WORDS.get(idle)
+    idle_job = request.GET.get("job", "") if idle in JOB_IDLE_WORDS else ""
+    words = _idle_words(idle, idle_job, choices)
     return render(
         request,
         "annotate/start.html",
@@ -120,6 +186,11 @@ def start(request: HttpRequest) -> HttpResponse:
             "idle_when": words[1] if words else "",
             "retry": int(retry) if retry.isdigit() and int(retry) <= 3600 else None,
             "live": live,
+            "choices": choices,
+            # The radio checked: the chosen job while it has work for them, else any job.
+            "checked": next((c.id for c in choices if c.id == chosen and c.available), None),
+            "idle_job": bool(idle_job),
+            "refused": bool(request.GET.get("refused")),
         },
     )
 
@@ -127,7 +198,19 @@ def start(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def next_task(request: HttpRequest) -> HttpResponse:
-    return _lease_next(request, _worker(request))
+    """Lease the next task. A `job` in the form chooses the job the next tasks come from
+    ("any" or empty: any job); without one, the choice kept in the session stands."""
+    worker = _worker(request)
+    if "job" in request.POST:
+        try:
+            job_id = _chosen_job(request.POST["job"])
+        except ValueError:
+            return redirect("/annotate/?refused=1")
+        if job_id is None:
+            request.session.pop(CHOSEN_JOB_KEY, None)
+        else:
+            request.session[CHOSEN_JOB_KEY] = job_id
+    return _lease_next(request, worker)
 
 
 def _with_widget(*, job: Job, shown_payload: dict) -> dict:

@@ -22,6 +22,14 @@ SINGLE_CHOICE = "single_choice"
 # One answer as stored (a few thousand boxes): a label is a row, not a document.
 MAX_ANSWER_CHARS = 65_536
 KIND_NAMES = (SINGLE_CHOICE, *KINDS)
+# Each kind in a worker's words (the annotator's job list).
+KIND_TITLES: dict[str, str] = {
+    SINGLE_CHOICE: "single choice",
+    "multi_choice": "tags",
+    "ordinal": "scale",
+    "numeric": "number",
+    "bbox": "boxes",
+}
 # Schema keys that are not the kernel's parameters: how the job's items stop asking.
 STOP_KEYS: dict[str, tuple[str, ...]] = {"numeric": ("tolerance",), "bbox": ("target_iou",)}
 # The kernel's parameters a job may set, by kind (the rest keep the kernel's defaults).

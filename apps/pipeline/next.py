@@ -24,6 +24,7 @@ from apps.assignments.leasing import (
     idle_in_job,
     lease_fast,
     lease_item,
+    worker_item_states,
     worker_open_jobs,
 )
 from apps.assignments.sweeps import lease_sweep
@@ -93,10 +94,7 @@ def _wants_gold(*, job: Job, worker: Worker, rng: random.Random) -> bool:
 def _try_lease_in_job(
     *, job: Job, worker: Worker, now: datetime, rng: random.Random
 ) -> Task | None:
-    states = [Item.State.OPEN]
-    if worker.tier == Worker.Tier.EXPERT:
-        # Experts first take what the crowd could not settle, then help with open items.
-        states = [Item.State.EXPERT, Item.State.OPEN]
+    states = worker_item_states(worker=worker)
     # Gold is mixed in only while there is real work, at the job's rate: a gold item is
     # leased instead of a real candidate, so idle workers are not paid for gold.
     want_gold = _wants_gold(job=job, worker=worker, rng=rng)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from apps.assignments.leasing import Task
 from apps.jobs.models import Job
 from apps.pipeline.next import assignment_next
+from apps.pipeline.submit import assignment_submit
 from apps.workforce.models import Worker
 from tests.workforce.factories import JobFactory, make_items, make_pool, make_worker
 
@@ -41,3 +42,10 @@ def all_gold_job(n_items: int) -> tuple[Job, Worker]:
     worker = make_worker()
     make_pool(jobs=[job], workers=[worker])
     return job, worker
+
+
+def lease_and_label(worker, *, job, label) -> int:
+    """Lease the worker an item of `job` and answer it; the item's id."""
+    task = lease(worker, job_id=job.pk)
+    assignment_submit(worker=worker, assignment_id=task.id, label=label)
+    return task.item

@@ -1,5 +1,5 @@
-"""The annotator page in headless Chromium: sign in with a token, label five items by
-keyboard alone, with the lease countdown running and no console error."""
+"""The annotator page in headless Chromium: sign in with a token, choose a job and label five
+of its items by keyboard alone, with the lease countdown running and no console error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from apps.assignments.models import Label
+from apps.assignments.models import Assignment, Label
 from apps.jobs.models import Item
 from apps.workforce.models import Worker
 from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors, type_token
@@ -16,14 +16,20 @@ from tests.workforce.factories import JobFactory, make_items, make_pool
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_an_annotator_labels_five_items_by_keyboard(live_server, make_actor):
+def test_an_annotator_chooses_a_job_and_labels_five_items_by_keyboard(live_server, make_actor):
     playwright = pytest.importorskip("playwright.sync_api")
-    job = JobFactory(policy={"min_labels": 1, "max_labels": 1, "gold_rate": 0.0})
+    policy = {"min_labels": 1, "max_labels": 1, "gold_rate": 0.0}
+    # "Any job" would serve the first job (the engine tries jobs in id order): the annotator
+    # chooses the second.
+    other = JobFactory(name="Plants", policy=policy)
+    make_items(other, 6, prefix="plant")
+    Item.objects.filter(job=other).update(payload={"text": "Which plant?"})
+    job = JobFactory(name="Animals", policy=policy)
     make_items(job, 6)
     Item.objects.filter(job=job).update(payload={"text": "Which animal?", "_truth": "dog"})
     annotator = make_actor("annotator", username="anna")
     worker = Worker.objects.get(user=annotator.user)
-    make_pool(jobs=[job], workers=[worker])
+    make_pool(jobs=[other, job], workers=[worker])
     keys = ["1", "2", "3", "2", "1"]
 
     with playwright.sync_playwright() as p:
@@ -37,8 +43,18 @@ def test_an_annotator_labels_five_items_by_keyboard(live_server, make_actor):
             with page.expect_navigation(url=re.compile(r"/annotate/$")):
                 page.keyboard.press("Enter")
             assert page.text_content("#labels-today") == "0"
+            assert page.text_content(f"#job-{job.pk} .left") == "6 items left for you"
+            # Start labeling takes the focus once the page is there (autofocus): a key pressed
+            # before then goes nowhere. Shift+Tab goes back to the list's checked choice (any
+            # job), the arrow keys move down the list to the chosen job, Enter starts.
+            page.wait_for_function("document.activeElement?.id === 'start-button'")
+            page.keyboard.press("Shift+Tab")
+            assert page.evaluate("document.activeElement.value") == "any"
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("ArrowDown")
+            assert page.is_checked(f"#job-{job.pk} input")
             with page.expect_navigation(url=re.compile(r"/annotate/tasks/\d+/")):
-                page.keyboard.press("Enter")  # Start labeling has the focus
+                page.keyboard.press("Enter")
 
             for key in keys:
                 assert "Which animal?" in page.text_content("#item")
@@ -54,4 +70,9 @@ def test_an_annotator_labels_five_items_by_keyboard(live_server, make_actor):
 
     labels = list(Label.objects.filter(worker=worker).order_by("id"))
     assert [label.value for label in labels] == [["cat", "dog", "bird"][int(k) - 1] for k in keys]
+    # Every task came from the chosen job: the first, then each one after a submit.
+    assert {label.job_id for label in labels} == {job.pk}
+    assert set(Assignment.objects.filter(worker=worker).values_list("job_id", flat=True)) == {
+        job.pk
+    }
     assert all(label.duration_ms and label.duration_ms >= 250 for label in labels)
