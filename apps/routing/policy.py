@@ -573,23 +573,43 @@ def dynamic_actions(
     n_labels: np.ndarray,
     policy: Policy,
     target: float | None = None,
+    max_labels: int | None = None,
 ) -> np.ndarray:
     """Dynamic redundancy without a model (apps.pipeline.decide's posterior rule): at least
     min_labels, settle at the target confidence (the policy's, or `target`: a routed job's
-    reference items use `reference_confidence`), ask up to max_labels, then review. An item
-    at max_labels that reached the policy's own target settles: a higher `target` buys crowd
-    labels, never an expert's."""
+    reference items use `reference_confidence`), ask up to max_labels (the policy's, or
+    `max_labels` if higher: a routed job's reference items use `reference_max_labels`),
+    then review. An item at its cap that reached the policy's own target settles: a higher
+    `target` buys crowd labels, never an expert's."""
     n = np.broadcast_to(np.asarray(n_labels), (len(posterior),))
-    max_labels = max(policy.max_labels, policy.min_labels)
+    cap = max(policy.max_labels, policy.min_labels, max_labels or 0)
     goal = policy.target_confidence if target is None else target
     confidence = posterior.max(axis=1)
     action = np.full(len(posterior), ASK, dtype=object)
     action[confidence >= goal] = SETTLE
-    at_cap = (action == ASK) & (n >= max_labels)
+    at_cap = (action == ASK) & (n >= cap)
     action[at_cap & (confidence >= policy.target_confidence)] = SETTLE
     action[at_cap & (confidence < policy.target_confidence)] = REVIEW
     action[n < policy.min_labels] = ASK
     return action
+
+
+def reference_max_labels(*, routing: Routing, policy: Policy) -> int:
+    """Most crowd labels a routed job's reference item (people alone: seed set, audits)
+    takes before an unsure one goes to an expert: `routing.reference_max_labels`, never
+    fewer than the policy's max_labels.
+
+    A reference must reach `reference_confidence`, above the policy's target, with the
+    crowd counted at its calibration (1/T): at the policy's five labels one dissenting
+    answer among newcomers leaves an item near 0.92, and it went to an expert, who costs
+    expert_label / crowd_label crowd labels (10 by default): 52% of iris's and 28% of
+    wine's seed items on bench seed 10, their seed sets 74% and 60% of those jobs' cost.
+    A few more crowd labels settle most of them. The default, 15 (the policy's 5 plus what
+    an expert costs in crowd labels), was chosen leave-one-data-set-out among 5, 7, 9, 12
+    and 15 on bench/routing.py's seeds 10-12 (outside the reported 0-9): three folds chose
+    15, the one holding out iris 7; see README's routing section.
+    """
+    return max(routing.reference_max_labels, policy.max_labels, policy.min_labels)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -664,6 +684,8 @@ class RoutingLoop:
         self.crowd_weight = 1.0
         # ... and run() settles its people-only items at reference_confidence.
         self.reference_target: float | None = None
+        # ... and lets them take up to reference_max_labels crowd labels before an expert.
+        self.reference_cap: int | None = None
         self.out = Delivered(
             label=np.full(n, -1),
             confidence=np.zeros(n),
@@ -783,6 +805,7 @@ class RoutingLoop:
                     n_labels=n_labels,
                     policy=self.policy,
                     target=self.reference_target,
+                    max_labels=self.reference_cap,
                 )
             review = pending[acts == REVIEW]
             if len(review):
@@ -841,6 +864,7 @@ class RoutingLoop:
         cfg = self.routing
         self.crowd_weight = crowd_weight(self.policy)
         self.reference_target = reference_confidence(routing=cfg, policy=self.policy)
+        self.reference_cap = reference_max_labels(routing=cfg, policy=self.policy)
         rng = np.random.default_rng(self.seed)
         seed_rows = rng.choice(n, seed_size(n_items=n, cfg=cfg), replace=False)
         self.people_only[seed_rows] = True

@@ -22,6 +22,7 @@ from apps.routing.policy import (
     dynamic_actions,
     model_vote,
     reference_confidence,
+    reference_max_labels,
     round_size,
     seed_size,
     threshold_with_memory,
@@ -331,6 +332,27 @@ def test_a_reference_item_at_max_labels_above_the_policy_target_settles_not_revi
     # 0.96 misses the reference but meets the policy's 0.95: the cap settles it; 0.94
     # meets neither: review (an expert), as without a reference target.
     assert actions.tolist() == ["settle", "review", "settle"]
+
+
+def test_a_reference_item_takes_crowd_labels_up_to_its_own_cap_before_an_expert():
+    post = np.array([[0.94, 0.06]] * 3)
+    cap = reference_max_labels(routing=Routing(reference_max_labels=7), policy=Policy())
+
+    actions = dynamic_actions(
+        posterior=post,
+        n_labels=np.array([5, 6, 7]),
+        policy=Policy(),
+        target=0.975,
+        max_labels=cap,
+    )
+
+    assert cap == 7
+    assert actions.tolist() == ["ask", "ask", "review"]
+    # Never fewer than the policy's own cap; routing off (no cap given) keeps the policy's.
+    assert reference_max_labels(routing=Routing(reference_max_labels=2), policy=Policy()) == 5
+    assert dynamic_actions(
+        posterior=post[:1], n_labels=np.array([5]), policy=Policy()
+    ).tolist() == ["review"]
 
 
 class _OneWorkerCrowd:

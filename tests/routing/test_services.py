@@ -481,6 +481,20 @@ def test_the_model_votes_at_the_weight_of_its_confidence_band():
     np.testing.assert_allclose(high_vote, [0.85, 0.1, 0.05])
 
 
+def test_an_unsure_people_only_item_asks_the_crowd_up_to_the_reference_cap():
+    # Given a routed job's item the model does not vote on, split 3-2 after five labels
+    # (below the policy's 0.95): the reference cap buys crowd labels before an expert.
+    job = _voter_job()
+    item = Item.objects.create(job=job, external_id="x", labels_needed=5)
+    answers = [(make_worker().pk, label, "crowd") for label in ("cat",) * 3 + ("dog",) * 2]
+
+    decision = _decide(job, item, answers, 5)
+
+    assert job.spec.routing.reference_max_labels > 5
+    assert (decision.state, decision.labels_needed) == ("open", 6)
+    assert decision.extra["stopping"] == "people_only"
+
+
 def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():
     job = _voter_job()
     audit_item = Item.objects.create(job=job, external_id="audit")
