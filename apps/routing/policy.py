@@ -50,6 +50,8 @@ SETTLE, ASK, REVIEW = "settle", "ask", "review"
 VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Fewer people-only items than this and the vote weight stays at its conservative default.
 MIN_VOTE_EVIDENCE = 30
+# A band's vote weight counts the job's mean loss as this many pseudo-items of its own.
+BAND_PRIOR_ITEMS = 30
 DEFAULT_VOTE_WEIGHT = 0.5
 
 
@@ -281,7 +283,7 @@ def vote_weight(
     on the bench the crowd names the model's wrong label 2-23x more often than independence
     predicts, most in the upper bands), so the weight is also fitted per band of the
     model's confidence: a band's weight minimizes its items' summed log loss plus
-    MIN_VOTE_EVIDENCE pseudo-items at the job's mean loss (a band with few items keeps
+    BAND_PRIOR_ITEMS pseudo-items at the job's mean loss (a band with few items keeps
     about the job's weight; one with many follows its own evidence).
 
     `first_likelihood[i, c]` = P(first answer of item i | class c) under its worker's matrix.
@@ -301,14 +303,14 @@ def vote_weight(
     for b in range(len(edges) + 1):
         sel = band == b
         band_n.append(int(sel.sum()))
-        by_band.append(_best_weight(per_item[sel].sum(axis=0) + MIN_VOTE_EVIDENCE * mean))
+        by_band.append(_best_weight(per_item[sel].sum(axis=0) + BAND_PRIOR_ITEMS * mean))
     return VoteWeight(
         best,
         n,
         nll={f"{w:g}": round(float(v), 6) for w, v in zip(VOTE_WEIGHTS, mean, strict=True)},
         reason=(
             f"lowest log loss of model vote x first answer on {n} people-only items; per "
-            f"band of confidence, on its items plus {MIN_VOTE_EVIDENCE} at the job's loss"
+            f"band of confidence, on its items plus {BAND_PRIOR_ITEMS} at the job's loss"
         ),
         edges=tuple(edges),
         by_band=tuple(by_band),
