@@ -217,6 +217,13 @@ class Routing:
     max_rounds: int = knob(
         6, "Active-learning rounds before every remaining item goes to people.", low=0, high=1000
     )
+    reference_max_labels: int = knob(
+        15,
+        "Most crowd labels an item people settle alone (seed set, audits) gets before an "
+        "unsure one goes to an expert (never fewer than the policy's max_labels).",
+        low=1,
+        high=100,
+    )
     audit_min: int = knob(
         20,
         "Audits of a threshold needed before they can overturn it (raise it).",

@@ -405,6 +405,7 @@ def _decide_routed(
             n_labels=np.array([n_labels]),
             policy=policy,
             target=routing_policy.reference_confidence(routing=routing, policy=policy),
+            max_labels=routing_policy.reference_max_labels(routing=routing, policy=policy),
         )[0]
         crowd_value = None
     else:

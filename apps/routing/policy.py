@@ -50,6 +50,8 @@ SETTLE, ASK, REVIEW = "settle", "ask", "review"
 VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Fewer people-only items than this and the vote weight stays at its conservative default.
 MIN_VOTE_EVIDENCE = 30
+# A band's vote weight counts the job's mean loss as this many pseudo-items of its own.
+BAND_PRIOR_ITEMS = 30
 DEFAULT_VOTE_WEIGHT = 0.5
 
 
@@ -182,10 +184,13 @@ def soft_correct(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the model as a voter
 
 
-def model_vote(probs: np.ndarray, weight: float) -> np.ndarray:
+def model_vote(probs: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
     """The model's vote as a prior: its calibrated probabilities tempered, p^w normalized
-    (w = 0 is a uniform prior, w = 1 the calibrated model)."""
-    log_p = weight * np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0))
+    (w = 0 is a uniform prior, w = 1 the calibrated model); `weight` may be one per row."""
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim:
+        w = w[:, None]
+    log_p = w * np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0))
     log_p -= log_p.max(axis=-1, keepdims=True)
     p = np.exp(log_p)
     return p / p.sum(axis=-1, keepdims=True)
@@ -193,10 +198,67 @@ def model_vote(probs: np.ndarray, weight: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class VoteWeight:
+    """The model's vote weight: one for the whole job (`weight`) and one per band of the
+    model's calibrated confidence (`by_band`, bands between `edges`, those of
+    algorithms.model_crowd_dependence); `by_band` empty: `weight` everywhere."""
+
     weight: float
     n: int
     nll: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    edges: tuple[float, ...] = algorithms.BAND_EDGES
+    by_band: tuple[float, ...] = ()
+    band_n: tuple[int, ...] = ()
+
+    def for_probs(self, probs: np.ndarray) -> np.ndarray:
+        """Each row's weight: that of the band its confidence falls in."""
+        return band_weights(
+            np.asarray(probs).max(axis=-1),
+            edges=self.edges,
+            by_band=self.by_band,
+            weight=self.weight,
+        )
+
+    def as_card(self) -> dict:
+        """The per-band weights for a model card (and apps.routing.selectors.item_model_vote)."""
+        return {
+            "edges": list(self.edges),
+            "weights": list(self.by_band),
+            "n": list(self.band_n),
+        }
+
+
+def band_weights(
+    confidence: np.ndarray | float,
+    *,
+    edges: tuple[float, ...] | list[float],
+    by_band: tuple[float, ...] | list[float],
+    weight: float,
+) -> np.ndarray:
+    """The vote weight of each confidence under per-band weights (`weight` where none)."""
+    confidence = np.atleast_1d(np.asarray(confidence, dtype=np.float64))
+    if not by_band or len(by_band) != len(edges) + 1:
+        return np.full(len(confidence), float(weight))
+    band = np.searchsorted(np.asarray(edges, dtype=np.float64), confidence, side="right")
+    return np.asarray(by_band, dtype=np.float64)[band]
+
+
+def _vote_losses(
+    probs: np.ndarray, targets: np.ndarray, first_likelihood: np.ndarray
+) -> np.ndarray:
+    """Per item (rows) and vote weight (columns, VOTE_WEIGHTS): the log loss of the model's
+    vote at that weight times the first answer, against the settled posterior."""
+    losses = np.zeros((len(probs), len(VOTE_WEIGHTS)))
+    for j, w in enumerate(VOTE_WEIGHTS):
+        post = model_vote(probs, w) * first_likelihood
+        post /= post.sum(axis=1, keepdims=True)
+        losses[:, j] = -(targets * np.log(np.clip(post, 1e-12, 1.0))).sum(axis=1)
+    return losses
+
+
+def _best_weight(loss: np.ndarray) -> float:
+    """The weight of lowest loss; ties go to the higher weight."""
+    return max(VOTE_WEIGHTS, key=lambda w: (-round(float(loss[VOTE_WEIGHTS.index(w)]), 12), w))
 
 
 def vote_weight(
@@ -214,8 +276,15 @@ def vote_weight(
     lowest log loss against the settled label wins. Where the crowd's first answer errs
     toward the class the model also confuses, agreement is no evidence and the loss
     punishes counting it twice, so w falls; where their errors are independent, w stays 1.
-    Only items the model would route to people (`routed`, its uncertain ones) count when
-    there are enough of them: that is where the vote decides.
+    Only items the model would route to people (`routed`, its uncertain ones) count for the
+    job's weight when there are enough of them: that is where the vote decides.
+
+    The dependence is not the same at every confidence (algorithms.model_crowd_dependence:
+    on the bench the crowd names the model's wrong label 2-23x more often than independence
+    predicts, most in the upper bands), so the weight is also fitted per band of the
+    model's confidence: a band's weight minimizes its items' summed log loss plus
+    BAND_PRIOR_ITEMS pseudo-items at the job's mean loss (a band with few items keeps
+    about the job's weight; one with many follows its own evidence).
 
     `first_likelihood[i, c]` = P(first answer of item i | class c) under its worker's matrix.
     """
@@ -225,19 +294,27 @@ def vote_weight(
         return VoteWeight(
             DEFAULT_VOTE_WEIGHT, n, reason=f"only {n} items settled by people alone: default"
         )
-    losses = {}
-    for w in VOTE_WEIGHTS:
-        post = model_vote(probs[rows], w) * first_likelihood[rows]
-        post /= post.sum(axis=1, keepdims=True)
-        losses[f"{w:g}"] = float(
-            -(targets[rows] * np.log(np.clip(post, 1e-12, 1.0))).sum(axis=1).mean()
-        )
-    best = min(VOTE_WEIGHTS, key=lambda w: (losses[f"{w:g}"], -w))
+    per_item = _vote_losses(probs, targets, first_likelihood)
+    mean = per_item[rows].mean(axis=0)
+    best = _best_weight(mean)
+    edges = algorithms.BAND_EDGES
+    band = np.searchsorted(np.asarray(edges), probs.max(axis=1), side="right")
+    by_band, band_n = [], []
+    for b in range(len(edges) + 1):
+        sel = band == b
+        band_n.append(int(sel.sum()))
+        by_band.append(_best_weight(per_item[sel].sum(axis=0) + BAND_PRIOR_ITEMS * mean))
     return VoteWeight(
         best,
         n,
-        nll={k: round(v, 6) for k, v in losses.items()},
-        reason=f"lowest log loss of model vote x first answer on {n} people-only items",
+        nll={f"{w:g}": round(float(v), 6) for w, v in zip(VOTE_WEIGHTS, mean, strict=True)},
+        reason=(
+            f"lowest log loss of model vote x first answer on {n} people-only items; per "
+            f"band of confidence, on its items plus {BAND_PRIOR_ITEMS} at the job's loss"
+        ),
+        edges=tuple(edges),
+        by_band=tuple(by_band),
+        band_n=tuple(band_n),
     )
 
 
@@ -498,23 +575,43 @@ def dynamic_actions(
     n_labels: np.ndarray,
     policy: Policy,
     target: float | None = None,
+    max_labels: int | None = None,
 ) -> np.ndarray:
     """Dynamic redundancy without a model (apps.pipeline.decide's posterior rule): at least
     min_labels, settle at the target confidence (the policy's, or `target`: a routed job's
-    reference items use `reference_confidence`), ask up to max_labels, then review. An item
-    at max_labels that reached the policy's own target settles: a higher `target` buys crowd
-    labels, never an expert's."""
+    reference items use `reference_confidence`), ask up to max_labels (the policy's, or
+    `max_labels` if higher: a routed job's reference items use `reference_max_labels`),
+    then review. An item at its cap that reached the policy's own target settles: a higher
+    `target` buys crowd labels, never an expert's."""
     n = np.broadcast_to(np.asarray(n_labels), (len(posterior),))
-    max_labels = max(policy.max_labels, policy.min_labels)
+    cap = max(policy.max_labels, policy.min_labels, max_labels or 0)
     goal = policy.target_confidence if target is None else target
     confidence = posterior.max(axis=1)
     action = np.full(len(posterior), ASK, dtype=object)
     action[confidence >= goal] = SETTLE
-    at_cap = (action == ASK) & (n >= max_labels)
+    at_cap = (action == ASK) & (n >= cap)
     action[at_cap & (confidence >= policy.target_confidence)] = SETTLE
     action[at_cap & (confidence < policy.target_confidence)] = REVIEW
     action[n < policy.min_labels] = ASK
     return action
+
+
+def reference_max_labels(*, routing: Routing, policy: Policy) -> int:
+    """Most crowd labels a routed job's reference item (people alone: seed set, audits)
+    takes before an unsure one goes to an expert: `routing.reference_max_labels`, never
+    fewer than the policy's max_labels.
+
+    A reference must reach `reference_confidence`, above the policy's target, with the
+    crowd counted at its calibration (1/T): at the policy's five labels one dissenting
+    answer among newcomers leaves an item near 0.92, and it went to an expert, who costs
+    expert_label / crowd_label crowd labels (10 by default): 52% of iris's and 28% of
+    wine's seed items on bench seed 10, their seed sets 74% and 60% of those jobs' cost.
+    A few more crowd labels settle most of them. The default, 15 (the policy's 5 plus what
+    an expert costs in crowd labels), was chosen leave-one-data-set-out among 5, 7, 9, 12
+    and 15 on bench/routing.py's seeds 10-12 (outside the reported 0-9): three folds chose
+    15, the one holding out iris 7; see README's routing section.
+    """
+    return max(routing.reference_max_labels, policy.max_labels, policy.min_labels)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -589,6 +686,8 @@ class RoutingLoop:
         self.crowd_weight = 1.0
         # ... and run() settles its people-only items at reference_confidence.
         self.reference_target: float | None = None
+        # ... and lets them take up to reference_max_labels crowd labels before an expert.
+        self.reference_cap: int | None = None
         self.out = Delivered(
             label=np.full(n, -1),
             confidence=np.zeros(n),
@@ -708,6 +807,7 @@ class RoutingLoop:
                     n_labels=n_labels,
                     policy=self.policy,
                     target=self.reference_target,
+                    max_labels=self.reference_cap,
                 )
             review = pending[acts == REVIEW]
             if len(review):
@@ -766,6 +866,7 @@ class RoutingLoop:
         cfg = self.routing
         self.crowd_weight = crowd_weight(self.policy)
         self.reference_target = reference_confidence(routing=cfg, policy=self.policy)
+        self.reference_cap = reference_max_labels(routing=cfg, policy=self.policy)
         rng = np.random.default_rng(self.seed)
         seed_rows = rng.choice(n, seed_size(n_items=n, cfg=cfg), replace=False)
         self.people_only[seed_rows] = True
@@ -852,6 +953,7 @@ class RoutingLoop:
                     "audited": audits.accuracy,
                     "n_audited": audits.n,
                     "vote_weight": weight.weight,
+                    "vote_weight_by_band": list(weight.by_band),
                     "dependence": dependence.as_card()["by_confidence"],
                     "accepted": int(len(accept)),
                 }
@@ -861,9 +963,10 @@ class RoutingLoop:
             uncertain = open_rows[~(plan.accept | plan.audit)]
             last = rnd == cfg.max_rounds or len(uncertain) <= batch
             routed = ~(plan.accept | plan.audit)
-            self.vote[uncertain] = model_vote(pool_probs[routed], weight.weight)
+            item_weight = weight.for_probs(pool_probs[routed])
+            self.vote[uncertain] = model_vote(pool_probs[routed], item_weight)
             self.vote_probs[uncertain] = pool_probs[routed]
-            self.voted[uncertain] = weight.weight > 0
+            self.voted[uncertain] = item_weight > 0
             if last:
                 self.settle(uncertain)
                 break

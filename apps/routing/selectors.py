@@ -19,7 +19,7 @@ from apps.jobs.policy import Routing, routing_from_stored
 from apps.quality.matrices import worker_confusions
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
-from apps.routing.policy import Audits, model_vote
+from apps.routing.policy import Audits, band_weights, model_vote
 
 # Every routing knob with its default; a job's `routing` JSON overrides any of them.
 HUMAN_SOURCES = (Item.Source.CROWD, Item.Source.EXPERT, Item.Source.QC)
@@ -170,22 +170,36 @@ def model_version_active(*, job_id: int) -> ModelVersion | None:
 
 def item_model_vote(*, item_id: int, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The model's vote on the item: its calibrated probabilities tempered by the vote
-    weight of the version that scored it (apps.routing.policy.vote_weight), and the
-    calibrated probabilities themselves (the reported posterior's prior,
-    apps.routing.policy.reported_confidence); None for an audit item (people judge it
-    alone: the model must not vouch for itself there) and where the weight is 0 (the
+    weight of the version that scored it (apps.routing.policy.vote_weight: the weight of
+    the band the item's confidence falls in, or the version's one weight when its card has
+    none per band), and the calibrated probabilities themselves (the reported posterior's
+    prior, apps.routing.policy.reported_confidence); None for an audit item (people judge
+    it alone: the model must not vouch for itself there) and where the weight is 0 (the
     model's errors go with the crowd's: it does not vote)."""
     row = (
         ItemScore.objects.filter(item_id=item_id, audit=False)
-        .values_list("probs", "model_version__card__vote_weight")
+        .values_list(
+            "probs", "model_version__card__vote_weight", "model_version__card__vote_weight_by_band"
+        )
         .first()
     )
     if row is None:
         return None
     probs = _prob_row(row[0], n_classes)
+    if probs is None:
+        return None
     # Versions trained before the vote weight existed voted at full weight.
     weight = 1.0 if row[1] is None else float(row[1])
-    if probs is None or weight <= 0.0:
+    bands = row[2] if isinstance(row[2], dict) else {}
+    weight = float(
+        band_weights(
+            float(probs.max()),
+            edges=bands.get("edges") or [],
+            by_band=bands.get("weights") or [],
+            weight=weight,
+        )[0]
+    )
+    if weight <= 0.0:
         return None
     return model_vote(probs, weight), probs
 

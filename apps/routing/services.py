@@ -381,6 +381,8 @@ def job_retrain(*, job_id: int, seed: int = 0) -> RetrainResult:
         vote_weight=vote.weight,
         vote_weight_reason=vote.reason,
         vote_weight_nll=vote.nll,
+        # The vote weight per band of the model's confidence (item_model_vote applies it).
+        vote_weight_by_band=vote.as_card(),
         # The model's confusion and its joint errors with the crowd, on people-only items.
         dependence=dependence.as_card(),
     )

@@ -22,6 +22,7 @@ from apps.routing.policy import (
     dynamic_actions,
     model_vote,
     reference_confidence,
+    reference_max_labels,
     round_size,
     seed_size,
     threshold_with_memory,
@@ -191,6 +192,65 @@ def test_the_vote_is_discounted_where_model_and_crowd_err_together():
     assert independent.weight == 1.0
 
 
+def _banded_voter_case(n: int = 400, seed: int = 0):
+    """Two bands of model confidence, 0.85 and 0.97, each as accurate as it claims; a worker
+    75% right whose errors copy the model's wrong class in the 0.85 band only."""
+    rng = np.random.default_rng(seed)
+    k = 3
+    parts = []
+    for confidence, together in ((0.85, True), (0.97, False)):
+        truth = rng.integers(k, size=n)
+        right = rng.random(n) < confidence
+        model_label = np.where(right, truth, (truth + rng.integers(1, k, n)) % k)
+        probs = np.full((n, k), (1.0 - confidence) / (k - 1))
+        probs[np.arange(n), model_label] = confidence
+        answer = np.where(rng.random(n) < 0.75, truth, (truth + rng.integers(1, k, n)) % k)
+        if together:
+            answer = np.where(model_label != truth, model_label, answer)
+        parts.append((probs, np.eye(k)[truth], answer))
+    worker = algorithms.one_coin_confusions(np.array([0.75]), k)[0]
+    probs = np.concatenate([p[0] for p in parts])
+    targets = np.concatenate([p[1] for p in parts])
+    answers = np.concatenate([p[2] for p in parts])
+    return probs, targets, worker[:, answers].T
+
+
+def test_the_vote_is_discounted_in_the_band_where_model_and_crowd_err_together():
+    # Given joint errors in the 0.8-0.9 band and independent ones in the 0.95-0.99 band.
+    probs, targets, lik = _banded_voter_case()
+
+    weight = vote_weight(
+        probs=probs, targets=targets, first_likelihood=lik, routed=np.ones(len(probs), bool)
+    )
+
+    together, apart = 2, 4  # bands [0.8, 0.9) and [0.95, 0.99) of BAND_EDGES
+    assert weight.edges == algorithms.BAND_EDGES
+    assert weight.band_n[together] == weight.band_n[apart] == 400
+    assert weight.by_band[together] < weight.by_band[apart]
+    assert weight.by_band[apart] == 1.0
+    assert weight.by_band[together] <= weight.weight
+    # Each item votes at its band's weight.
+    np.testing.assert_array_equal(
+        weight.for_probs(probs[[0, 400]]), [weight.by_band[together], weight.by_band[apart]]
+    )
+    np.testing.assert_allclose(
+        model_vote(probs[[0, 400]], weight.for_probs(probs[[0, 400]])),
+        [model_vote(probs[0], weight.by_band[together]), model_vote(probs[400], 1.0)],
+    )
+
+
+def test_a_band_with_few_items_keeps_about_the_jobs_weight():
+    probs, targets, lik = _voter_case(False)
+
+    weight = vote_weight(
+        probs=probs, targets=targets, first_likelihood=lik, routed=np.ones(400, bool)
+    )
+
+    # Every item sits in the [0.8, 0.9) band: the empty bands take the job's weight.
+    assert weight.band_n[2] == 400
+    assert set(weight.by_band) == {weight.weight}
+
+
 def test_too_little_evidence_keeps_the_default_vote_weight():
     probs, targets, lik = _voter_case(False, n=10)
 
@@ -272,6 +332,27 @@ def test_a_reference_item_at_max_labels_above_the_policy_target_settles_not_revi
     # 0.96 misses the reference but meets the policy's 0.95: the cap settles it; 0.94
     # meets neither: review (an expert), as without a reference target.
     assert actions.tolist() == ["settle", "review", "settle"]
+
+
+def test_a_reference_item_takes_crowd_labels_up_to_its_own_cap_before_an_expert():
+    post = np.array([[0.94, 0.06]] * 3)
+    cap = reference_max_labels(routing=Routing(reference_max_labels=7), policy=Policy())
+
+    actions = dynamic_actions(
+        posterior=post,
+        n_labels=np.array([5, 6, 7]),
+        policy=Policy(),
+        target=0.975,
+        max_labels=cap,
+    )
+
+    assert cap == 7
+    assert actions.tolist() == ["ask", "ask", "review"]
+    # Never fewer than the policy's own cap; routing off (no cap given) keeps the policy's.
+    assert reference_max_labels(routing=Routing(reference_max_labels=2), policy=Policy()) == 5
+    assert dynamic_actions(
+        posterior=post[:1], n_labels=np.array([5]), policy=Policy()
+    ).tolist() == ["review"]
 
 
 class _OneWorkerCrowd:

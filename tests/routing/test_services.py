@@ -22,7 +22,8 @@ from apps.quality.matrices import one_coin_confusion
 from apps.quality.posterior import item_posterior, item_posterior_from_labels
 from apps.routing import algorithms
 from apps.routing.models import ItemScore, ModelVersion, PrelabelExposure
-from apps.routing.selectors import job_prelabel_effect
+from apps.routing.policy import model_vote
+from apps.routing.selectors import item_model_vote, job_prelabel_effect
 from apps.routing.services import (
     job_retrain,
     job_retrain_due,
@@ -429,6 +430,46 @@ def test_the_model_votes_in_the_item_posterior():
     expected = np.array([0.6, 0.3, 0.1]) * column
     np.testing.assert_allclose(with_model, expected / expected.sum(), rtol=1e-9)
     np.testing.assert_allclose(without, column / column.sum(), rtol=1e-9)
+
+
+def test_the_model_votes_at_the_weight_of_its_confidence_band():
+    # Given a version whose card discounts the vote in [0.5, 0.8) (model and crowd err
+    # together there) and keeps it whole in [0.8, 0.9).
+    job = _voter_job()
+    low = Item.objects.create(job=job, external_id="low")
+    high = Item.objects.create(job=job, external_id="high")
+    _score(low, [0.6, 0.3, 0.1])
+    _score(high, [0.85, 0.1, 0.05])
+    ModelVersion.objects.filter(job=job).update(
+        card={
+            "vote_weight": 0.75,
+            "vote_weight_by_band": {
+                "edges": [0.5, 0.8, 0.9, 0.95, 0.99],
+                "weights": [0.75, 0.25, 1.0, 0.75, 0.75, 0.75],
+                "n": [0, 40, 40, 0, 0, 0],
+            },
+        }
+    )
+
+    low_vote, _ = item_model_vote(item_id=low.pk, n_classes=3)
+    high_vote, _ = item_model_vote(item_id=high.pk, n_classes=3)
+
+    np.testing.assert_allclose(low_vote, model_vote(np.array([0.6, 0.3, 0.1]), 0.25))
+    np.testing.assert_allclose(high_vote, [0.85, 0.1, 0.05])
+
+
+def test_an_unsure_people_only_item_asks_the_crowd_up_to_the_reference_cap():
+    # Given a routed job's item the model does not vote on, split 3-2 after five labels
+    # (below the policy's 0.95): the reference cap buys crowd labels before an expert.
+    job = _voter_job()
+    item = Item.objects.create(job=job, external_id="x", labels_needed=5)
+    answers = [(make_worker().pk, label, "crowd") for label in ("cat",) * 3 + ("dog",) * 2]
+
+    decision = _decide(job, item, answers, 5)
+
+    assert job.spec.routing.reference_max_labels > 5
+    assert (decision.state, decision.labels_needed) == ("open", 6)
+    assert decision.extra["stopping"] == "people_only"
 
 
 def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():

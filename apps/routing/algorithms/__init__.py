@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from apps.routing.algorithms.dependence import Dependence, model_crowd_dependence
+from apps.routing.algorithms.dependence import BAND_EDGES, Dependence, model_crowd_dependence
 from apps.routing.algorithms.names import STRATEGIES
 from apps.routing.algorithms.threshold import (
     ThresholdChoice,
@@ -76,6 +76,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BAND_EDGES",
     "Dependence",
     "model_crowd_dependence",
     "ThresholdChoice",
