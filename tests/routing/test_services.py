@@ -438,8 +438,8 @@ def test_the_model_votes_at_the_weight_of_its_confidence_band():
     job = _voter_job()
     low = Item.objects.create(job=job, external_id="low")
     high = Item.objects.create(job=job, external_id="high")
-    _score(low, [0.6, 0.3, 0.1])
-    _score(high, [0.85, 0.1, 0.05])
+    score_item(low, [0.6, 0.3, 0.1])
+    score_item(high, [0.85, 0.1, 0.05])
     ModelVersion.objects.filter(job=job).update(
         card={
             "vote_weight": 0.75,
