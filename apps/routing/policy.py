@@ -784,27 +784,34 @@ class RoutingLoop:
         return np.bincount(items, minlength=len(self.x))
 
     def settle(self, rows: np.ndarray, *, routed: bool = True) -> None:
-        """People label `rows` one answer per step until the stopping rule (routed: the
-        cost-aware one; else dynamic redundancy) settles them or sends them to an expert."""
-        pending = np.asarray(rows, dtype=int)
+        """People label `rows` one answer per step until the stopping rule settles them or
+        sends them to an expert: routed, the cost-aware rule where the model votes; else, and
+        where it does not (its band's vote weight is 0), people settle the item alone at the
+        reference confidence, as apps.pipeline.decide does, and it counts as people-only."""
+        rows = np.asarray(rows, dtype=int)
+        alone_rows = rows if not routed else rows[~self.voted[rows]]
+        self.people_only[alone_rows] = True
+        pending = rows
         self._ask(pending)
         while len(pending):
             post, typical = self._posteriors(pending)
             n_labels = self._n_labels()[pending]
-            if routed:
-                acts = routed_actions(
-                    posterior=post,
-                    n_labels=n_labels,
+            alone = self.people_only[pending] | (not routed)
+            acts = np.empty(len(pending), dtype=object)
+            if (~alone).any():
+                acts[~alone] = routed_actions(
+                    posterior=post[~alone],
+                    n_labels=n_labels[~alone],
                     crowd_confusion=typical,
                     classes=self.classes,
                     routing=self.routing,
                     policy=self.policy,
                     pricing=self.pricing,
                 ).action
-            else:
-                acts = dynamic_actions(
-                    posterior=post,
-                    n_labels=n_labels,
+            if alone.any():
+                acts[alone] = dynamic_actions(
+                    posterior=post[alone],
+                    n_labels=n_labels[alone],
                     policy=self.policy,
                     target=self.reference_target,
                     max_labels=self.reference_cap,

@@ -583,3 +583,27 @@ def test_the_reported_confidence_changes_no_decision(monkeypatch):
     np.testing.assert_allclose(out.confidence[~voted], out2.confidence[~voted])
     assert (out2.confidence[voted] == 0.5).all()
     assert (out.confidence[voted] != 0.5).all()
+
+
+def test_an_item_the_model_does_not_vote_on_is_settled_by_people_alone_as_production_does():
+    # Given two routed items answered b by one crowd worker, the first with the model's
+    # vote, the second in a band whose vote weight is 0 (no vote: apps.routing.selectors
+    # .item_model_vote gives None, and apps.pipeline.decide settles it people-only at the
+    # reference confidence)
+    loop = RoutingLoop(x=np.zeros((2, 1)), classes=["a", "b"], crowd=_OneWorkerCrowd([1, 1]))
+    loop.crowd_weight = crowd_weight(loop.policy)
+    loop.reference_target = reference_confidence(routing=loop.routing, policy=loop.policy)
+    loop.reference_cap = reference_max_labels(routing=loop.routing, policy=loop.policy)
+    probs = np.array([0.01, 0.99])
+    loop.vote[0], loop.vote_probs[0], loop.voted[0] = model_vote(probs, 1.0), probs, True
+
+    loop.settle(np.array([0, 1]))
+
+    # Then the voted item stops on the model and one answer (the cost-aware rule), the other
+    # asks on to the reference confidence, and only it counts as settled by people alone.
+    n_labels = loop._n_labels()
+    assert n_labels[0] == 1
+    assert n_labels[1] > 1
+    post, _ = loop._posteriors(np.array([1]))
+    assert post[0, 1] >= loop.reference_target
+    assert loop.people_only.tolist() == [False, True]
