@@ -192,7 +192,8 @@ SPECTACULAR_SETTINGS = {
 # Celery: Redis is broker and result store when REDIS_URL is set; otherwise tasks run
 # eagerly in-process, so the zero-setup default needs no server.
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# (The in-memory transport names its host: without one kombu logs "No hostname was supplied".)
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 # The test suite runs tasks in-process even with a broker configured; the one test that
 # drives a real worker process switches this off for itself.
