@@ -14,7 +14,7 @@ from apps.assignments.models import Label
 from apps.jobs.models import Item
 from apps.reviews.models import Review, ReviewDecision
 from apps.workforce.models import Worker
-from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, _console_errors, type_token
+from tests.reviews.test_browser import CHROMIUM, CHROMIUM_ARGS, signed_in_page
 from tests.workforce.factories import JobFactory, make_pool
 
 # A 4 x 3 grey PNG: the canvas draws it stretched to the schema's image size.
@@ -52,14 +52,7 @@ def _signed_in(url: str, token: str):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.set_default_timeout(15000)
-            errors = _console_errors(page)
-            page.goto(f"{url}/login/")
-            type_token(page, token)
-            with page.expect_navigation():
-                page.keyboard.press("Enter")
-            yield page, errors
+            yield signed_in_page(browser, url, token, viewport={"width": 1000, "height": 900})
         finally:
             browser.close()
 

@@ -9,27 +9,15 @@ from apps.jobs.models import Item, Job
 from apps.pipeline.crowd import worker_ban, worker_quality_suspend, worker_suspend, worker_unban
 from apps.quality.models import QualityDecision
 from tests.quality.factories import crowd_job, crowd_label
-from tests.routing.factories import score_item
-from tests.workforce.factories import ClientOrgFactory, make_pool, make_worker
+from tests.routing.factories import score_item, voter_job
+from tests.workforce.factories import make_pool, make_worker
 
 pytestmark = pytest.mark.django_db
 
 
-def _routed_job(**routing) -> Job:
-    return Job.objects.create(
-        organization=ClientOrgFactory(),
-        name="routed",
-        status=Job.Status.RUNNING,
-        label_schema={"kind": "single_choice", "classes": ["cat", "dog", "bird"]},
-        policy={"gold_rate": 0.0, "min_labels": 1, "max_labels": 5, "target_confidence": 0.95},
-        pricing={"crowd_label": 0.05, "expert_label": 0.5},
-        routing={"mode": "model", **routing},
-    )
-
-
 def test_a_routed_item_the_model_and_an_honest_worker_settle_stays_settled():
     # Two labels before the routing rule may stop.
-    job = _routed_job(min_labels=2)
+    job = voter_job(policy={"min_labels": 1}, min_labels=2)
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     score_item(item, [0.97, 0.02, 0.01])
     spammer, honest = make_worker(), make_worker()
@@ -63,7 +51,7 @@ def test_a_routed_item_the_model_and_an_honest_worker_settle_stays_settled():
 
 
 def test_a_routed_item_only_the_suspended_worker_labeled_goes_back_to_the_queue():
-    job = _routed_job()
+    job = voter_job(policy={"min_labels": 1})
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     score_item(item, [0.97, 0.02, 0.01])
     spammer, other = make_worker(), make_worker()

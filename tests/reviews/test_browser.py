@@ -103,10 +103,10 @@ def type_token(page, token: str) -> None:
     page.keyboard.type(token)
 
 
-def signed_in_page(browser, base_url: str, token: str):
-    """A new page signed in with `token` on the login page (by keyboard), and the list its
-    console errors go to."""
-    page = browser.new_page()
+def signed_in_page(browser, base_url: str, token: str, *, viewport: dict | None = None):
+    """A new page (of `viewport`'s size, if given) signed in with `token` on the login page
+    (by keyboard), and the list its console errors go to."""
+    page = browser.new_page(**({"viewport": viewport} if viewport else {}))
     page.set_default_timeout(15000)
     errors = _console_errors(page)
     page.goto(f"{base_url}/login/")

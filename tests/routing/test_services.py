@@ -30,7 +30,7 @@ from apps.routing.services import (
     job_route,
     jobs_retrain_check,
 )
-from tests.routing.factories import score_item
+from tests.routing.factories import score_item, voter_job
 from tests.workforce.factories import ClientOrgFactory, make_pool, make_worker
 
 pytestmark = pytest.mark.django_db
@@ -403,20 +403,8 @@ def test_fifo_resets_priorities_so_the_queue_runs_in_arrival_order():
 # --------------------------------------------------------------------------- model as voter
 
 
-def _voter_job(*, routing_mode: str = "model", class_targets: dict | None = None) -> Job:
-    return Job.objects.create(
-        organization=ClientOrgFactory(),
-        name="voter",
-        status=Job.Status.RUNNING,
-        label_schema={"kind": "single_choice", "classes": ["cat", "dog", "bird"]},
-        policy={"gold_rate": 0.0, "min_labels": 3, "max_labels": 5, "target_confidence": 0.95},
-        pricing={"crowd_label": 0.05, "expert_label": 0.5},
-        routing={"mode": routing_mode, "class_targets": class_targets or {}},
-    )
-
-
 def test_the_model_votes_in_the_item_posterior():
-    job = _voter_job()
+    job = voter_job()
     item = Item.objects.create(job=job, external_id="x")
     worker = make_worker()
     answers = [(worker.pk, "dog", "crowd")]
@@ -435,7 +423,7 @@ def test_the_model_votes_in_the_item_posterior():
 def test_the_model_votes_at_the_weight_of_its_confidence_band():
     # Given a version whose card discounts the vote in [0.5, 0.8) (model and crowd err
     # together there) and keeps it whole in [0.8, 0.9).
-    job = _voter_job()
+    job = voter_job()
     low = Item.objects.create(job=job, external_id="low")
     high = Item.objects.create(job=job, external_id="high")
     score_item(low, [0.6, 0.3, 0.1])
@@ -461,7 +449,7 @@ def test_the_model_votes_at_the_weight_of_its_confidence_band():
 def test_an_unsure_people_only_item_asks_the_crowd_up_to_the_reference_cap():
     # Given a routed job's item the model does not vote on, split 3-2 after five labels
     # (below the policy's 0.95): the reference cap buys crowd labels before an expert.
-    job = _voter_job()
+    job = voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=5)
     answers = [(make_worker().pk, label, "crowd") for label in ("cat",) * 3 + ("dog",) * 2]
 
@@ -473,10 +461,10 @@ def test_an_unsure_people_only_item_asks_the_crowd_up_to_the_reference_cap():
 
 
 def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():
-    job = _voter_job()
+    job = voter_job()
     audit_item = Item.objects.create(job=job, external_id="audit")
     score_item(audit_item, [0.9, 0.05, 0.05], audit=True)
-    off_job = _voter_job(routing_mode="off")
+    off_job = voter_job(mode="off")
     off_item = Item.objects.create(job=off_job, external_id="off")
     score_item(off_item, [0.9, 0.05, 0.05])
     worker = make_worker()
@@ -505,7 +493,7 @@ def test_the_model_does_not_vote_on_audit_items_nor_when_routing_is_off():
 def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(
     model_probs, state, labels_needed, stopping
 ):
-    job = _voter_job()
+    job = voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     if model_probs:
         score_item(item, model_probs)
@@ -518,7 +506,7 @@ def test_cost_aware_stopping_stops_earlier_when_the_model_agrees(
 
 
 def test_a_routed_settle_says_why_the_model_vote_the_posterior_and_the_stop():
-    job = _voter_job()
+    job = voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
@@ -538,7 +526,7 @@ def test_a_routed_settle_says_why_the_model_vote_the_posterior_and_the_stop():
 
 
 def test_class_targets_demand_more_evidence_for_that_class():
-    job = _voter_job(class_targets={"cat": 0.9999})
+    job = voter_job(class_targets={"cat": 0.9999})
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
@@ -549,7 +537,7 @@ def test_class_targets_demand_more_evidence_for_that_class():
 
 
 def test_routing_off_keeps_the_quality_engine_unchanged():
-    job = _voter_job(routing_mode="off")
+    job = voter_job(mode="off")
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
@@ -562,7 +550,7 @@ def test_routing_off_keeps_the_quality_engine_unchanged():
 
 
 def test_a_submitted_label_settles_a_routed_item_the_model_agrees_with():
-    job = _voter_job()
+    job = voter_job()
     item = Item.objects.create(job=job, external_id="x", labels_needed=1)
     score_item(item, [0.97, 0.02, 0.01])
     worker = make_worker()
@@ -595,7 +583,7 @@ def test_retrain_is_due_after_retrain_every_newly_settled_items(
 
 
 def test_prelabels_show_the_model_suggestion_and_are_measured_on_gold():
-    job = _voter_job()
+    job = voter_job()
     job.routing = {**job.routing, "prelabels": True}
     job.save(update_fields=["routing"])
     item = Item.objects.create(job=job, external_id="x")
